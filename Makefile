@@ -1,0 +1,62 @@
+# atoma-lab: one Makefile, its own virtual environments.
+#   make demo       set up, then a confidential embeddings round trip through the simulator
+#   make test       set up, then the whole test suite (notebooks included)
+#   make bench      set up, then the benchmark suite; saves JSON and prints the ratios
+#   make notebooks  set up, then execute the full notebooks into build/notebooks as HTML
+#   make lint       ruff and mypy
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SDK_VENV := .venv-sdk
+SDK_STAMP := $(SDK_VENV)/.installed
+# pip on these machines warns about configured local indexes that do not exist; hide that noise.
+PIP_FILTER := 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup sdk-setup demo test test-fast bench notebooks lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing atoma-lab and its extras into $(VENV) (torch pinned by constraints.txt)"
+	$(BIN)/python -m pip install -q --upgrade pip $(PIP_FILTER)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[all]' $(PIP_FILTER)
+	@touch $(STAMP)
+
+# The official Atoma client pins pydantic<2.11 and httpx<0.29: it lives in a venv of its own.
+sdk-setup: $(SDK_STAMP)
+
+$(SDK_STAMP): tests/sdk_requirements.txt
+	@test -x $(SDK_VENV)/bin/python || $(PYTHON) -m venv $(SDK_VENV)
+	$(SDK_VENV)/bin/python -m pip install -q -r tests/sdk_requirements.txt $(PIP_FILTER)
+	@touch $(SDK_STAMP)
+
+demo: setup
+	$(BIN)/atoma-lab demo
+
+test: setup sdk-setup
+	ATOMA_LAB_SDK_PYTHON=$(SDK_VENV)/bin/python ATOMA_LAB_QUICK=1 $(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not integration and not sdk" -x -q
+
+bench: setup
+	@mkdir -p build/bench
+	$(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-json=build/bench/latest.json -q
+	$(BIN)/python -m atoma_lab.benchreport build/bench/latest.json
+
+notebooks: setup
+	@mkdir -p build/notebooks
+	ATOMA_LAB_QUICK=0 $(BIN)/python -m atoma_lab.notebook_runner notebooks build/notebooks
+
+lint: setup
+	$(BIN)/ruff check atoma_lab tests benchmarks
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) $(SDK_VENV) build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,258 @@
+"""The whole atoma-lab exception tree.
+
+Every error the toolkit raises on purpose derives from :class:`AtomaLabError`. Each class says whose
+fault it was (``fault``), the HTTP status it maps to (``status``) and a stable machine-readable
+``code`` that the server puts in its JSON error body ``{"error": {"code": ..., "message": ...}}``.
+
+Rules (see ARCHITECTURE.md, "Errors"):
+
+* messages name fields and sizes, never key material, plaintext or whole ciphertexts;
+* a foreign exception is caught specifically and re-raised with ``raise OurError(...) from exc``;
+* misuse of an API (wrong Python type, wrong length of an argument) raises plain ``TypeError`` /
+  ``ValueError``, as pyca/cryptography does; the classes here are for data that arrives from a peer.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+Fault = Literal["caller", "peer", "crypto", "inference", "transport", "server"]
+
+
+class AtomaLabError(Exception):
+    """Base class of every deliberate atoma-lab error."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "INTERNAL_ERROR"
+    fault: ClassVar[Fault] = "server"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict[str, dict[str, str]]:
+        """The JSON error body, Atoma's ``ErrorResponse`` shape."""
+        return {"error": {"code": self.code, "message": self.message}}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+# --------------------------------------------------------------------------------------------
+# The caller sent something wrong (4xx).
+# --------------------------------------------------------------------------------------------
+
+
+class RequestError(AtomaLabError):
+    """The request is malformed: the caller's fault."""
+
+    status = 400
+    code = "INVALID_REQUEST"
+    fault = "caller"
+
+
+class InvalidJSONError(RequestError):
+    """The body is not a JSON document (or is nested too deeply, or is not UTF-8)."""
+
+    code = "INVALID_JSON"
+
+
+class InvalidFieldError(RequestError):
+    """A field is missing, of the wrong type, out of range, badly encoded or of the wrong size.
+
+    ``field`` names the field (a dotted path for nested ones). The message never repeats the value.
+    """
+
+    code = "INVALID_FIELD"
+
+
+class MissingFieldError(InvalidFieldError):
+    """A required field is absent."""
+
+    code = "MISSING_FIELD"
+
+
+class InvalidEncodingError(InvalidFieldError):
+    """A binary field is not strict standard base64 with padding."""
+
+    code = "INVALID_BASE64"
+
+
+class InvalidLengthError(InvalidFieldError):
+    """A binary field decodes to the wrong number of bytes."""
+
+    code = "INVALID_LENGTH"
+
+
+class BodyTooLargeError(RequestError):
+    """The body exceeds the configured size limit."""
+
+    status = 413
+    code = "BODY_TOO_LARGE"
+
+
+class AuthenticationError(AtomaLabError):
+    """The bearer token is missing or unknown."""
+
+    status = 401
+    code = "AUTH_ERROR"
+    fault = "caller"
+
+
+class PermissionDeniedError(AtomaLabError):
+    """The caller is authenticated but may not use this resource (e.g. another user's stack)."""
+
+    status = 403
+    code = "FORBIDDEN"
+    fault = "caller"
+
+
+class NotFoundError(AtomaLabError):
+    """The named resource (stack, node, model) does not exist."""
+
+    status = 404
+    code = "NOT_FOUND"
+    fault = "caller"
+
+
+class ModelNotFoundError(NotFoundError):
+    """No node (or engine) serves the requested model."""
+
+    code = "MODEL_NOT_FOUND"
+
+
+# --------------------------------------------------------------------------------------------
+# Cryptographic failures on data a peer sent (4xx on the server side).
+# --------------------------------------------------------------------------------------------
+
+
+class CryptoError(AtomaLabError):
+    """A cryptographic check failed on received data."""
+
+    status = 400
+    code = "CRYPTO_ERROR"
+    fault = "crypto"
+
+
+class InvalidPublicKeyError(CryptoError):
+    """An X25519 public key is a low-order point: the shared secret would be all zeros."""
+
+    code = "INVALID_PUBLIC_KEY"
+
+
+class DecryptionError(CryptoError):
+    """AES-256-GCM authentication failed: wrong key, or a changed ciphertext, tag, nonce or AAD."""
+
+    code = "DECRYPTION_FAILED"
+
+
+class HashMismatchError(CryptoError):
+    """The BLAKE2b-256 of the plaintext differs from the hash that came with it."""
+
+    code = "HASH_MISMATCH"
+
+
+class SignatureError(CryptoError):
+    """A Sui-style signature is malformed, of an unsupported scheme, or does not verify."""
+
+    status = 401
+    code = "INVALID_SIGNATURE"
+
+
+class NodeKeyMismatchError(CryptoError):
+    """The request was sealed to a node key that is not this node's current key.
+
+    Atoma answers 500 here; atoma-lab answers 409 so that a client knows to take a fresh lock
+    and seal again.
+    """
+
+    status = 409
+    code = "STALE_NODE_KEY"
+
+
+# --------------------------------------------------------------------------------------------
+# The peer broke the protocol (the client's or proxy's view of a bad node answer).
+# --------------------------------------------------------------------------------------------
+
+
+class PeerProtocolError(AtomaLabError):
+    """A peer's answer violates the protocol (bad hash, bad signature, wrong shape)."""
+
+    status = 502
+    code = "BAD_PEER_RESPONSE"
+    fault = "peer"
+
+
+# --------------------------------------------------------------------------------------------
+# Inference.
+# --------------------------------------------------------------------------------------------
+
+
+class InferenceError(AtomaLabError):
+    """The embedding engine failed on valid input."""
+
+    status = 500
+    code = "INFERENCE_ERROR"
+    fault = "inference"
+
+
+class ModelLoadError(InferenceError):
+    """A model could not be found or loaded; the message says how to supply it."""
+
+    code = "MODEL_LOAD_ERROR"
+
+
+class InputTooLongError(RequestError):
+    """An input exceeds the model's maximum sequence length and truncation is off."""
+
+    code = "INPUT_TOO_LONG"
+
+
+# --------------------------------------------------------------------------------------------
+# Transport.
+# --------------------------------------------------------------------------------------------
+
+
+class TransportError(AtomaLabError):
+    """A message could not be delivered (connection refused, dropped, timed out)."""
+
+    status = 503
+    code = "SERVICE_UNAVAILABLE"
+    fault = "transport"
+
+
+class TransportTimeoutError(TransportError):
+    """The peer did not answer in time."""
+
+    status = 504
+    code = "GATEWAY_TIMEOUT"
+
+
+__all__ = [
+    "AtomaLabError",
+    "AuthenticationError",
+    "BodyTooLargeError",
+    "CryptoError",
+    "DecryptionError",
+    "Fault",
+    "HashMismatchError",
+    "InferenceError",
+    "InputTooLongError",
+    "InvalidEncodingError",
+    "InvalidFieldError",
+    "InvalidJSONError",
+    "InvalidLengthError",
+    "InvalidPublicKeyError",
+    "MissingFieldError",
+    "ModelLoadError",
+    "ModelNotFoundError",
+    "NodeKeyMismatchError",
+    "NotFoundError",
+    "PeerProtocolError",
+    "PermissionDeniedError",
+    "RequestError",
+    "SignatureError",
+    "TransportError",
+    "TransportTimeoutError",
+]
