@@ -85,6 +85,18 @@ class InvalidLengthError(InvalidFieldError):
     code = "INVALID_LENGTH"
 
 
+class MissingHeaderError(RequestError):
+    """A required header (e.g. ``X-Signature``) is absent."""
+
+    code = "MISSING_HEADER"
+
+
+class ModelMismatchError(InvalidFieldError):
+    """``model_name`` in the envelope differs from ``model`` in the sealed request."""
+
+    code = "MODEL_MISMATCH"
+
+
 class BodyTooLargeError(RequestError):
     """The body exceeds the configured size limit."""
 
@@ -171,6 +183,70 @@ class NodeKeyMismatchError(CryptoError):
     code = "STALE_NODE_KEY"
 
 
+class AttestationError(CryptoError):
+    """Attestation evidence is malformed, signed by an untrusted vendor, stale, or binds
+    something else than the key it is presented with."""
+
+    code = "ATTESTATION_FAILED"
+
+
+class ReplayError(CryptoError):
+    """A request that was already served (same nonce or hash under a key) was sent again."""
+
+    status = 409
+    code = "REPLAYED_REQUEST"
+
+
+# --------------------------------------------------------------------------------------------
+# Accounting: stacks, locks and compute units.
+# --------------------------------------------------------------------------------------------
+
+
+class StackNotFoundError(NotFoundError):
+    """No stack with that ``stack_small_id`` exists (Atoma answers 500)."""
+
+    code = "STACK_NOT_FOUND"
+
+
+class StackUnavailableError(AtomaLabError):
+    """No unexpired lock on the stack covers the request (Atoma's 425 ``UNAVAILABLE_STACK``)."""
+
+    status = 425
+    code = "UNAVAILABLE_STACK"
+    fault = "caller"
+
+
+class StackLockedError(AtomaLabError):
+    """The stack is claimed or settling and takes no more requests (Atoma's 423)."""
+
+    status = 423
+    code = "LOCKED"
+    fault = "caller"
+
+
+class InsufficientBalanceError(AtomaLabError):
+    """The user cannot pay for a new stack (Atoma's 402 ``BALANCE_ERROR``)."""
+
+    status = 402
+    code = "BALANCE_ERROR"
+    fault = "caller"
+
+
+class ComputeUnitsExceededError(RequestError):
+    """The request needs more compute units than it was allowed (``num_compute_units``)."""
+
+    status = 413
+    code = "COMPUTE_UNITS_EXCEEDED"
+
+
+class ServiceUnavailableError(AtomaLabError):
+    """No node can serve the request now (no node for the model, all nodes down)."""
+
+    status = 503
+    code = "SERVICE_UNAVAILABLE"
+    fault = "server"
+
+
 # --------------------------------------------------------------------------------------------
 # The peer broke the protocol (the client's or proxy's view of a bad node answer).
 # --------------------------------------------------------------------------------------------
@@ -229,30 +305,76 @@ class TransportTimeoutError(TransportError):
     code = "GATEWAY_TIMEOUT"
 
 
+class APIError(AtomaLabError):
+    """An error answer from a server whose code no local class claims."""
+
+    fault = "peer"
+
+    def __init__(self, message: str, *, status: int, code: str) -> None:
+        super().__init__(message)
+        self.status = status  # type: ignore[misc]
+        self.code = code  # type: ignore[misc]
+
+
+def _all_error_classes() -> list[type[AtomaLabError]]:
+    out: list[type[AtomaLabError]] = []
+    stack: list[type[AtomaLabError]] = [AtomaLabError]
+    while stack:
+        cls = stack.pop()
+        out.append(cls)
+        stack.extend(cls.__subclasses__())
+    return out
+
+
+def error_from_response(status: int, code: str, message: str) -> AtomaLabError:
+    """Rebuild the specific exception a server raised from its status and JSON error code.
+
+    The class whose ``code`` and ``status`` both match wins; otherwise :class:`APIError` keeps
+    them as they came.
+    """
+    for cls in _all_error_classes():
+        if "code" in cls.__dict__ and cls.code == code and cls.status == status \
+                and cls.__init__ is AtomaLabError.__init__:
+            return cls(message)
+    return APIError(message, status=status, code=code)
+
+
 __all__ = [
+    "APIError",
     "AtomaLabError",
+    "AttestationError",
     "AuthenticationError",
     "BodyTooLargeError",
+    "ComputeUnitsExceededError",
     "CryptoError",
     "DecryptionError",
     "Fault",
     "HashMismatchError",
     "InferenceError",
     "InputTooLongError",
+    "InsufficientBalanceError",
     "InvalidEncodingError",
     "InvalidFieldError",
     "InvalidJSONError",
     "InvalidLengthError",
     "InvalidPublicKeyError",
     "MissingFieldError",
+    "MissingHeaderError",
     "ModelLoadError",
+    "ModelMismatchError",
     "ModelNotFoundError",
     "NodeKeyMismatchError",
     "NotFoundError",
     "PeerProtocolError",
     "PermissionDeniedError",
+    "ReplayError",
     "RequestError",
+    "ServiceUnavailableError",
     "SignatureError",
+    "StackLockedError",
+    "StackNotFoundError",
+    "StackUnavailableError",
     "TransportError",
     "TransportTimeoutError",
+    "error_from_response",
 ]

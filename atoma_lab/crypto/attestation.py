@@ -1,0 +1,198 @@
+"""Simulated TEE attestation evidence binding a node's X25519 key, as Atoma binds it.
+
+Atoma's node computes the report nonce as
+``BLAKE3(rotation nonce as u64 LE ‖ new X25519 public key ‖ device_type as u16 LE)`` with
+``device_type = 300`` (NVIDIA CC GPU slot) and asks the GPU for an attestation report over it
+(atoma-protocol.md section 3). Here a *simulated vendor* key (Ed25519) stands in for the GPU
+vendor's certificate chain: it signs a report holding that nonce, a measurement of the node's
+software, and the node's Sui signing address, so a verifier can check that a key handed out by a
+proxy really belongs to an attested node.
+
+Evidence is JSON (canonical, sorted keys) so that notebooks can show it byte by byte.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import blake3
+
+from atoma_lab.crypto.signing import SignatureScheme, SuiSigner, verify_sui_signature
+from atoma_lab.encoding import b64decode, b64encode, dumps, loads, require_int, require_str
+from atoma_lab.errors import AtomaLabError, AttestationError, InvalidFieldError
+
+NVIDIA_CC_GPU_DEVICE_SLOT = 300  # device_type Atoma uses for an NVIDIA CC GPU
+DEFAULT_MEASUREMENT = "atoma-lab-node-v1"  # the simulated measurement of the node's software
+
+
+def report_nonce(rotation_nonce: int, public_key: bytes,
+                 device_type: int = NVIDIA_CC_GPU_DEVICE_SLOT) -> bytes:
+    """Atoma's attestation report nonce: BLAKE3(nonce u64 LE ‖ key ‖ device_type u16 LE)."""
+    if len(public_key) != 32:
+        raise ValueError("public_key must be 32 bytes")
+    data = rotation_nonce.to_bytes(8, "little") + bytes(public_key) + device_type.to_bytes(2, "little")
+    return blake3.blake3(data).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class AttestationReport:
+    """What the simulated TEE vouches for."""
+
+    node_small_id: int
+    key_rotation_counter: int
+    rotation_nonce: int
+    public_key: bytes
+    device_type: int
+    report_data: bytes
+    measurement: str
+    signer_address: str
+    issued_at: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "device_type": self.device_type,
+            "issued_at": self.issued_at,
+            "key_rotation_counter": self.key_rotation_counter,
+            "measurement": self.measurement,
+            "node_small_id": self.node_small_id,
+            "public_key": b64encode(self.public_key),
+            "report_data": b64encode(self.report_data),
+            "rotation_nonce": self.rotation_nonce,
+            "signer_address": self.signer_address,
+        }
+
+    @classmethod
+    def from_dict(cls, d: object) -> AttestationReport:
+        if not isinstance(d, dict):
+            raise InvalidFieldError("report: expected an object", field="report")
+        issued_at = d.get("issued_at")
+        if isinstance(issued_at, bool) or not isinstance(issued_at, int | float):
+            raise InvalidFieldError("report.issued_at: expected a number", field="report.issued_at")
+        return cls(
+            node_small_id=require_int(d.get("node_small_id"), field="report.node_small_id"),
+            key_rotation_counter=require_int(d.get("key_rotation_counter"),
+                                             field="report.key_rotation_counter"),
+            rotation_nonce=require_int(d.get("rotation_nonce"), field="report.rotation_nonce"),
+            public_key=b64decode(d.get("public_key"), field="report.public_key", size=32),
+            device_type=require_int(d.get("device_type"), field="report.device_type",
+                                    maximum=2**16 - 1),
+            report_data=b64decode(d.get("report_data"), field="report.report_data", size=32),
+            measurement=require_str(d.get("measurement"), field="report.measurement"),
+            signer_address=require_str(d.get("signer_address"), field="report.signer_address"),
+            issued_at=float(issued_at),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AttestationEvidence:
+    """A report, its canonical bytes, and the vendor's Sui-style signature over BLAKE3 of them."""
+
+    report: AttestationReport
+    vendor_signature: str
+
+    def report_bytes(self) -> bytes:
+        return dumps(self.report.to_dict())
+
+    def to_dict(self) -> dict[str, object]:
+        return {"evidence_type": "device", "report": self.report.to_dict(),
+                "vendor_signature": self.vendor_signature}
+
+    def to_json(self) -> bytes:
+        return dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: object) -> AttestationEvidence:
+        try:
+            if not isinstance(d, dict) or d.get("evidence_type") != "device":
+                raise InvalidFieldError("evidence: expected a device evidence object",
+                                        field="evidence")
+            return cls(
+                report=AttestationReport.from_dict(d.get("report")),
+                vendor_signature=require_str(d.get("vendor_signature"),
+                                             field="evidence.vendor_signature"),
+            )
+        except InvalidFieldError as exc:
+            raise AttestationError(f"malformed attestation evidence: {exc.message}") from exc
+
+    @classmethod
+    def from_json(cls, body: bytes | str) -> AttestationEvidence:
+        return cls.from_dict(loads(body, what="attestation evidence"))
+
+
+class SimulatedTEE:
+    """A simulated GPU TEE: it signs reports with a vendor key that verifiers trust."""
+
+    def __init__(self, vendor: SuiSigner | None = None, *,
+                 measurement: str = DEFAULT_MEASUREMENT) -> None:
+        self.vendor = vendor or SuiSigner.generate(SignatureScheme.ED25519)
+        self.measurement = measurement
+
+    @property
+    def vendor_address(self) -> str:
+        return self.vendor.address
+
+    def attest(self, *, node_small_id: int, key_rotation_counter: int, rotation_nonce: int,
+               public_key: bytes, signer_address: str, now: float,
+               device_type: int = NVIDIA_CC_GPU_DEVICE_SLOT) -> AttestationEvidence:
+        report = AttestationReport(
+            node_small_id=node_small_id,
+            key_rotation_counter=key_rotation_counter,
+            rotation_nonce=rotation_nonce,
+            public_key=bytes(public_key),
+            device_type=device_type,
+            report_data=report_nonce(rotation_nonce, public_key, device_type),
+            measurement=self.measurement,
+            signer_address=signer_address,
+            issued_at=now,
+        )
+        digest = blake3.blake3(dumps(report.to_dict())).digest()
+        return AttestationEvidence(report, self.vendor.sign(digest).to_base64())
+
+
+@dataclass(frozen=True, slots=True)
+class AttestationPolicy:
+    """What a verifier accepts: trusted vendor addresses, measurements, and freshness."""
+
+    trusted_vendors: frozenset[str]
+    measurements: frozenset[str] = frozenset({DEFAULT_MEASUREMENT})
+    max_age_s: float | None = None
+
+    @classmethod
+    def trusting(cls, vendors: Iterable[str], *, measurements: Iterable[str] = (DEFAULT_MEASUREMENT,),
+                 max_age_s: float | None = None) -> AttestationPolicy:
+        return cls(frozenset(vendors), frozenset(measurements), max_age_s)
+
+
+def verify_evidence(evidence: AttestationEvidence, policy: AttestationPolicy, *,
+                    public_key: bytes | None = None, node_small_id: int | None = None,
+                    now: float | None = None) -> AttestationReport:
+    """Check evidence against a policy and, when given, the key and node it must bind.
+
+    Raises :class:`AttestationError` naming the failed check.
+    """
+    report = evidence.report
+    digest = blake3.blake3(evidence.report_bytes()).digest()
+    try:
+        sig = verify_sui_signature(evidence.vendor_signature, digest,
+                                   field="evidence.vendor_signature")
+    except AtomaLabError as exc:
+        raise AttestationError("vendor signature on the attestation report does not verify") from exc
+    if sig.address not in policy.trusted_vendors:
+        raise AttestationError("attestation report is signed by an untrusted vendor key")
+    expected = report_nonce(report.rotation_nonce, report.public_key, report.device_type)
+    if not hmac.compare_digest(expected, report.report_data):
+        raise AttestationError("report_data does not bind the rotation nonce, key and device")
+    if report.measurement not in policy.measurements:
+        raise AttestationError("node measurement is not in the policy's allowed list")
+    if public_key is not None and not hmac.compare_digest(bytes(public_key), report.public_key):
+        raise AttestationError("the key presented is not the attested key")
+    if node_small_id is not None and node_small_id != report.node_small_id:
+        raise AttestationError("the evidence belongs to another node")
+    if policy.max_age_s is not None:
+        if now is None:
+            raise ValueError("now is required when the policy has max_age_s")
+        if not 0 <= now - report.issued_at <= policy.max_age_s:
+            raise AttestationError("attestation evidence is stale or from the future")
+    return report

@@ -1,0 +1,84 @@
+"""Serve several ASGI apps on loopback ports from one background thread (uvicorn)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import uvicorn
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+class ServerGroup:
+    """Start apps on ``(host, port)`` pairs (port 0 picks a free one), in one event loop thread.
+
+    Binding anything but loopback needs ``allow_public=True``: a research box should not expose
+    a simulator by accident.
+    """
+
+    def __init__(self, apps: list[tuple[Any, str, int]], *, allow_public: bool = False,
+                 on_stop: Callable[[], Awaitable[None]] | None = None) -> None:
+        for _, host, _ in apps:
+            if host not in _LOOPBACK and not allow_public:
+                raise ValueError(f"refusing to bind {host}: pass allow_public=True to serve beyond loopback")
+        self._configs = [uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                        lifespan="off", access_log=False, timeout_keep_alive=30)
+                         for app, host, port in apps]
+        self._servers = [uvicorn.Server(c) for c in self._configs]
+        self._thread: threading.Thread | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._on_stop = on_stop
+        self.urls: list[str] = []
+
+    def start(self, timeout_s: float = 30.0) -> list[str]:
+        ready = threading.Event()
+        errors: list[BaseException] = []
+
+        async def main() -> None:
+            self.loop = asyncio.get_running_loop()
+            tasks = [asyncio.create_task(s.serve()) for s in self._servers]
+            while not all(s.started for s in self._servers):
+                if any(t.done() for t in tasks):
+                    for t in tasks:
+                        if t.done() and t.exception() is not None:
+                            errors.append(t.exception())  # type: ignore[arg-type]
+                    if not errors:
+                        errors.append(RuntimeError("a server stopped during start-up"))
+                    ready.set()
+                    return
+                await asyncio.sleep(0.01)
+            ready.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._on_stop is not None:
+                await self._on_stop()
+
+        self._thread = threading.Thread(target=lambda: asyncio.run(main()), name="atoma-lab-servers",
+                                        daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout_s):
+            raise RuntimeError("servers did not start in time")
+        if errors:
+            self.stop()
+            raise RuntimeError(f"server failed to start: {errors[0]!r}")
+        self.urls = []
+        for server, config in zip(self._servers, self._configs, strict=True):
+            sock = server.servers[0].sockets[0]
+            host, port = sock.getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            self.urls.append(f"http://{shown}:{port}")
+        return self.urls
+
+    def run(self, coro: Awaitable[Any], timeout_s: float | None = None) -> Any:
+        """Run a coroutine in the servers' loop and wait for its result."""
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)  # type: ignore[arg-type]
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        for s in self._servers:
+            s.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None

@@ -1,0 +1,152 @@
+"""The message shapes services speak, in-process and over HTTP alike.
+
+A service is an ``async`` function from :class:`Request` to :class:`Response`. The in-process
+transport calls it directly; the ASGI server turns HTTP into these objects and back. Errors become
+responses in one place, :func:`error_response`, from the status and code each
+:class:`~atoma_lab.errors.AtomaLabError` carries, so both modes answer byte-for-byte alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from atoma_lab.encoding import dumps, loads
+from atoma_lab.errors import AtomaLabError, AuthenticationError, BodyTooLargeError, NotFoundError, RequestError
+
+JSON = "application/json"
+MAX_BODY_BYTES = 64 * 1024 * 1024  # bytes; Atoma allows 1 GiB, a research box wants less
+
+
+class Headers(dict[str, str]):
+    """Case-insensitive header map (keys stored lower-case)."""
+
+    def __init__(self, items: Mapping[str, str] | None = None) -> None:
+        super().__init__()
+        for k, v in (items or {}).items():
+            self[k] = v
+
+    def __setitem__(self, key: str, value: str) -> None:
+        super().__setitem__(key.lower(), value)
+
+    def __getitem__(self, key: str) -> str:
+        return super().__getitem__(key.lower())
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(key.lower(), default)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and super().__contains__(key.lower())
+
+    def copy(self) -> Headers:
+        return Headers(self)
+
+
+@dataclass(slots=True)
+class Request:
+    """An HTTP-shaped request. ``path`` has no query string; ``query`` holds it parsed."""
+
+    method: str
+    path: str
+    headers: Headers = field(default_factory=Headers)
+    body: bytes = b""
+    query: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if "?" in self.path:
+            self.path, _, qs = self.path.partition("?")
+            self.query.update(parse_qsl(qs))
+        if not isinstance(self.headers, Headers):
+            self.headers = Headers(self.headers)
+
+    def json(self) -> Any:
+        return loads(self.body)
+
+    def bearer_token(self) -> str:
+        """The token of ``Authorization: Bearer <token>`` or :class:`AuthenticationError`."""
+        value = self.headers.get("authorization")
+        if not value or not value.startswith("Bearer ") or not value[7:].strip():
+            raise AuthenticationError("missing or malformed Authorization: Bearer header")
+        return value[7:].strip()
+
+
+@dataclass(slots=True)
+class Response:
+    """An HTTP-shaped response."""
+
+    status: int
+    body: bytes = b""
+    headers: Headers = field(default_factory=Headers)
+
+    @classmethod
+    def json(cls, payload: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+        h = Headers(headers)
+        h["content-type"] = JSON
+        return cls(status, payload if isinstance(payload, bytes) else dumps(payload), h)
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def error_code(self) -> str | None:
+        """The ``error.code`` of a JSON error body, if there is one."""
+        try:
+            value = loads(self.body)
+        except AtomaLabError:
+            return None
+        if isinstance(value, dict) and isinstance(value.get("error"), dict):
+            code = value["error"].get("code")
+            return code if isinstance(code, str) else None
+        return None
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+#: How a service reaches another: ``await send(address, request, timeout_s)``. Transports
+#: (in-process, HTTP) implement it and raise :class:`~atoma_lab.errors.TransportError` when the
+#: message cannot be delivered or answered in time.
+Send = Callable[[str, Request, float | None], Awaitable[Response]]
+
+
+def error_response(exc: AtomaLabError) -> Response:
+    """The one mapping from an error to HTTP: its status and ``{"error": {code, message}}``."""
+    return Response.json(exc.to_dict(), status=exc.status)
+
+
+class MethodNotAllowedError(RequestError):
+    """The path exists but not for this method."""
+
+    status = 405
+    code = "METHOD_NOT_ALLOWED"
+
+
+class Router:
+    """Exact-path routing to handlers; unknown paths are 404, wrong methods 405; every
+    :class:`AtomaLabError` a handler raises becomes its JSON error response."""
+
+    def __init__(self, *, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+        self._routes: dict[tuple[str, str], Handler] = {}
+        self.max_body_bytes = max_body_bytes
+
+    def add(self, method: str, path: str, handler: Handler) -> None:
+        self._routes[(method.upper(), path)] = handler
+
+    @property
+    def paths(self) -> list[tuple[str, str]]:
+        return sorted(self._routes)
+
+    async def __call__(self, request: Request) -> Response:
+        try:
+            if len(request.body) > self.max_body_bytes:
+                raise BodyTooLargeError(
+                    f"body is {len(request.body)} bytes; the limit is {self.max_body_bytes}"
+                )
+            handler = self._routes.get((request.method.upper(), request.path))
+            if handler is None:
+                if any(p == request.path for _, p in self._routes):
+                    raise MethodNotAllowedError(f"{request.method} is not allowed on {request.path}")
+                raise NotFoundError(f"no route {request.path}")
+            return await handler(request)
+        except AtomaLabError as exc:
+            return error_response(exc)

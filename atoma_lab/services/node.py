@@ -1,0 +1,290 @@
+"""A node: an X25519 key that rotates with attestation, the confidential and plain embeddings
+routes, and a Sui-style signing identity (atoma-protocol.md sections 1.4, 3, 6).
+
+Checks on ``POST /v1/confidential/embeddings`` run in Atoma's order: the proxy's signature over
+``plaintext_body_hash``, the node key is current, decryption, the hash, the stack is owned by the
+signer. Unlike Atoma, every failure is a specific 4xx (a stale key is 409 ``STALE_NODE_KEY``), the
+model inside the envelope must match ``model_name``, and usage may not exceed
+``num_compute_units``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from atoma_lab.crypto.attestation import AttestationEvidence, SimulatedTEE
+from atoma_lab.crypto.hashing import blake2b_256
+from atoma_lab.crypto.keys import X25519KeyPair
+from atoma_lab.crypto.signing import SuiSignature, SuiSigner, verify_sui_signature
+from atoma_lab.encoding import b64encode, loads, serde_compact
+from atoma_lab.errors import (
+    AtomaLabError,
+    ComputeUnitsExceededError,
+    InvalidFieldError,
+    MissingHeaderError,
+    ModelMismatchError,
+    ModelNotFoundError,
+    NodeKeyMismatchError,
+    PermissionDeniedError,
+    StackNotFoundError,
+)
+from atoma_lab.protocol.envelope import open_request, seal_response
+from atoma_lab.protocol.messages import DEFAULT_MAX_NUM_TOKENS, ConfidentialComputeRequest, Usage
+from atoma_lab.protocol.openai import CreateEmbeddingRequest, EmbeddingUsage
+from atoma_lab.services.http import Request, Response, Router, error_response
+from atoma_lab.services.metrics import PROMETHEUS_CONTENT_TYPE, ServiceMetrics
+from atoma_lab.trace import ServerTiming
+
+CONFIDENTIAL_EMBEDDINGS_PATH = "/v1/confidential/embeddings"
+EMBEDDINGS_PATH = "/v1/embeddings"
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedOutput:
+    """What an embedder returns: the OpenAI response JSON bytes and the usage they contain."""
+
+    body: bytes
+    usage: EmbeddingUsage
+
+
+class Embedder(Protocol):
+    """What the node needs from the inference layer."""
+
+    @property
+    def models(self) -> Sequence[str]: ...
+
+    async def embed(self, request: CreateEmbeddingRequest) -> EmbedOutput: ...
+
+
+StackOwner = Callable[[int], "str | None"]
+
+
+@dataclass(slots=True)
+class _NodeKey:
+    pair: X25519KeyPair
+    counter: int
+    evidence: AttestationEvidence
+    retired_at: float | None = None
+
+
+class NodeService:
+    """One node. ``handle`` is its whole HTTP surface."""
+
+    def __init__(
+        self,
+        *,
+        node_small_id: int,
+        embedder: Embedder,
+        stack_owner: StackOwner,
+        signer: SuiSigner | None = None,
+        tee: SimulatedTEE | None = None,
+        grace_window_s: float = 0.0,
+        clock: Callable[[], float] = time.time,
+        on_rotate: Callable[[NodeService], None] | None = None,
+    ) -> None:
+        self.node_small_id = node_small_id
+        self.embedder = embedder
+        self.stack_owner = stack_owner
+        self.signer = signer or SuiSigner.generate()
+        self.tee = tee or SimulatedTEE()
+        self.grace_window_s = grace_window_s
+        self.clock = clock
+        self.on_rotate = on_rotate
+        self.metrics = ServiceMetrics()
+        self._keys: list[_NodeKey] = []
+        self.rotate_key()
+        self.router = Router()
+        self.router.add("POST", CONFIDENTIAL_EMBEDDINGS_PATH, self._confidential_embeddings)
+        self.router.add("POST", EMBEDDINGS_PATH, self._embeddings)
+        self.router.add("GET", "/health", self._health)
+        self.router.add("GET", "/metrics", self._metrics)
+        self.router.add("GET", "/v1/attestation", self._attestation)
+
+    # ------------------------------------------------------------------ keys
+    @property
+    def current(self) -> _NodeKey:
+        return self._keys[-1]
+
+    @property
+    def public_key(self) -> bytes:
+        return self.current.pair.public_bytes
+
+    @property
+    def key_rotation_counter(self) -> int:
+        return self.current.counter
+
+    @property
+    def evidence(self) -> AttestationEvidence:
+        return self.current.evidence
+
+    @property
+    def sui_address(self) -> str:
+        return self.signer.address
+
+    def rotate_key(self, rotation_nonce: int | None = None) -> AttestationEvidence:
+        """A new X25519 key, counter + 1, and fresh evidence binding it.
+
+        The old key keeps serving requests already sealed to it for ``grace_window_s`` seconds
+        (0: not at all, as in Atoma). Then ``on_rotate`` tells whoever publishes keys.
+        """
+        now = self.clock()
+        counter = self._keys[-1].counter + 1 if self._keys else 1
+        pair = X25519KeyPair.generate()
+        evidence = self.tee.attest(
+            node_small_id=self.node_small_id,
+            key_rotation_counter=counter,
+            rotation_nonce=secrets.randbits(64) if rotation_nonce is None else rotation_nonce,
+            public_key=pair.public_bytes,
+            signer_address=self.signer.address,
+            now=now,
+        )
+        if self._keys:
+            self._keys[-1].retired_at = now
+        self._keys.append(_NodeKey(pair, counter, evidence))
+        # Forget keys whose grace window has passed (their secrets leave memory).
+        self._keys = [k for k in self._keys
+                      if k.retired_at is None or now - k.retired_at < self.grace_window_s]
+        if self.on_rotate is not None:
+            self.on_rotate(self)
+        return evidence
+
+    def _key_for(self, public_key: bytes) -> X25519KeyPair:
+        now = self.clock()
+        for k in reversed(self._keys):
+            if k.pair.public_bytes == public_key and (
+                k.retired_at is None or now - k.retired_at < self.grace_window_s
+            ):
+                return k.pair
+        raise NodeKeyMismatchError(
+            "node_dh_public_key is not this node's current key (rotated?); take a new lock and "
+            "seal again",
+            field="node_dh_public_key",
+        )
+
+    # ------------------------------------------------------------------ routes
+    async def handle(self, request: Request) -> Response:
+        return await self.router(request)
+
+    def _proxy_signature(self, request: Request, message: bytes) -> SuiSignature:
+        text = request.headers.get("x-signature")
+        if text is None:
+            raise MissingHeaderError("missing required header X-Signature")
+        return verify_sui_signature(text, message, field="X-Signature")
+
+    def _check_stack(self, stack_small_id: int, signer_address: str) -> None:
+        owner = self.stack_owner(stack_small_id)
+        if owner is None:
+            raise StackNotFoundError(f"stack {stack_small_id} is not known to this node")
+        if owner != signer_address:
+            raise PermissionDeniedError(f"stack {stack_small_id} is not owned by the signer")
+
+    def _check_model(self, model: str) -> None:
+        if model not in self.embedder.models:
+            raise ModelNotFoundError(f"this node does not serve model {model!r}", field="model")
+
+    async def _confidential_embeddings(self, request: Request) -> Response:
+        timing = ServerTiming()
+        started = time.perf_counter()
+        model = "unknown"
+        try:
+            with timing.stage("node_check"):
+                ccr = ConfidentialComputeRequest.from_json(request.body)
+                model = ccr.model_name
+                proxy_sig = self._proxy_signature(request, ccr.plaintext_body_hash)
+            with timing.stage("node_open"):
+                opened = open_request(ccr, self._key_for(ccr.node_dh_public_key))
+            with timing.stage("node_check"):
+                self._check_stack(ccr.stack_small_id, proxy_sig.address)
+                oai = CreateEmbeddingRequest.from_json(opened.plaintext)
+                if oai.model != ccr.model_name:
+                    raise ModelMismatchError("model_name differs from the sealed request's model",
+                                             field="model_name")
+                self._check_model(oai.model)
+            with timing.stage("node_embed"):
+                out = await self.embedder.embed(oai)
+            limit = DEFAULT_MAX_NUM_TOKENS if ccr.num_compute_units is None else ccr.num_compute_units
+            if out.usage.total_tokens > limit:
+                raise ComputeUnitsExceededError(
+                    f"request needs {out.usage.total_tokens} compute units; num_compute_units "
+                    f"allows {limit}")
+            with timing.stage("node_seal"):
+                sealed = seal_response(
+                    out.body, opened.context,
+                    usage=Usage(out.usage.prompt_tokens, out.usage.total_tokens),
+                    signer=self.signer,
+                )
+                body = sealed.to_json()
+        except AtomaLabError as exc:
+            self.metrics.failed.labels(exc.code).inc()
+            resp = error_response(exc)
+            resp.headers["server-timing"] = timing.header()
+            return resp
+        self.metrics.confidential_requests.labels(model).inc()
+        self.metrics.completed.inc()
+        self.metrics.tokens.labels(model).inc(out.usage.total_tokens)
+        self.metrics.latency.labels(model, "confidential").observe(time.perf_counter() - started)
+        return Response.json(body, headers={"server-timing": timing.header()})
+
+    async def _embeddings(self, request: Request) -> Response:
+        """Plain route: the proxy signs BLAKE2b-256(serde-compact(body)); the answer is the OpenAI
+        JSON plus ``signature`` and ``response_hash`` over its serde-compact bytes."""
+        timing = ServerTiming()
+        started = time.perf_counter()
+        try:
+            with timing.stage("node_check"):
+                parsed = loads(request.body, what="embeddings request")
+                proxy_sig = self._proxy_signature(request, blake2b_256(serde_compact(parsed)))
+                stack_header = request.headers.get("x-stack-small-id")
+                if stack_header is None:
+                    raise MissingHeaderError("missing required header X-Stack-Small-Id")
+                if not stack_header.isdigit():
+                    raise InvalidFieldError("X-Stack-Small-Id: expected an integer",
+                                            field="X-Stack-Small-Id")
+                self._check_stack(int(stack_header), proxy_sig.address)
+                oai = CreateEmbeddingRequest.from_dict(parsed)
+                self._check_model(oai.model)
+            with timing.stage("node_embed"):
+                out = await self.embedder.embed(oai)
+            units = request.headers.get("x-num-compute-units")
+            if units is not None and units.isdigit() and out.usage.total_tokens > int(units):
+                raise ComputeUnitsExceededError(
+                    f"request needs {out.usage.total_tokens} compute units; {units} were locked")
+            with timing.stage("node_seal"):
+                digest = blake2b_256(out.body)
+                signature = self.signer.sign(digest).to_base64()
+                body = (out.body[:-1] + b',"signature":"' + signature.encode()
+                        + b'","response_hash":"' + b64encode(digest).encode() + b'"}')
+        except AtomaLabError as exc:
+            self.metrics.failed.labels(exc.code).inc()
+            resp = error_response(exc)
+            resp.headers["server-timing"] = timing.header()
+            return resp
+        self.metrics.embs_requests.labels(oai.model).inc()
+        self.metrics.completed.inc()
+        self.metrics.tokens.labels(oai.model).inc(out.usage.total_tokens)
+        self.metrics.latency.labels(oai.model, "non-confidential").observe(time.perf_counter() - started)
+        return Response.json(body, headers={"server-timing": timing.header()})
+
+    async def _health(self, request: Request) -> Response:
+        return Response.json({"status": "ok"})
+
+    async def _metrics(self, request: Request) -> Response:
+        return Response(200, self.metrics.render(), headers={"content-type": PROMETHEUS_CONTENT_TYPE})
+
+    async def _attestation(self, request: Request) -> Response:
+        cur = self.current
+        return Response.json({
+            "node_small_id": self.node_small_id,
+            "public_key": b64encode(cur.pair.public_bytes),
+            "key_rotation_counter": cur.counter,
+            "sui_address": self.signer.address,
+            "evidence": cur.evidence.to_dict(),
+        })
+
+    def __repr__(self) -> str:
+        return (f"NodeService(node_small_id={self.node_small_id}, "
+                f"key_rotation_counter={self.key_rotation_counter})")

@@ -1,0 +1,389 @@
+"""The proxy: API tokens, the ledger of stacks and nodes, locks, signing and forwarding
+(atoma-protocol.md sections 1.1, 1.3, 4, 5, 6, 8), with Atoma's leaks and 500s mended:
+
+* a consumed lock's units stay reserved while the request is in flight, then settlement charges
+  ``usage.total_tokens`` and gives back the rest; a failed request is charged nothing;
+* ``stack_small_id`` must belong to the caller (403), an unknown stack is 404 (Atoma: 500);
+* the node's signature must verify *and* come from the node's registered Sui address;
+* node errors keep their status and JSON body when they are the caller's fault (4xx); node 5xx,
+  bad answers and transport failures are 502/503/504 with a JSON body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from atoma_lab.crypto.attestation import AttestationEvidence, AttestationPolicy, verify_evidence
+from atoma_lab.crypto.hashing import blake2b_256
+from atoma_lab.crypto.signing import SuiSigner, verify_sui_signature
+from atoma_lab.encoding import b64decode, loads, require_int, serde_compact
+from atoma_lab.errors import (
+    AtomaLabError,
+    AttestationError,
+    AuthenticationError,
+    InvalidFieldError,
+    ModelNotFoundError,
+    PeerProtocolError,
+    ServiceUnavailableError,
+    SignatureError,
+    TransportTimeoutError,
+)
+from atoma_lab.protocol.messages import (
+    DEFAULT_MAX_NUM_TOKENS,
+    ConfidentialComputeRequest,
+    ConfidentialComputeResponse,
+    NodesCreateLockRequest,
+    NodesCreateLockResponse,
+)
+from atoma_lab.protocol.openai import CreateEmbeddingRequest
+from atoma_lab.services.http import Headers, Request, Response, Router, Send, error_response
+from atoma_lab.services.ledger import STACK_SIZE_TO_BUY, Ledger, LockRecord, NodeRecord, StackRecord
+from atoma_lab.services.metrics import PROMETHEUS_CONTENT_TYPE, ServiceMetrics
+from atoma_lab.trace import ServerTiming
+
+MODELS_CREATED = 1686935002  # the fixed "created" Atoma's /v1/models reports
+PLAIN_UNITS_PER_INPUT_CAP = 8192  # compute units reserved at most per input on the plain route
+PLAIN_LOCK_TIMEOUT_S = 60  # seconds a plain-route reservation may stay in flight
+
+
+class NodeRejectedError(AtomaLabError):
+    """A node refused the request for the caller's fault: its status and code pass through."""
+
+    fault = "caller"
+
+    def __init__(self, message: str, *, status: int, code: str) -> None:
+        super().__init__(message)
+        self.status = status  # type: ignore[misc]
+        self.code = code  # type: ignore[misc]
+
+
+class NodeErrorResponse(AtomaLabError):
+    """A node answered with an error that is not the caller's fault."""
+
+    status = 502
+    code = "NODE_ERROR"
+    fault = "peer"
+
+
+def estimate_plain_units(request: CreateEmbeddingRequest) -> int:
+    """An upper bound on the tokens a plain request can use, reserved before forwarding.
+
+    A token covers at least one UTF-8 byte, plus two special tokens per input; a token-id input
+    is its length plus two. The node's usage, never more than this, is what gets charged.
+    """
+    total = 0
+    for item in request.inputs():
+        n = len(item.encode("utf-8")) if isinstance(item, str) else len(item)
+        total += min(n + 2, PLAIN_UNITS_PER_INPUT_CAP)
+    return total
+
+
+class ProxyService:
+    """The proxy. ``handle`` is its whole HTTP surface; ``send`` reaches nodes."""
+
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        send: Send,
+        signer: SuiSigner | None = None,
+        attestation_policy: AttestationPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+        node_timeout_s: float = 60.0,
+        stack_size: int = STACK_SIZE_TO_BUY,
+    ) -> None:
+        self.ledger = ledger
+        self.send = send
+        self.signer = signer or SuiSigner.generate()
+        self.attestation_policy = attestation_policy
+        self.clock = clock
+        self.node_timeout_s = node_timeout_s
+        self.stack_size = stack_size
+        self.metrics = ServiceMetrics()
+        self.router = Router()
+        self.router.add("POST", "/v1/nodes/lock", self._nodes_lock)
+        self.router.add("POST", "/v1/confidential/embeddings", self._confidential_embeddings)
+        self.router.add("POST", "/v1/embeddings", self._embeddings)
+        self.router.add("GET", "/v1/models", self._models)
+        self.router.add("GET", "/v1/nodes/attestation", self._node_attestation)
+        self.router.add("POST", "/v1/nodes/attestation", self._publish_attestation)
+        self.router.add("GET", "/health", self._health)
+        self.router.add("GET", "/metrics", self._metrics)
+
+    @property
+    def address(self) -> str:
+        """The proxy's Sui address: it owns the stacks it buys for its users."""
+        return self.signer.address
+
+    async def handle(self, request: Request) -> Response:
+        return await self.router(request)
+
+    # ------------------------------------------------------------------ administration
+    def register_node(self, node_small_id: int, *, address: str, sui_address: str,
+                      models: list[str] | tuple[str, ...],
+                      price_per_one_million_compute_units: int = 1) -> None:
+        """Add (or update) a node; it gets confidential traffic once its key is attested."""
+        self.ledger.upsert_node(node_small_id, address=address, sui_address=sui_address,
+                                models=models,
+                                price_per_one_million_compute_units=price_per_one_million_compute_units)
+
+    def accept_node_key(self, evidence: AttestationEvidence) -> bool:
+        """Record a node's new key. It is handed out only if the evidence verifies against the
+        policy (when there is one) and names the node's registered signing address. Returns
+        whether the key is valid."""
+        report = evidence.report
+        node = self.ledger.node(report.node_small_id)
+        if node is None:
+            raise ModelNotFoundError(f"node {report.node_small_id} is not registered")
+        valid = report.signer_address == node.sui_address
+        if valid and self.attestation_policy is not None:
+            try:
+                verify_evidence(evidence, self.attestation_policy, now=self.clock())
+            except AttestationError:
+                valid = False
+        if report.key_rotation_counter < node.key_rotation_counter:
+            return node.attestation_valid  # an old announcement arriving late changes nothing
+        self.ledger.set_node_key(report.node_small_id, public_key=report.public_key,
+                                 key_rotation_counter=report.key_rotation_counter,
+                                 evidence=evidence.to_json(), valid=valid)
+        return valid
+
+    def add_user(self, name: str, api_key: str, *, balance_usdc: int = 10**12) -> int:
+        user_id = self.ledger.add_user(name, balance_usdc=balance_usdc)
+        self.ledger.add_api_token(user_id, api_key)
+        return user_id
+
+    # ------------------------------------------------------------------ helpers
+    def _auth(self, request: Request) -> int:
+        user_id = self.ledger.user_for_token(request.bearer_token())
+        if user_id is None:
+            raise AuthenticationError("invalid API token")
+        return user_id
+
+    def _lock(self, user_id: int, model: str, max_num_tokens: int, timeout_s: float,
+              now: float) -> tuple[StackRecord, LockRecord, NodeRecord]:
+        eligible = self.ledger.nodes_for_model(model, confidential=True)
+        if not eligible:
+            if model not in self.ledger.models():
+                raise ModelNotFoundError(f"no node serves model {model!r}", field="model")
+            raise ServiceUnavailableError(f"no attested, healthy node serves model {model!r} now")
+        found = self.ledger.lock_existing_stack(
+            user_id=user_id, model=model, max_num_tokens=max_num_tokens, timeout_s=timeout_s,
+            now=now, eligible_nodes=[n.node_small_id for n in eligible], owner_address=self.address)
+        if found is None:
+            found = self.ledger.buy_stack_and_lock(
+                user_id=user_id, model=model, node=eligible[0], owner_address=self.address,
+                max_num_tokens=max_num_tokens, timeout_s=timeout_s, now=now, size=self.stack_size)
+        stack, lock = found
+        node = next(n for n in eligible if n.node_small_id == stack.node_small_id)
+        return stack, lock, node
+
+    async def _forward(self, node: NodeRecord, path: str, body: bytes, headers: Headers) -> Response:
+        req = Request("POST", path, headers, body)
+        try:
+            return await asyncio.wait_for(self.send(node.address, req, self.node_timeout_s),
+                                          self.node_timeout_s)
+        except TimeoutError as exc:
+            raise TransportTimeoutError(
+                f"node {node.node_small_id} did not answer within {self.node_timeout_s} s") from exc
+
+    @staticmethod
+    def _node_failure(resp: Response) -> AtomaLabError:
+        """Turn a node's error answer into ours: the caller's faults keep their status and body."""
+        try:
+            err = loads(resp.body).get("error", {})
+            code, message = str(err.get("code", "NODE_ERROR")), str(err.get("message", ""))
+        except (AtomaLabError, AttributeError):
+            code, message = "NODE_ERROR", "node answered without a JSON error body"
+        if 400 <= resp.status < 500:
+            return NodeRejectedError(message, status=resp.status, code=code)
+        return NodeErrorResponse(f"node failed with {resp.status}: {message}")
+
+    # ------------------------------------------------------------------ routes
+    async def _nodes_lock(self, request: Request) -> Response:
+        user_id = self._auth(request)
+        body = NodesCreateLockRequest.from_json(request.body)
+        stack, _, node = self._lock(user_id, body.model, body.effective_max_num_tokens,
+                                    body.effective_timeout_s, self.clock())
+        assert node.public_key is not None
+        return Response.json(NodesCreateLockResponse(
+            public_key=node.public_key, node_small_id=node.node_small_id,
+            stack_small_id=stack.stack_small_id,
+            stack_entry_digest=stack.tx_digest if stack.already_computed_units == 0 else None,
+        ).to_dict())
+
+    async def _confidential_embeddings(self, request: Request) -> Response:
+        timing = ServerTiming()
+        with timing.stage("proxy_check"):
+            user_id = self._auth(request)
+            ccr = ConfidentialComputeRequest.from_json(request.body)
+            units = DEFAULT_MAX_NUM_TOKENS if ccr.num_compute_units is None else ccr.num_compute_units
+            now = self.clock()
+            lock = self.ledger.consume_lock(stack_small_id=ccr.stack_small_id, user_id=user_id,
+                                            num_compute_units=units, now=now)
+        try:
+            with timing.stage("proxy_check"):
+                stack = self.ledger.stack(ccr.stack_small_id)
+                node = self.ledger.node(stack.node_small_id)
+                if node is None or not node.healthy:
+                    raise ServiceUnavailableError(f"node of stack {stack.stack_small_id} is down")
+                headers = Headers({
+                    "content-type": "application/json",
+                    "x-signature": self.signer.sign(ccr.plaintext_body_hash).to_base64(),
+                    "x-user-id": str(user_id),
+                })
+            t0 = time.perf_counter_ns()
+            resp = await self._forward(node, "/v1/confidential/embeddings", request.body, headers)
+            node_stages = ServerTiming.parse(resp.headers.get("server-timing"))
+            timing.add("proxy_forward",
+                       (time.perf_counter_ns() - t0) / 1e6 - sum(node_stages.values()))
+            if not resp.ok:
+                raise self._node_failure(resp)
+            with timing.stage("proxy_verify"):
+                try:
+                    answer = ConfidentialComputeResponse.from_json(resp.body)
+                except AtomaLabError as exc:
+                    raise PeerProtocolError(f"node answer is malformed: {exc.message}") from exc
+                if answer.response_hash is None or answer.signature is None or answer.usage is None:
+                    raise PeerProtocolError("node answer lacks response_hash, signature or usage")
+                try:
+                    verify_sui_signature(answer.signature, answer.response_hash,
+                                         expected_address=node.sui_address)
+                except SignatureError as exc:
+                    raise PeerProtocolError("node signature does not verify") from exc
+                if answer.usage.total_tokens > lock.max_num_tokens:
+                    raise PeerProtocolError("node reports more usage than was locked")
+                charged = self.ledger.settle(lock.lock_id, answer.usage.total_tokens,
+                                             route="confidential", now=self.clock())
+        except AtomaLabError as exc:
+            self._release(lock, exc, "confidential")
+            resp = error_response(exc)
+            resp.headers["server-timing"] = timing.header()
+            return resp
+        except BaseException:  # cancelled (client went away) or a bug: never keep units locked
+            self.ledger.release(lock.lock_id, route="confidential", outcome="ABORTED", now=self.clock())
+            raise
+        self.metrics.confidential_requests.labels(ccr.model_name).inc()
+        self.metrics.completed.inc()
+        self.metrics.units_charged.inc(charged)
+        self.metrics.units_released.inc(lock.max_num_tokens - charged)
+        out_timing = ServerTiming()
+        out_timing.stages_ms = {**timing.stages_ms, **node_stages}
+        return Response.json(resp.body, headers={"server-timing": out_timing.header()})
+
+    def _release(self, lock: LockRecord, exc: AtomaLabError, route: str) -> None:
+        self.ledger.release(lock.lock_id, route=route, outcome=exc.code, now=self.clock())
+        self.metrics.failed.labels(exc.code).inc()
+        self.metrics.units_released.inc(lock.max_num_tokens)
+
+    async def _embeddings(self, request: Request) -> Response:
+        timing = ServerTiming()
+        with timing.stage("proxy_check"):
+            user_id = self._auth(request)
+            parsed = loads(request.body, what="embeddings request")
+            oai = CreateEmbeddingRequest.from_dict(parsed)
+            reserve = estimate_plain_units(oai)
+            if reserve > self.stack_size:
+                raise InvalidFieldError(
+                    f"input: may need {reserve} compute units, more than a stack holds",
+                    field="input")
+            now = self.clock()
+            stack, open_lock, node = self._lock(user_id, oai.model, reserve, PLAIN_LOCK_TIMEOUT_S, now)
+            lock = self.ledger.consume_lock(stack_small_id=stack.stack_small_id, user_id=user_id,
+                                            num_compute_units=reserve, now=now)
+        try:
+            with timing.stage("proxy_check"):
+                body = serde_compact(parsed)
+                headers = Headers({
+                    "content-type": "application/json",
+                    "x-signature": self.signer.sign(blake2b_256(body)).to_base64(),
+                    "x-user-id": str(user_id),
+                    "x-stack-small-id": str(stack.stack_small_id),
+                    "x-num-compute-units": str(reserve),
+                })
+            t0 = time.perf_counter_ns()
+            resp = await self._forward(node, "/v1/embeddings", body, headers)
+            node_stages = ServerTiming.parse(resp.headers.get("server-timing"))
+            timing.add("proxy_forward",
+                       (time.perf_counter_ns() - t0) / 1e6 - sum(node_stages.values()))
+            if not resp.ok:
+                raise self._node_failure(resp)
+            with timing.stage("proxy_verify"):
+                answer = loads(resp.body, what="node response")
+                if not isinstance(answer, dict):
+                    raise PeerProtocolError("node answer is not a JSON object")
+                signature = answer.pop("signature", None)
+                response_hash = answer.pop("response_hash", None)
+                if not isinstance(signature, str) or not isinstance(response_hash, str):
+                    raise PeerProtocolError("node answer lacks signature or response_hash")
+                try:
+                    digest = b64decode(response_hash, field="response_hash", size=32)
+                    verify_sui_signature(signature, digest, expected_address=node.sui_address)
+                except AtomaLabError as exc:
+                    raise PeerProtocolError("node signature does not verify") from exc
+                if blake2b_256(serde_compact(answer)) != digest:
+                    raise PeerProtocolError("response_hash does not match the response")
+                usage = answer.get("usage")
+                if not isinstance(usage, dict):
+                    raise PeerProtocolError("node answer lacks usage")
+                total = require_int(usage.get("total_tokens"), field="usage.total_tokens")
+                if total > lock.max_num_tokens:
+                    raise PeerProtocolError("node reports more usage than was reserved")
+                charged = self.ledger.settle(lock.lock_id, total, route="plain", now=self.clock())
+        except AtomaLabError as exc:
+            self._release(lock, exc, "plain")
+            resp = error_response(exc)
+            resp.headers["server-timing"] = timing.header()
+            return resp
+        except BaseException:
+            self.ledger.release(lock.lock_id, route="plain", outcome="ABORTED", now=self.clock())
+            raise
+        self.metrics.embs_requests.labels(oai.model).inc()
+        self.metrics.completed.inc()
+        self.metrics.units_charged.inc(charged)
+        self.metrics.units_released.inc(lock.max_num_tokens - charged)
+        out_timing = ServerTiming()
+        out_timing.stages_ms = {**timing.stages_ms, **node_stages}
+        return Response.json(resp.body, headers={"server-timing": out_timing.header()})
+
+    async def _models(self, request: Request) -> Response:
+        self._auth(request)
+        return Response.json({"object": "list", "data": [
+            {"id": m, "object": "model", "created": MODELS_CREATED, "owned_by": "atoma"}
+            for m in self.ledger.models()]})
+
+    async def _node_attestation(self, request: Request) -> Response:
+        """Public: a node's current key, signing address and evidence, for clients to verify."""
+        raw = request.query.get("node_small_id", "")
+        if not raw.isdigit():
+            raise InvalidFieldError("node_small_id: expected an integer query parameter",
+                                    field="node_small_id")
+        node = self.ledger.node(int(raw))
+        if node is None or node.evidence is None:
+            raise ModelNotFoundError(f"node {raw} has no published key")
+        return Response.json({"node_small_id": node.node_small_id, "sui_address": node.sui_address,
+                              "key_rotation_counter": node.key_rotation_counter,
+                              "evidence": loads(node.evidence)})
+
+    async def _publish_attestation(self, request: Request) -> Response:
+        """A node announces a rotated key: evidence signed by the node's Sui key (X-Signature
+        over BLAKE2b-256 of the body)."""
+        evidence = AttestationEvidence.from_json(request.body)
+        node = self.ledger.node(evidence.report.node_small_id)
+        if node is None:
+            raise ModelNotFoundError(f"node {evidence.report.node_small_id} is not registered")
+        sig = request.headers.get("x-signature")
+        if sig is None:
+            raise AuthenticationError("missing X-Signature")
+        verify_sui_signature(sig, blake2b_256(request.body), expected_address=node.sui_address,
+                             field="X-Signature")
+        valid = self.accept_node_key(evidence)
+        return Response.json({"node_small_id": node.node_small_id, "valid": valid})
+
+    async def _health(self, request: Request) -> Response:
+        return Response.json({"message": "ok"})
+
+    async def _metrics(self, request: Request) -> Response:
+        return Response(200, self.metrics.render(), headers={"content-type": PROMETHEUS_CONTENT_TYPE})

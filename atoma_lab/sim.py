@@ -1,0 +1,262 @@
+"""One-call builders for a whole local Atoma network: a proxy, N nodes, a user with an API key,
+and a client; in-process (notebooks, tests) or as real HTTP servers on loopback ports.
+
+>>> net = build_network(nodes=2)                  # in-process, the shipped model
+>>> client = net.client()
+>>> r = client.confidential_embeddings.create(input=["hello"])
+>>> net.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal
+
+from atoma_lab.client import DEFAULT_MODEL, AtomaLabClient
+from atoma_lab.crypto.attestation import AttestationEvidence, AttestationPolicy, SimulatedTEE
+from atoma_lab.crypto.hashing import blake2b_256
+from atoma_lab.crypto.signing import SuiSigner
+from atoma_lab.services.http import Headers, Request, Response
+from atoma_lab.services.ledger import STACK_SIZE_TO_BUY, Ledger
+from atoma_lab.services.node import Embedder, NodeService
+from atoma_lab.services.proxy import ProxyService
+from atoma_lab.transport.inprocess import InProcessTransport
+
+Mode = Literal["inprocess", "http"]
+PROXY_ADDRESS = "inproc://proxy"
+
+
+class _LoopThread:
+    """An event loop on a daemon thread, so synchronous callers (and Jupyter, whose own loop is
+    already running) can drive async services."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="atoma-lab-sim",
+                                        daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Awaitable[Any], timeout_s: float | None = None) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+
+
+class InProcessChannel:
+    """A client's line to the in-process proxy (captured like every other message)."""
+
+    def __init__(self, network: Network) -> None:
+        self._net = network
+
+    def request(self, request: Request) -> Response:
+        return self._net.run(self._net.transport.send(PROXY_ADDRESS, request, None))  # type: ignore[union-attr]
+
+
+def default_embedder(model: str = DEFAULT_MODEL, **engine_options: Any) -> Embedder:
+    """The in-process transformers engine for ``model`` behind its dynamic batcher."""
+    from atoma_lab.inference import node_embedder
+
+    return node_embedder(model, **engine_options)  # type: ignore[no-any-return]
+
+
+class Network:
+    """A running local network. Use :func:`build_network` to make one."""
+
+    def __init__(self, *, mode: Mode, ledger: Ledger, proxy: ProxyService, nodes: list[NodeService],
+                 api_key: str, user_id: int, tee: SimulatedTEE,
+                 transport: InProcessTransport | None, runner: Any, base_url: str | None,
+                 node_urls: list[str]) -> None:
+        self.mode = mode
+        self.ledger = ledger
+        self.proxy = proxy
+        self.nodes = nodes
+        self.api_key = api_key
+        self.user_id = user_id
+        self.tee = tee
+        self.transport = transport
+        self._runner = runner
+        self.base_url = base_url
+        self.node_urls = node_urls
+        self._closed = False
+
+    # ------------------------------------------------------------------ driving
+    def run(self, coro: Awaitable[Any], timeout_s: float | None = None) -> Any:
+        """Run a coroutine on the network's event loop and wait for it."""
+        return self._runner.run(coro, timeout_s)
+
+    def channel(self) -> InProcessChannel | Any:
+        if self.mode == "inprocess":
+            return InProcessChannel(self)
+        from atoma_lab.transport.http import HttpChannel
+
+        assert self.base_url is not None
+        return HttpChannel(self.base_url)
+
+    def client(self, **options: Any) -> AtomaLabClient:
+        """A client for this network's user (options go to :class:`AtomaLabClient`)."""
+        if self.mode == "inprocess":
+            return AtomaLabClient(api_key=self.api_key, network=self, **options)
+        if options.get("verify_attestation") and "attestation_policy" not in options:
+            options["attestation_policy"] = self.attestation_policy()
+        return AtomaLabClient(self.base_url, api_key=self.api_key, **options)
+
+    def attestation_policy(self, *, max_age_s: float | None = None) -> AttestationPolicy:
+        """A policy trusting this network's simulated TEE vendor."""
+        return AttestationPolicy.trusting([self.tee.vendor_address], measurements=[self.tee.measurement],
+                                          max_age_s=max_age_s)
+
+    def add_user(self, name: str, *, balance_usdc: int = 10**12) -> str:
+        """Another user; returns its new API key."""
+        key = "atl-" + secrets.token_urlsafe(24)
+        self.proxy.add_user(name, key, balance_usdc=balance_usdc)
+        return key
+
+    def rotate(self, index: int = 0, *, publish: bool = True) -> AttestationEvidence:
+        """Rotate node ``index``'s key; by default announce it to the proxy (signed, over the
+        transport), which then stops handing out the old key."""
+        node = self.nodes[index]
+        evidence = node.rotate_key()
+        if publish:
+            self.publish_key(index)
+        return evidence
+
+    def publish_key(self, index: int) -> None:
+        node = self.nodes[index]
+        body = node.evidence.to_json()
+        headers = Headers({"content-type": "application/json",
+                           "x-signature": node.signer.sign(blake2b_256(body)).to_base64()})
+        req = Request("POST", "/v1/nodes/attestation", headers, body)
+        resp = self.run(self._proxy_send(req))
+        if not resp.ok:
+            raise RuntimeError(f"proxy refused node {node.node_small_id}'s key: {resp.body!r}")
+
+    async def _proxy_send(self, request: Request) -> Response:
+        if self.transport is not None:
+            return await self.transport.send(PROXY_ADDRESS, request, None)
+        return await self.proxy.send(self.base_url or "", request, None)
+
+    @property
+    def captured(self) -> list[Any]:
+        """Every message the proxy and the nodes saw (in-process mode)."""
+        return [] if self.transport is None else self.transport.captured
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._runner.stop()
+        for node in self.nodes:
+            close = getattr(node.embedder, "close", None)
+            if close is not None:
+                close()
+
+    def __enter__(self) -> Network:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = self.base_url or "in-process"
+        return f"Network({where}, nodes={len(self.nodes)})"
+
+
+def build_network(
+    *,
+    nodes: int = 1,
+    mode: Mode = "inprocess",
+    model: str = DEFAULT_MODEL,
+    embedder: Embedder | Sequence[Embedder] | None = None,
+    api_key: str | None = None,
+    ledger_path: str = ":memory:",
+    grace_window_s: float = 0.0,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    prices: Sequence[int] | None = None,
+    node_timeout_s: float = 60.0,
+    stack_size: int = STACK_SIZE_TO_BUY,
+    user_balance_usdc: int = 10**12,
+    require_attestation: bool = True,
+    clock: Callable[[], float] = time.time,
+    proxy_signer: SuiSigner | None = None,
+) -> Network:
+    """Build and start a proxy with ``nodes`` nodes serving ``model`` and one user.
+
+    ``embedder`` is one embedder shared by all nodes, one per node, or ``None`` for the shipped
+    transformers model. ``mode="http"`` serves the proxy on ``host:port`` (0: any free port) and
+    each node on its own loopback port. ``ledger_path`` keeps the ledger in a SQLite file.
+    """
+    if nodes < 1:
+        raise ValueError("a network needs at least one node")
+    if embedder is None:
+        embedders: list[Embedder] = [default_embedder(model)] * nodes
+    elif isinstance(embedder, Sequence):
+        embedders = list(embedder)
+        if len(embedders) != nodes:
+            raise ValueError("give one embedder, or one per node")
+    else:
+        embedders = [embedder] * nodes
+    tee = SimulatedTEE()
+    ledger = Ledger(ledger_path)
+    policy = AttestationPolicy.trusting([tee.vendor_address]) if require_attestation else None
+    transport: InProcessTransport | None = None
+    send: Any
+    if mode == "inprocess":
+        transport = InProcessTransport()
+        send = transport.send
+    elif mode == "http":
+        from atoma_lab.transport.http import HttpTransport
+
+        send = HttpTransport(timeout_s=node_timeout_s).send
+    else:
+        raise ValueError(f"mode must be 'inprocess' or 'http', not {mode!r}")
+    proxy = ProxyService(ledger=ledger, send=send, signer=proxy_signer, attestation_policy=policy,
+                         clock=clock, node_timeout_s=node_timeout_s, stack_size=stack_size)
+    node_services = [
+        NodeService(node_small_id=i + 1, embedder=embedders[i], stack_owner=ledger.stack_owner,
+                    tee=tee, grace_window_s=grace_window_s, clock=clock)
+        for i in range(nodes)
+    ]
+    prices = list(prices) if prices is not None else [1] * nodes
+    runner: Any
+    node_urls: list[str] = []
+    base_url: str | None = None
+    if mode == "inprocess":
+        assert transport is not None
+        runner = _LoopThread()
+        transport.register(PROXY_ADDRESS, proxy.handle)
+        for node in node_services:
+            address = f"inproc://node-{node.node_small_id}"
+            transport.register(address, node.handle)
+            node_urls.append(address)
+    else:
+        from atoma_lab.server import ServerGroup, asgi_app
+
+        apps = [(asgi_app(proxy.handle), host, port)]
+        apps += [(asgi_app(n.handle), "127.0.0.1", 0) for n in node_services]
+        runner = ServerGroup(apps, allow_public=host not in ("127.0.0.1", "localhost", "::1"))
+        urls = runner.start()
+        base_url, node_urls = urls[0], urls[1:]
+    for node, url, price in zip(node_services, node_urls, prices, strict=True):
+        proxy.register_node(node.node_small_id, address=url, sui_address=node.sui_address,
+                            models=list(node.embedder.models),
+                            price_per_one_million_compute_units=price)
+    user_id = ledger.user_id("default")
+    if api_key is None:
+        api_key = "atl-" + secrets.token_urlsafe(24)
+    if user_id is None:
+        user_id = proxy.add_user("default", api_key, balance_usdc=user_balance_usdc)
+    else:
+        ledger.add_api_token(user_id, api_key)
+    net = Network(mode=mode, ledger=ledger, proxy=proxy, nodes=node_services, api_key=api_key,
+                  user_id=user_id, tee=tee, transport=transport, runner=runner, base_url=base_url,
+                  node_urls=node_urls)
+    for i in range(nodes):
+        net.publish_key(i)
+    return net

@@ -1,0 +1,101 @@
+"""Direct calls between services in one process, with injectable latency, drops, hangs and
+tampering, and a capture of every message each service saw (what a curious operator sees)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from atoma_lab.errors import TransportError, TransportTimeoutError
+from atoma_lab.services.http import Handler, Headers, Request, Response
+
+
+@dataclass(slots=True)
+class Fault:
+    """What goes wrong on the way to one address. All fields default to 'nothing'."""
+
+    latency_ms: float = 0.0
+    drop: bool = False
+    hang: bool = False
+    fail_after_ms: float | None = None
+    tamper_request: Callable[[Request], Request] | None = None
+    tamper_response: Callable[[Response], Response] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CapturedMessage:
+    """One exchange as the receiving service saw it."""
+
+    address: str
+    request: Request
+    response: Response | None
+    error: str | None = None
+
+
+@dataclass
+class InProcessTransport:
+    """Routes ``send(address, request)`` to a registered handler."""
+
+    handlers: dict[str, Handler] = field(default_factory=dict)
+    faults: dict[str, Fault] = field(default_factory=dict)
+    captured: list[CapturedMessage] = field(default_factory=list)
+    capture: bool = True
+
+    def register(self, address: str, handler: Handler) -> None:
+        self.handlers[address] = handler
+
+    def unregister(self, address: str) -> None:
+        self.handlers.pop(address, None)
+
+    def inject(self, address: str, fault: Fault | None) -> None:
+        """Set (or with ``None`` clear) the fault on ``address``."""
+        if fault is None:
+            self.faults.pop(address, None)
+        else:
+            self.faults[address] = fault
+
+    def messages_to(self, address: str) -> list[CapturedMessage]:
+        return [m for m in self.captured if m.address == address]
+
+    def _record(self, address: str, request: Request, response: Response | None,
+                error: str | None = None) -> None:
+        if self.capture:
+            self.captured.append(CapturedMessage(address, request, response, error))
+
+    async def send(self, address: str, request: Request, timeout_s: float | None = None) -> Response:
+        handler = self.handlers.get(address)
+        if handler is None:
+            raise TransportError(f"no service at {address}")
+        # The receiver gets its own copy, as over a wire.
+        request = Request(request.method, request.path, Headers(request.headers), bytes(request.body),
+                          dict(request.query))
+        fault = self.faults.get(address)
+        if fault is not None:
+            if fault.latency_ms:
+                await asyncio.sleep(fault.latency_ms / 1000)
+            if fault.drop:
+                self._record(address, request, None, "dropped")
+                raise TransportError(f"connection to {address} was dropped")
+            if fault.hang:
+                self._record(address, request, None, "hung")
+                await asyncio.sleep(timeout_s if timeout_s is not None else 3600)
+                raise TransportTimeoutError(f"{address} did not answer")
+            if fault.tamper_request is not None:
+                request = fault.tamper_request(request)
+        coro = handler(request)
+        try:
+            if fault is not None and fault.fail_after_ms is not None:
+                # The service starts the work, then the connection dies (a crash mid-request).
+                task = asyncio.ensure_future(coro)
+                await asyncio.sleep(fault.fail_after_ms / 1000)
+                task.cancel()
+                self._record(address, request, None, "crashed")
+                raise TransportError(f"{address} closed the connection mid-request")
+            response = await coro
+        except TransportError:
+            raise
+        if fault is not None and fault.tamper_response is not None:
+            response = fault.tamper_response(response)
+        self._record(address, request, response)
+        return Response(response.status, bytes(response.body), Headers(response.headers))
