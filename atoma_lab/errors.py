@@ -97,6 +97,13 @@ class ModelMismatchError(InvalidFieldError):
     code = "MODEL_MISMATCH"
 
 
+class MethodNotAllowedError(RequestError):
+    """The path exists but not for this HTTP method."""
+
+    status = 405
+    code = "METHOD_NOT_ALLOWED"
+
+
 class BodyTooLargeError(RequestError):
     """The body exceeds the configured size limit."""
 
@@ -190,13 +197,6 @@ class AttestationError(CryptoError):
     code = "ATTESTATION_FAILED"
 
 
-class ReplayError(CryptoError):
-    """A request that was already served (same nonce or hash under a key) was sent again."""
-
-    status = 409
-    code = "REPLAYED_REQUEST"
-
-
 # --------------------------------------------------------------------------------------------
 # Accounting: stacks, locks and compute units.
 # --------------------------------------------------------------------------------------------
@@ -257,6 +257,14 @@ class PeerProtocolError(AtomaLabError):
 
     status = 502
     code = "BAD_PEER_RESPONSE"
+    fault = "peer"
+
+
+class NodeFailedError(AtomaLabError):
+    """The node failed on its side (a 5xx) while serving the request; nothing is charged."""
+
+    status = 502
+    code = "NODE_ERROR"
     fault = "peer"
 
 
@@ -339,6 +347,19 @@ def error_from_response(status: int, code: str, message: str) -> AtomaLabError:
     return APIError(message, status=status, code=code)
 
 
+def error_table() -> list[tuple[int, str, str, str]]:
+    """Every error class with its own code: ``(status, code, class name, first doc line)``,
+    sorted by status then code. The README's error table is generated from this."""
+    rows = []
+    for cls in _all_error_classes():
+        if "code" not in cls.__dict__ or cls.__init__ is not AtomaLabError.__init__:
+            continue
+        doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        doc = " ".join(doc.split())
+        rows.append((cls.status, cls.code, cls.__name__, doc))
+    return sorted(set(rows))
+
+
 __all__ = [
     "APIError",
     "AtomaLabError",
@@ -358,16 +379,17 @@ __all__ = [
     "InvalidJSONError",
     "InvalidLengthError",
     "InvalidPublicKeyError",
+    "MethodNotAllowedError",
     "MissingFieldError",
     "MissingHeaderError",
     "ModelLoadError",
     "ModelMismatchError",
     "ModelNotFoundError",
+    "NodeFailedError",
     "NodeKeyMismatchError",
     "NotFoundError",
     "PeerProtocolError",
     "PermissionDeniedError",
-    "ReplayError",
     "RequestError",
     "ServiceUnavailableError",
     "SignatureError",
@@ -377,4 +399,5 @@ __all__ = [
     "TransportError",
     "TransportTimeoutError",
     "error_from_response",
+    "error_table",
 ]

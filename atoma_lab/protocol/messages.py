@@ -120,10 +120,10 @@ class ConfidentialComputeRequest:
             "client_dh_public_key": b64encode(self.client_dh_public_key),
             "node_dh_public_key": b64encode(self.node_dh_public_key),
             "plaintext_body_hash": b64encode(self.plaintext_body_hash),
-            "model_name": self.model_name,
         }
         if self.stream is not None:
             out["stream"] = self.stream
+        out["model_name"] = self.model_name  # after ``stream``, as in the Rust struct
         if self.num_compute_units is not None:
             out["num_compute_units"] = self.num_compute_units
         return out

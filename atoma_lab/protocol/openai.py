@@ -133,7 +133,7 @@ class CreateEmbeddingRequest:
         if isinstance(inp, str):
             return [inp]
         if inp and isinstance(inp[0], int):
-            return [inp]  # type: ignore[list-item]
+            return [inp]
         return inp  # type: ignore[return-value]
 
 
@@ -182,7 +182,7 @@ class CreateEmbeddingResponse:
     object: str = "list"
 
     @classmethod
-    def from_dict(cls, payload: object) -> CreateEmbeddingResponse:
+    def from_dict(cls, payload: Any) -> CreateEmbeddingResponse:
         """Validate a parsed response (float lists or base64 little-endian float32 strings).
 
         A malformed response is the peer's fault: :class:`PeerProtocolError`.
@@ -217,7 +217,8 @@ class CreateEmbeddingResponse:
             usage = EmbeddingUsage.from_dict(payload.get("usage"))
         except InvalidFieldError as exc:
             raise PeerProtocolError(f"malformed embeddings response: {exc.message}") from exc
-        return cls(data=data, model=model, usage=usage, object=str(payload.get("object", "list")))
+        kind = str(payload.get("object", "list"))
+        return cls(data=data, model=model, usage=usage, object=kind)
 
     @classmethod
     def from_json(cls, body: bytes | str) -> CreateEmbeddingResponse:

@@ -64,7 +64,7 @@ class ServerGroup:
             self.stop()
             raise RuntimeError(f"server failed to start: {errors[0]!r}")
         self.urls = []
-        for server, config in zip(self._servers, self._configs, strict=True):
+        for server in self._servers:
             sock = server.servers[0].sockets[0]
             host, port = sock.getsockname()[:2]
             shown = f"[{host}]" if ":" in host else host

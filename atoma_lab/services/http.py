@@ -14,7 +14,13 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from atoma_lab.encoding import dumps, loads
-from atoma_lab.errors import AtomaLabError, AuthenticationError, BodyTooLargeError, NotFoundError, RequestError
+from atoma_lab.errors import (
+    AtomaLabError,
+    AuthenticationError,
+    BodyTooLargeError,
+    MethodNotAllowedError,
+    NotFoundError,
+)
 
 JSON = "application/json"
 MAX_BODY_BYTES = 64 * 1024 * 1024  # bytes; Atoma allows 1 GiB, a research box wants less
@@ -34,7 +40,7 @@ class Headers(dict[str, str]):
     def __getitem__(self, key: str) -> str:
         return super().__getitem__(key.lower())
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         return super().get(key.lower(), default)
 
     def __contains__(self, key: object) -> bool:
@@ -80,6 +86,10 @@ class Response:
     body: bytes = b""
     headers: Headers = field(default_factory=Headers)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.headers, Headers):
+            self.headers = Headers(self.headers)
+
     @classmethod
     def json(cls, payload: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
         h = Headers(headers)
@@ -112,13 +122,6 @@ Send = Callable[[str, Request, float | None], Awaitable[Response]]
 def error_response(exc: AtomaLabError) -> Response:
     """The one mapping from an error to HTTP: its status and ``{"error": {code, message}}``."""
     return Response.json(exc.to_dict(), status=exc.status)
-
-
-class MethodNotAllowedError(RequestError):
-    """The path exists but not for this method."""
-
-    status = 405
-    code = "METHOD_NOT_ALLOWED"
 
 
 class Router:

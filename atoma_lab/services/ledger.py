@@ -416,20 +416,15 @@ class Ledger:
             return LockRecord(lock["lock_id"], stack_small_id, user_id, lock["max_num_tokens"],
                               lock["expires_at"], "in_flight")
 
-    def lock_for_request(self, *, stack_small_id: int, user_id: int, max_num_tokens: int,
-                         now: float) -> LockRecord:
-        """Lock and consume in one step (the plain route, which has no separate lock call)."""
+    def start_lock(self, lock_id: int) -> LockRecord:
+        """Put one specific open lock in flight (the plain route locks and uses at once)."""
         with self._tx() as c:
-            stack = c.execute("SELECT * FROM stacks WHERE stack_small_id=?", (stack_small_id,)).fetchone()
-            if stack is None:
-                raise StackNotFoundError(f"stack {stack_small_id} does not exist")
-            free = (stack["num_compute_units"] - stack["already_computed_units"]
-                    - stack["locked_compute_units"])
-            if free < max_num_tokens:
-                raise StackUnavailableError(f"stack {stack_small_id} has too few free units")
-            _, lock = self._lock(c, stack_small_id, user_id, max_num_tokens, now)
-            c.execute("UPDATE locks SET state='in_flight' WHERE lock_id=?", (lock.lock_id,))
-            return LockRecord(lock.lock_id, stack_small_id, user_id, max_num_tokens, now, "in_flight")
+            row = c.execute("SELECT * FROM locks WHERE lock_id=? AND state='open'", (lock_id,)).fetchone()
+            if row is None:
+                raise StackUnavailableError(f"lock {lock_id} is not open")
+            c.execute("UPDATE locks SET state='in_flight' WHERE lock_id=?", (lock_id,))
+            return LockRecord(row["lock_id"], row["stack_small_id"], row["user_id"],
+                              row["max_num_tokens"], row["expires_at"], "in_flight")
 
     def _finish(self, lock_id: int, units: int, *, route: str, outcome: str, now: float) -> int:
         with self._tx() as c:

@@ -35,7 +35,7 @@ from atoma_lab.errors import (
 from atoma_lab.protocol.envelope import open_request, seal_response
 from atoma_lab.protocol.messages import DEFAULT_MAX_NUM_TOKENS, ConfidentialComputeRequest, Usage
 from atoma_lab.protocol.openai import CreateEmbeddingRequest, EmbeddingUsage
-from atoma_lab.services.http import Request, Response, Router, error_response
+from atoma_lab.services.http import Headers, Request, Response, Router, error_response
 from atoma_lab.services.metrics import PROMETHEUS_CONTENT_TYPE, ServiceMetrics
 from atoma_lab.trace import ServerTiming
 
@@ -273,7 +273,7 @@ class NodeService:
         return Response.json({"status": "ok"})
 
     async def _metrics(self, request: Request) -> Response:
-        return Response(200, self.metrics.render(), headers={"content-type": PROMETHEUS_CONTENT_TYPE})
+        return Response(200, self.metrics.render(), Headers({"content-type": PROMETHEUS_CONTENT_TYPE}))
 
     async def _attestation(self, request: Request) -> Response:
         cur = self.current

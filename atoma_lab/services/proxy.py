@@ -25,6 +25,7 @@ from atoma_lab.errors import (
     AuthenticationError,
     InvalidFieldError,
     ModelNotFoundError,
+    NodeFailedError,
     PeerProtocolError,
     ServiceUnavailableError,
     SignatureError,
@@ -57,14 +58,6 @@ class NodeRejectedError(AtomaLabError):
         super().__init__(message)
         self.status = status  # type: ignore[misc]
         self.code = code  # type: ignore[misc]
-
-
-class NodeErrorResponse(AtomaLabError):
-    """A node answered with an error that is not the caller's fault."""
-
-    status = 502
-    code = "NODE_ERROR"
-    fault = "peer"
 
 
 def estimate_plain_units(request: CreateEmbeddingRequest) -> int:
@@ -199,7 +192,7 @@ class ProxyService:
             code, message = "NODE_ERROR", "node answered without a JSON error body"
         if 400 <= resp.status < 500:
             return NodeRejectedError(message, status=resp.status, code=code)
-        return NodeErrorResponse(f"node failed with {resp.status}: {message}")
+        return NodeFailedError(f"node failed with {resp.status}: {message}")
 
     # ------------------------------------------------------------------ routes
     async def _nodes_lock(self, request: Request) -> Response:
@@ -291,8 +284,7 @@ class ProxyService:
                     field="input")
             now = self.clock()
             stack, open_lock, node = self._lock(user_id, oai.model, reserve, PLAIN_LOCK_TIMEOUT_S, now)
-            lock = self.ledger.consume_lock(stack_small_id=stack.stack_small_id, user_id=user_id,
-                                            num_compute_units=reserve, now=now)
+            lock = self.ledger.start_lock(open_lock.lock_id)
         try:
             with timing.stage("proxy_check"):
                 body = serde_compact(parsed)
@@ -386,4 +378,4 @@ class ProxyService:
         return Response.json({"message": "ok"})
 
     async def _metrics(self, request: Request) -> Response:
-        return Response(200, self.metrics.render(), headers={"content-type": PROMETHEUS_CONTENT_TYPE})
+        return Response(200, self.metrics.render(), Headers({"content-type": PROMETHEUS_CONTENT_TYPE}))
