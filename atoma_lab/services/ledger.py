@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from atoma_lab.errors import (
     InsufficientBalanceError,
     PermissionDeniedError,
+    StackLockedError,
     StackNotFoundError,
     StackUnavailableError,
 )
@@ -395,12 +396,14 @@ class Ledger:
         stack: Atoma does not check) or :class:`StackUnavailableError` (425).
         """
         with self._tx() as c:
-            row = c.execute("SELECT user_id FROM stacks WHERE stack_small_id=?",
+            row = c.execute("SELECT user_id, is_locked, is_claimed FROM stacks WHERE stack_small_id=?",
                             (stack_small_id,)).fetchone()
             if row is None:
                 raise StackNotFoundError(f"stack {stack_small_id} does not exist")
-            if row[0] != user_id:
+            if row["user_id"] != user_id:
                 raise PermissionDeniedError(f"stack {stack_small_id} belongs to another user")
+            if row["is_locked"] or row["is_claimed"]:
+                raise StackLockedError(f"stack {stack_small_id} is claimed or settling")
             self._prune(c, now, stack_small_id)
             lock = c.execute(
                 """SELECT * FROM locks WHERE stack_small_id=? AND user_id=? AND state='open'

@@ -1,0 +1,109 @@
+"""Print the ratio table of a pytest-benchmark JSON file (``make bench``).
+
+Benchmarks mark themselves with ``benchmark.extra_info``:
+
+* ``pair``: what is compared (e.g. ``"seal 64 KiB"``); the members of a pair run in the same
+  session, on the same machine;
+* ``role``: ``"baseline"`` for the peer (raw ``cryptography``, sentence-transformers,
+  ``json.dumps``, ...) or ``"ours"``;
+* optional ``target``: the ratio the issue asks for, with ``"max"`` (ours/baseline time at most)
+  or ``"min"`` (speed-up at least) in ``target_kind``; any other numeric ``extra_info`` (e.g.
+  ``min_cosine``) is shown beside the row.
+
+The ratio is ``median(ours) / median(baseline)`` (time; lower is better) and its inverse, the
+speed-up.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Row:
+    group: str
+    pair: str
+    ours: str
+    baseline: str
+    ours_s: float
+    baseline_s: float
+    target: float | None
+    target_kind: str | None
+    extra: dict[str, Any]
+
+    @property
+    def ratio(self) -> float:
+        return self.ours_s / self.baseline_s
+
+    @property
+    def speedup(self) -> float:
+        return self.baseline_s / self.ours_s
+
+    @property
+    def verdict(self) -> str:
+        if self.target is None:
+            return ""
+        ok = self.ratio <= self.target if self.target_kind == "max" else self.speedup >= self.target
+        bound = f"<= {self.target}x time" if self.target_kind == "max" else f">= {self.target}x speed"
+        return f"{'met' if ok else 'MISSED'} ({bound})"
+
+
+def rows(data: dict[str, Any]) -> list[Row]:
+    members: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for b in data.get("benchmarks", []):
+        info = b.get("extra_info") or {}
+        if "pair" not in info or "role" not in info:
+            continue
+        members[(b.get("group") or "", str(info["pair"]))][str(info["role"])].append(b)
+    out = []
+    for (group, pair), roles in sorted(members.items()):
+        if not roles.get("baseline") or not roles.get("ours"):
+            continue
+        base = roles["baseline"][0]
+        for ours in roles["ours"]:
+            info = ours.get("extra_info") or {}
+            extra = {k: v for k, v in info.items()
+                     if k not in ("pair", "role", "target", "target_kind")
+                     and isinstance(v, int | float) and not isinstance(v, bool)}
+            out.append(Row(group, pair, ours["name"], base["name"], ours["stats"]["median"],
+                           base["stats"]["median"], info.get("target"), info.get("target_kind"),
+                           extra))
+    return out
+
+
+def render(data: dict[str, Any]) -> str:
+    machine = data.get("machine_info", {})
+    when = data.get("datetime", "?")
+    cpu = machine.get("cpu", {}).get("brand_raw") or machine.get("processor") or platform.processor()
+    lines = [f"Benchmarks of {when} on {cpu} ({machine.get('python_implementation', '')} "
+             f"{machine.get('python_version', '')})", "",
+             "| group | comparison | ours (median) | baseline (median) | time ratio | speed-up "
+             "| target | extra |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows(data):
+        extra = ", ".join(f"{k}={v:.6g}" for k, v in r.extra.items())
+        lines.append(f"| {r.group} | {r.pair} | {r.ours_s * 1e3:.3f} ms | {r.baseline_s * 1e3:.3f} ms | "
+                     f"{r.ratio:.3f}x | {r.speedup:.2f}x | {r.verdict} | {extra} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m atoma_lab.benchreport BENCH.json", file=sys.stderr)
+        return 2
+    data = json.loads(Path(args[0]).read_text())
+    table = render(data)
+    print(table)
+    Path(args[0]).with_suffix(".md").write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,56 @@
+"""The ratio table `make bench` prints."""
+
+from __future__ import annotations
+
+import json
+
+from atoma_lab.benchreport import main, render, rows
+
+
+def _bench(name: str, group: str, median: float, **info: object) -> dict[str, object]:
+    return {"name": name, "group": group, "stats": {"median": median}, "extra_info": info}
+
+
+DATA = {
+    "datetime": "2026-11-25T00:00:00",
+    "machine_info": {"cpu": {"brand_raw": "Test CPU"}, "python_implementation": "CPython",
+                     "python_version": "3.11"},
+    "benchmarks": [
+        _bench("raw", "envelope", 0.010, pair="seal 1 KiB", role="baseline"),
+        _bench("ours", "envelope", 0.011, pair="seal 1 KiB", role="ours", target=1.15,
+               target_kind="max"),
+        _bench("st", "embed", 2.0, pair="exact", role="baseline"),
+        _bench("engine", "embed", 1.0, pair="exact", role="ours", target=1.25, target_kind="min",
+               min_cosine=0.99999),
+        _bench("lonely", "embed", 1.0, pair="no baseline", role="ours"),
+        _bench("unmarked", "embed", 1.0),
+    ],
+}
+
+
+def test_pairs_become_ratios() -> None:
+    got = {(r.group, r.pair): r for r in rows(DATA)}
+    assert set(got) == {("envelope", "seal 1 KiB"), ("embed", "exact")}
+    assert abs(got[("envelope", "seal 1 KiB")].ratio - 1.1) < 1e-9
+    assert got[("envelope", "seal 1 KiB")].verdict.startswith("met")
+    assert abs(got[("embed", "exact")].speedup - 2.0) < 1e-9
+    assert got[("embed", "exact")].verdict.startswith("met")
+    assert got[("embed", "exact")].extra == {"min_cosine": 0.99999}
+
+
+def test_missed_target_is_flagged() -> None:
+    data = json.loads(json.dumps(DATA))
+    data["benchmarks"][1]["stats"]["median"] = 0.02
+    (row,) = [r for r in rows(data) if r.group == "envelope"]
+    assert row.verdict.startswith("MISSED")
+
+
+def test_render_and_main(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    text = render(DATA)
+    assert "Test CPU" in text and "| envelope | seal 1 KiB |" in text
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(DATA))
+    assert main([str(path)]) == 0
+    assert "seal 1 KiB" in capsys.readouterr().out
+    assert (tmp_path / "b.md").read_text().startswith("Benchmarks of")
+    assert main([]) == 2
