@@ -169,7 +169,9 @@ def _serde_write(value: Any, out: list[str]) -> None:
         for i, (k, v) in enumerate(value.items()):
             if i:
                 out.append(",")
-            out.append(_serde_str(str(k)))
+            if not isinstance(k, str):
+                raise TypeError("JSON object keys must be strings")
+            out.append(_serde_str(k))
             out.append(":")
             _serde_write(v, out)
         out.append("}")

@@ -13,7 +13,6 @@ A Sui address is ``0x`` + hex(BLAKE2b-256(flag ‖ public key)).
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -140,7 +139,7 @@ def verify_sui_signature(text: object, message: bytes, *, expected_address: str 
     """
     sig = SuiSignature.parse(text, field=field)
     sig.verify(message)
-    if expected_address is not None and not hmac.compare_digest(sig.address, expected_address):
+    if expected_address is not None and sig.address != expected_address.strip().lower():
         raise SignatureError(f"{field}: signed by an unexpected key", field=field)
     return sig
 
