@@ -1,0 +1,1 @@
+"""Tests of atoma_lab.protocol: wire models and the confidential envelope."""

@@ -1,0 +1,1 @@
+"""Interoperability with the official atoma-sdk, run in its own virtual environment."""
