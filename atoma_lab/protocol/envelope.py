@@ -21,6 +21,7 @@ import hmac
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from atoma_lab.crypto.aead import NONCE_SIZE, AesGcmKey
 from atoma_lab.crypto.hashing import blake2b_256
@@ -38,18 +39,6 @@ from atoma_lab.protocol.messages import ConfidentialComputeRequest, Confidential
 RandomBytes = Callable[[int], bytes]
 
 
-def _fresh_nonce(rng: RandomBytes, used: set[bytes]) -> bytes:
-    # A 96-bit random nonce colliding is astronomically unlikely; with an injected rng (tests) it
-    # is not, so draw again rather than ever reuse one under this key.
-    for _ in range(8):
-        nonce = rng(NONCE_SIZE)
-        if len(nonce) != NONCE_SIZE:
-            raise ValueError(f"rng must return {NONCE_SIZE} bytes")
-        if nonce not in used:
-            return nonce
-    raise ValueError("rng keeps returning nonces already used under this key")
-
-
 @dataclass(slots=True, repr=False)
 class _KeyState:
     """An AES key and every nonce used under it so far."""
@@ -58,13 +47,23 @@ class _KeyState:
     used_nonces: set[bytes] = field(default_factory=set)
 
     def take(self, nonce: bytes | None, rng: RandomBytes) -> bytes:
+        used = self.used_nonces
         if nonce is None:
-            nonce = _fresh_nonce(rng, self.used_nonces)
+            # A 96-bit random nonce colliding is astronomically unlikely; with an injected rng
+            # (tests) it is not, so draw again rather than ever reuse one under this key.
+            for _ in range(8):
+                nonce = rng(NONCE_SIZE)
+                if len(nonce) != NONCE_SIZE:
+                    raise ValueError(f"rng must return {NONCE_SIZE} bytes")
+                if nonce not in used:
+                    break
+            else:
+                raise ValueError("rng keeps returning nonces already used under this key")
         elif len(nonce) != NONCE_SIZE:
             raise ValueError(f"nonce must be {NONCE_SIZE} bytes, got {len(nonce)}")
-        elif nonce in self.used_nonces:
+        elif nonce in used:
             raise ValueError("nonce already used under this key")
-        self.used_nonces.add(nonce)
+        used.add(nonce)
         return nonce
 
 
@@ -163,12 +162,14 @@ class NodeContext:
         return f"NodeContext(client_public_key={self.client_public_key.hex()[:16]}..., <key redacted>)"
 
 
-@dataclass(frozen=True, slots=True)
-class OpenedRequest:
+class OpenedRequest(NamedTuple):
     """A request the node has decrypted and whose hash matched."""
 
-    plaintext: bytes = field(repr=False)
+    plaintext: bytes
     context: NodeContext
+
+    def __repr__(self) -> str:
+        return f"OpenedRequest(<{len(self.plaintext)} bytes>, {self.context!r})"
 
 
 def open_request(request: ConfidentialComputeRequest, node_key: X25519KeyPair) -> OpenedRequest:
@@ -223,22 +224,19 @@ def seal_response(
     response_hash = blake2b_256(plaintext)
     ciphertext = context._keys.aead.encrypt(nonce, plaintext)
     signature = signer.sign(response_hash).to_base64() if signer is not None else None
-    return ConfidentialComputeResponse(
-        nonce=nonce,
-        ciphertext=ciphertext,
-        response_hash=response_hash,
-        signature=signature,
-        usage=usage,
-    )
+    # Every field was made just above with the right size: skip re-validating it.
+    return ConfidentialComputeResponse.trusted(nonce, ciphertext, response_hash, signature, usage)
 
 
-@dataclass(frozen=True, slots=True)
-class OpenedResponse:
-    """A decrypted, hash-checked response."""
+class OpenedResponse(NamedTuple):
+    """A decrypted, hash-checked response (a named tuple: cheap on the hot path)."""
 
-    plaintext: bytes = field(repr=False)
+    plaintext: bytes
     response_hash: bytes
     signer: SuiSignature | None
+
+    def __repr__(self) -> str:
+        return f"OpenedResponse(<{len(self.plaintext)} bytes>, response_hash={self.response_hash.hex()})"
 
 
 def open_response(

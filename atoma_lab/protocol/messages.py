@@ -193,6 +193,19 @@ class ConfidentialComputeResponse:
             require_str(self.signature, field="signature")
 
     @classmethod
+    def trusted(cls, nonce: bytes, ciphertext: bytes, response_hash: bytes | None,
+                signature: str | None, usage: Usage | None) -> ConfidentialComputeResponse:
+        """Build without validation, for values the envelope has just produced itself."""
+        obj = object.__new__(cls)
+        setattr_ = object.__setattr__
+        setattr_(obj, "nonce", nonce)
+        setattr_(obj, "ciphertext", ciphertext)
+        setattr_(obj, "response_hash", response_hash)
+        setattr_(obj, "signature", signature)
+        setattr_(obj, "usage", usage)
+        return obj
+
+    @classmethod
     def from_dict(cls, data: object) -> ConfidentialComputeResponse:
         d = _object(data, "response")
         rh = d.get("response_hash")
