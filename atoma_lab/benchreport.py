@@ -7,7 +7,8 @@ Benchmarks mark themselves with ``benchmark.extra_info``:
 * ``role``: ``"baseline"`` for the peer (raw ``cryptography``, sentence-transformers,
   ``json.dumps``, ...) or ``"ours"``;
 * optional ``target``: the ratio the issue asks for, with ``"max"`` (ours/baseline time at most)
-  or ``"min"`` (speed-up at least) in ``target_kind``; any other numeric ``extra_info`` (e.g.
+  or ``"min"`` (speed-up at least) in ``target_kind``, or ``"max_added_ms"`` (ours may take at
+  most ``target`` milliseconds more than the baseline); any other numeric ``extra_info`` (e.g.
   ``min_cosine``) is shown beside the row.
 
 The ratio is ``median(ours) / median(baseline)`` (time; lower is better) and its inverse, the
@@ -46,11 +47,19 @@ class Row:
         return self.baseline_s / self.ours_s
 
     @property
+    def added_ms(self) -> float:
+        return (self.ours_s - self.baseline_s) * 1e3
+
+    @property
     def verdict(self) -> str:
         if self.target is None:
             return ""
-        ok = self.ratio <= self.target if self.target_kind == "max" else self.speedup >= self.target
-        bound = f"<= {self.target}x time" if self.target_kind == "max" else f">= {self.target}x speed"
+        if self.target_kind == "max":
+            ok, bound = self.ratio <= self.target, f"<= {self.target}x time"
+        elif self.target_kind == "max_added_ms":
+            ok, bound = self.added_ms <= self.target, f"<= +{self.target} ms"
+        else:
+            ok, bound = self.speedup >= self.target, f">= {self.target}x speed"
         return f"{'met' if ok else 'MISSED'} ({bound})"
 
 
@@ -84,12 +93,12 @@ def render(data: dict[str, Any]) -> str:
     lines = [f"Benchmarks of {when} on {cpu} ({machine.get('python_implementation', '')} "
              f"{machine.get('python_version', '')})", "",
              "| group | comparison | ours (median) | baseline (median) | time ratio | speed-up "
-             "| target | extra |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| added | target | extra |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows(data):
         extra = ", ".join(f"{k}={v:.6g}" for k, v in r.extra.items())
         lines.append(f"| {r.group} | {r.pair} | {r.ours_s * 1e3:.3f} ms | {r.baseline_s * 1e3:.3f} ms | "
-                     f"{r.ratio:.3f}x | {r.speedup:.2f}x | {r.verdict} | {extra} |")
+                     f"{r.ratio:.3f}x | {r.speedup:.2f}x | {r.added_ms:+.3f} ms | {r.verdict} | {extra} |")
     return "\n".join(lines)
 
 

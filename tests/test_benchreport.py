@@ -22,6 +22,9 @@ DATA = {
         _bench("st", "embed", 2.0, pair="exact", role="baseline"),
         _bench("engine", "embed", 1.0, pair="exact", role="ours", target=1.25, target_kind="min",
                min_cosine=0.99999),
+        _bench("inproc", "e2e", 0.010, pair="http vs in-process", role="baseline"),
+        _bench("http", "e2e", 0.012, pair="http vs in-process", role="ours", target=3,
+               target_kind="max_added_ms"),
         _bench("lonely", "embed", 1.0, pair="no baseline", role="ours"),
         _bench("unmarked", "embed", 1.0),
     ],
@@ -30,7 +33,9 @@ DATA = {
 
 def test_pairs_become_ratios() -> None:
     got = {(r.group, r.pair): r for r in rows(DATA)}
-    assert set(got) == {("envelope", "seal 1 KiB"), ("embed", "exact")}
+    assert set(got) == {("envelope", "seal 1 KiB"), ("embed", "exact"), ("e2e", "http vs in-process")}
+    assert abs(got[("e2e", "http vs in-process")].added_ms - 2.0) < 1e-9
+    assert got[("e2e", "http vs in-process")].verdict.startswith("met")
     assert abs(got[("envelope", "seal 1 KiB")].ratio - 1.1) < 1e-9
     assert got[("envelope", "seal 1 KiB")].verdict.startswith("met")
     assert abs(got[("embed", "exact")].speedup - 2.0) < 1e-9

@@ -46,6 +46,7 @@ LAYERS: dict[str, int] = {
     "sim": 80,
     "cli": 90,
     "benchreport": 90,
+    "measure": 90,
     "notebook_runner": 90,
     "__main__": 100,
     "__init__": 100,  # the package root re-exports; nothing inside may import it

@@ -1,0 +1,185 @@
+"""Measurements the notebooks plot: cost of each crypto step against payload size, the envelope
+against raw pyca calls, and ``openssl speed`` as the ceiling. The package measures; notebooks
+only orchestrate and draw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from atoma_lab.crypto.aead import AesGcmKey
+from atoma_lab.crypto.hashing import blake2b_256
+from atoma_lab.crypto.kdf import derive_key
+from atoma_lab.crypto.keys import X25519KeyPair
+from atoma_lab.encoding import b64decode, b64encode, dumps
+from atoma_lab.protocol.envelope import open_request, open_response, seal_request, seal_response
+
+DEFAULT_SIZES = (64, 1 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20)  # bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Per-call time of a function: median and minimum over ``repeat`` runs of ``number`` calls."""
+
+    median_ns: float
+    min_ns: float
+    number: int
+    repeat: int
+
+
+def time_call(fn: Callable[[], Any], *, repeat: int = 5, min_time_s: float = 0.02) -> Timing:
+    """Time ``fn`` like :mod:`timeit`: calibrate ``number`` so one run lasts ``min_time_s``."""
+    number = 1
+    while True:
+        t0 = time.perf_counter_ns()
+        for _ in range(number):
+            fn()
+        elapsed = time.perf_counter_ns() - t0
+        if elapsed >= min_time_s * 1e9 or number >= 1 << 20:
+            break
+        number *= 2 if elapsed == 0 else max(2, min(10, int(min_time_s * 1e9 / max(elapsed, 1))))
+    runs = []
+    for _ in range(repeat):
+        t0 = time.perf_counter_ns()
+        for _ in range(number):
+            fn()
+        runs.append((time.perf_counter_ns() - t0) / number)
+    return Timing(float(np.median(runs)), float(min(runs)), number, repeat)
+
+
+def crypto_costs(sizes: Iterable[int] = DEFAULT_SIZES, *, repeat: int = 5,
+                 min_time_s: float = 0.02) -> list[dict[str, Any]]:
+    """One row per (operation, payload size): ``op``, ``size``, ``median_ns``, ``min_ns``,
+    ``gb_per_s``. Size-independent steps (X25519, HKDF) are reported at every size so that a
+    plot shows where they stop mattering."""
+    rows: list[dict[str, Any]] = []
+    node = X25519KeyPair.generate()
+    peer = X25519KeyPair.generate().public_bytes
+    key, nonce, salt = secrets.token_bytes(32), secrets.token_bytes(12), secrets.token_bytes(16)
+    aead = AesGcmKey(key)
+    shared = node.exchange(peer)
+    for size in sizes:
+        data = secrets.token_bytes(size)
+        ct = aead.encrypt(nonce, data)
+        text = b64encode(data)
+        floats = np.random.default_rng(size).standard_normal(max(1, size // 4)).astype(np.float32)
+        as_list = floats.tolist()
+        ops: dict[str, Callable[[], Any]] = {
+            "x25519 keygen": X25519KeyPair.generate,
+            "x25519 exchange": partial(node.exchange, peer),
+            "hkdf-sha256": partial(derive_key, shared, salt),
+            "aes-256-gcm encrypt": partial(aead.encrypt, nonce, data),
+            "aes-256-gcm decrypt": partial(aead.decrypt, nonce, ct),
+            "blake2b-256": partial(blake2b_256, data),
+            "base64 encode": partial(b64encode, data),
+            "base64 decode": partial(b64decode, text, field="x"),
+            "json floats (json.dumps)": partial(json.dumps, as_list),
+            "json floats (orjson+numpy)": partial(dumps, floats),
+        }
+        for op, fn in ops.items():
+            t = time_call(fn, repeat=repeat, min_time_s=min_time_s)
+            nbytes = size
+            rows.append({"op": op, "size": size, "median_ns": t.median_ns, "min_ns": t.min_ns,
+                         "gb_per_s": nbytes / t.median_ns})
+    return rows
+
+
+def envelope_vs_raw(sizes: Iterable[int] = DEFAULT_SIZES, *, repeat: int = 5,
+                    min_time_s: float = 0.02) -> list[dict[str, Any]]:
+    """The envelope's request round trip (seal + open) against the raw pyca calls doing the
+    same work, per size: ``size``, ``envelope_ns``, ``raw_ns``, ``ratio``."""
+    node = X25519KeyPair.generate()
+    node_raw = X25519PrivateKey.from_private_bytes(node.private_bytes())
+    node_pub = node_raw.public_key()
+    sha = hashes.SHA256()
+    rows = []
+    for size in sizes:
+        data = secrets.token_bytes(size)
+
+        def ours(data: bytes = data) -> bytes:
+            sealed = seal_request(data, node_public_key=node.public_bytes, stack_small_id=1,
+                                  model_name="m")
+            opened = open_request(sealed.request, node)
+            resp = seal_response(data, opened.context)
+            return open_response(resp, sealed.context).plaintext
+
+        def raw(data: bytes = data) -> bytes:
+            client = X25519PrivateKey.generate()
+            salt, n1, n2 = secrets.token_bytes(16), secrets.token_bytes(12), secrets.token_bytes(12)
+            k = HKDF(algorithm=sha, length=32, salt=salt, info=b"").derive(client.exchange(node_pub))
+            digest = hashlib.blake2b(data, digest_size=32).digest()
+            ct = AESGCM(k).encrypt(n1, data, None)
+            k2 = HKDF(algorithm=sha, length=32, salt=salt, info=b"").derive(
+                node_raw.exchange(client.public_key()))
+            pt = AESGCM(k2).decrypt(n1, ct, None)
+            assert hashlib.blake2b(pt, digest_size=32).digest() == digest
+            ct2 = AESGCM(k2).encrypt(n2, pt, None)
+            out = AESGCM(k).decrypt(n2, ct2, None)
+            assert hashlib.blake2b(out, digest_size=32).digest() == digest
+            return out
+
+        assert ours() == raw() == data
+        t_ours = time_call(ours, repeat=repeat, min_time_s=min_time_s)
+        t_raw = time_call(raw, repeat=repeat, min_time_s=min_time_s)
+        rows.append({"size": size, "envelope_ns": t_ours.median_ns, "raw_ns": t_raw.median_ns,
+                     "ratio": t_ours.median_ns / t_raw.median_ns})
+    return rows
+
+
+_SPEED_LINE = re.compile(r"^(?P<name>aes-256-gcm|AES-256-GCM)\s+(?P<rates>.+)$", re.IGNORECASE)
+
+
+def parse_openssl_speed(output: str, sizes: list[int]) -> dict[int, float]:
+    """Bytes per second for each block size from ``openssl speed -evp aes-256-gcm`` output
+    (its numbers are in 1000s of bytes per second, with a ``k`` suffix)."""
+    for line in output.splitlines():
+        m = _SPEED_LINE.match(line.strip())
+        if m:
+            rates = [float(r.rstrip("k")) * 1000 for r in m.group("rates").split()]
+            if len(rates) != len(sizes):
+                raise ValueError(f"expected {len(sizes)} rates, got {len(rates)}")
+            return dict(zip(sizes, rates, strict=True))
+    raise ValueError("no AES-256-GCM line in openssl speed output")
+
+
+def openssl_speed(sizes: Iterable[int] = (1 << 10, 16 << 10, 64 << 10), *,
+                  seconds: int = 1) -> dict[int, float] | None:
+    """AES-256-GCM bytes/s from the system ``openssl speed`` (the ceiling), or ``None`` if the
+    tool is missing. One size per run, since ``-bytes`` takes one size."""
+    exe = shutil.which("openssl")
+    if exe is None:
+        return None
+    out: dict[int, float] = {}
+    for size in sizes:
+        done = subprocess.run([exe, "speed", "-evp", "aes-256-gcm", "-seconds", str(seconds),
+                               "-bytes", str(size)], capture_output=True, text=True, timeout=60,
+                              check=False)
+        if done.returncode != 0:
+            return None
+        out.update(parse_openssl_speed(done.stdout, [size]))
+    return out
+
+
+def as_records(items: Iterable[Any]) -> list[dict[str, Any]]:
+    """Dataclasses to dicts (for pandas)."""
+    return [asdict(i) for i in items]
+
+
+__all__ = ["DEFAULT_SIZES", "Timing", "as_records", "crypto_costs", "envelope_vs_raw",
+           "openssl_speed", "parse_openssl_speed", "time_call"]
