@@ -338,9 +338,10 @@ def error_from_response(status: int, code: str, message: str) -> AtomaLabError:
     """Rebuild the specific exception a server raised from its status and JSON error code.
 
     The class whose ``code`` and ``status`` both match wins; otherwise :class:`APIError` keeps
-    them as they came.
+    them as they came. A server that answered did not fail to deliver: where a transport class
+    shares its status and code with another (503 ``SERVICE_UNAVAILABLE``), the other wins.
     """
-    for cls in _all_error_classes():
+    for cls in sorted(_all_error_classes(), key=lambda c: c.fault == "transport"):
         if "code" in cls.__dict__ and cls.code == code and cls.status == status \
                 and cls.__init__ is AtomaLabError.__init__:
             return cls(message)

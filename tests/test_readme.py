@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import atoma_lab.services.http  # noqa: F401  (registers no classes, but keep the import honest)
+import atoma_lab.services.http
 import atoma_lab.services.proxy  # noqa: F401
 from atoma_lab.errors import error_table
 

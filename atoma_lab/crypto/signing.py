@@ -147,7 +147,7 @@ def verify_sui_signature(text: object, message: bytes, *, expected_address: str 
 class SuiSigner:
     """A signing key that produces Sui-serialised signatures (Ed25519 by default)."""
 
-    __slots__ = ("_ec", "_ed", "public_key", "scheme")
+    __slots__ = ("_ec", "_ed", "address", "public_key", "scheme")
 
     def __init__(self, private_key: Ed25519PrivateKey | ec.EllipticCurvePrivateKey) -> None:
         self._ed: Ed25519PrivateKey | None = None
@@ -169,6 +169,7 @@ class SuiSigner:
             )
         else:
             raise TypeError("private_key must be an Ed25519 or secp256k1/r1 private key")
+        self.address = sui_address(self.scheme, self.public_key)  #: the signer's Sui address
 
     @classmethod
     def generate(cls, scheme: SignatureScheme = SignatureScheme.ED25519) -> SuiSigner:
@@ -183,11 +184,6 @@ class SuiSigner:
         if len(seed) != 32:
             raise ValueError(f"Ed25519 seed must be 32 bytes, got {len(seed)}")
         return cls(Ed25519PrivateKey.from_private_bytes(bytes(seed)))
-
-    @property
-    def address(self) -> str:
-        """The signer's Sui address."""
-        return sui_address(self.scheme, self.public_key)
 
     def sign_raw(self, message: bytes) -> bytes:
         """The raw 64-byte signature (Ed25519, or compact low-s ECDSA over SHA-256)."""

@@ -28,7 +28,8 @@ def asgi_app(handler: Handler, *, max_body_bytes: int = MAX_BODY_BYTES) -> Starl
     async def endpoint(req: StarletteRequest) -> StarletteResponse:
         try:
             declared = req.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
+            if declared is not None and declared.isascii() and declared.isdigit() \
+                    and int(declared) > max_body_bytes:
                 raise BodyTooLargeError(f"body is {declared} bytes; the limit is {max_body_bytes}")
             chunks: list[bytes] = []
             size = 0
@@ -47,7 +48,9 @@ def asgi_app(handler: Handler, *, max_body_bytes: int = MAX_BODY_BYTES) -> Starl
             resp = error_response(AtomaLabError("internal server error"))
         return StarletteResponse(resp.body, status_code=resp.status, headers=dict(resp.headers))
 
-    methods = ["GET", "POST", "PUT", "DELETE", "PATCH"]
+    # Every standard method reaches the service, so a wrong one is its JSON 405 rather than
+    # Starlette's plain-text one (CORS preflights are answered by the middleware first).
+    methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"]
     return Starlette(
         routes=[Route("/{path:path}", endpoint, methods=methods)],
         middleware=[Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST"],

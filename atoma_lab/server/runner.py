@@ -37,9 +37,16 @@ class ServerGroup:
         ready = threading.Event()
         errors: list[BaseException] = []
 
+        async def serve(server: uvicorn.Server) -> None:
+            try:
+                await server.serve()
+            except SystemExit as exc:  # uvicorn exits when it cannot bind (port in use, ...)
+                raise RuntimeError(f"uvicorn could not start on {server.config.host}:"
+                                   f"{server.config.port} (exit status {exc.code})") from None
+
         async def main() -> None:
             self.loop = asyncio.get_running_loop()
-            tasks = [asyncio.create_task(s.serve()) for s in self._servers]
+            tasks = [asyncio.create_task(serve(s)) for s in self._servers]
             while not all(s.started for s in self._servers):
                 if any(t.done() for t in tasks):
                     for t in tasks:

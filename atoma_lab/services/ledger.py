@@ -26,6 +26,13 @@ from atoma_lab.errors import (
 )
 
 STACK_SIZE_TO_BUY = 1_000_000  # compute units per stack, Atoma's STACK_SIZE_TO_BUY
+SQLITE_INT_MAX = 2**63 - 1  # SQLite integers are i64; the wire allows u64
+
+
+def _sql_int(value: int) -> int:
+    """A u64 from the wire as a query argument: ids and unit counts above i64 can match nothing
+    that i64 columns hold, so clamp them (SQLite raises OverflowError on them otherwise)."""
+    return min(value, SQLITE_INT_MAX)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -73,6 +80,9 @@ CREATE TABLE IF NOT EXISTS locks (
     expires_at REAL NOT NULL,
     state TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'in_flight'))
 );
+CREATE INDEX IF NOT EXISTS locks_by_expiry ON locks(state, expires_at);
+CREATE INDEX IF NOT EXISTS locks_by_stack ON locks(stack_small_id, state, expires_at);
+CREATE INDEX IF NOT EXISTS stacks_by_user_model ON stacks(user_id, model);
 CREATE TABLE IF NOT EXISTS settlements (
     settlement_id INTEGER PRIMARY KEY AUTOINCREMENT,
     stack_small_id INTEGER NOT NULL,
@@ -142,6 +152,8 @@ class Ledger:
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
         self._mutex = threading.RLock()
+        self._token_cache: dict[str, int] = {}  # token hash -> user id (tokens are never revoked)
+        self._nodes_cache: list[NodeRecord] | None = None
         self._conn.executescript(_SCHEMA)
         if path != ":memory:":
             self._conn.execute("PRAGMA journal_mode=WAL")
@@ -183,10 +195,17 @@ class Ledger:
                       (_token_hash(token), user_id))
 
     def user_for_token(self, token: str) -> int | None:
+        digest = _token_hash(token)
+        cached = self._token_cache.get(digest)
+        if cached is not None:
+            return cached
         with self._mutex:
             row = self._conn.execute("SELECT user_id FROM api_tokens WHERE token_hash=?",
-                                     (_token_hash(token),)).fetchone()
-        return None if row is None else int(row[0])
+                                     (digest,)).fetchone()
+        if row is None:
+            return None
+        self._token_cache[digest] = int(row[0])
+        return int(row[0])
 
     def balance(self, user_id: int) -> int:
         with self._mutex:
@@ -198,6 +217,7 @@ class Ledger:
     def upsert_node(self, node_small_id: int, *, address: str, sui_address: str,
                     models: list[str] | tuple[str, ...], price_per_one_million_compute_units: int) -> None:
         with self._tx() as c:
+            self._nodes_cache = None  # under the mutex: no reader sees the old rows again
             c.execute(
                 """INSERT INTO nodes(node_small_id, address, sui_address, models,
                                      price_per_one_million_compute_units)
@@ -212,6 +232,7 @@ class Ledger:
     def set_node_key(self, node_small_id: int, *, public_key: bytes, key_rotation_counter: int,
                      evidence: bytes | None, valid: bool) -> None:
         with self._tx() as c:
+            self._nodes_cache = None  # under the mutex: no reader sees the old rows again
             c.execute(
                 """UPDATE nodes SET public_key=?, key_rotation_counter=?, evidence=?,
                    attestation_valid=? WHERE node_small_id=?""",
@@ -220,6 +241,7 @@ class Ledger:
 
     def set_node_health(self, node_small_id: int, healthy: bool) -> None:
         with self._tx() as c:
+            self._nodes_cache = None  # under the mutex: no reader sees the old rows again
             c.execute("UPDATE nodes SET healthy=? WHERE node_small_id=?", (int(healthy), node_small_id))
 
     @staticmethod
@@ -236,13 +258,16 @@ class Ledger:
     def node(self, node_small_id: int) -> NodeRecord | None:
         with self._mutex:
             row = self._conn.execute("SELECT * FROM nodes WHERE node_small_id=?",
-                                     (node_small_id,)).fetchone()
+                                     (_sql_int(node_small_id),)).fetchone()
         return None if row is None else self._node(row)
 
     def nodes(self) -> list[NodeRecord]:
+        """All nodes (cached between node updates: every request routes through this)."""
         with self._mutex:
-            rows = self._conn.execute("SELECT * FROM nodes ORDER BY node_small_id").fetchall()
-        return [self._node(r) for r in rows]
+            if self._nodes_cache is None:
+                rows = self._conn.execute("SELECT * FROM nodes ORDER BY node_small_id").fetchall()
+                self._nodes_cache = [self._node(r) for r in rows]
+            return list(self._nodes_cache)
 
     def nodes_for_model(self, model: str, *, confidential: bool) -> list[NodeRecord]:
         """Healthy nodes serving ``model``, cheapest first; for confidential traffic only nodes
@@ -274,7 +299,7 @@ class Ledger:
     def stack(self, stack_small_id: int) -> StackRecord:
         with self._mutex:
             row = self._conn.execute("SELECT * FROM stacks WHERE stack_small_id=?",
-                                     (stack_small_id,)).fetchone()
+                                     (_sql_int(stack_small_id),)).fetchone()
         if row is None:
             raise StackNotFoundError(f"stack {stack_small_id} does not exist")
         return self._stack(row)
@@ -292,7 +317,7 @@ class Ledger:
         """The owner address of a stack, as the chain would tell a node; None if unknown."""
         with self._mutex:
             row = self._conn.execute("SELECT owner_address FROM stacks WHERE stack_small_id=?",
-                                     (stack_small_id,)).fetchone()
+                                     (_sql_int(stack_small_id),)).fetchone()
         return None if row is None else str(row[0])
 
     def set_stack_flags(self, stack_small_id: int, *, is_locked: bool | None = None,
@@ -341,7 +366,7 @@ class Ledger:
                     AND num_compute_units - already_computed_units - locked_compute_units >= ?
                     AND node_small_id IN ({marks})
                     ORDER BY price_per_one_million_compute_units, stack_small_id LIMIT 1""",
-                (user_id, model, owner_address, max_num_tokens, *eligible_nodes),
+                (user_id, model, owner_address, _sql_int(max_num_tokens), *eligible_nodes),
             ).fetchone()
             if row is None:
                 return None
@@ -395,20 +420,24 @@ class Ledger:
         :class:`StackNotFoundError` (404), :class:`PermissionDeniedError` (403, another user's
         stack: Atoma does not check) or :class:`StackUnavailableError` (425).
         """
+        sid, units = _sql_int(stack_small_id), _sql_int(num_compute_units)
+        with self._tx() as c:
+            # Expired locks go back even when this request then fails (its rollback must not
+            # undo the pruning).
+            self._prune(c, now, sid)
         with self._tx() as c:
             row = c.execute("SELECT user_id, is_locked, is_claimed FROM stacks WHERE stack_small_id=?",
-                            (stack_small_id,)).fetchone()
+                            (sid,)).fetchone()
             if row is None:
                 raise StackNotFoundError(f"stack {stack_small_id} does not exist")
             if row["user_id"] != user_id:
                 raise PermissionDeniedError(f"stack {stack_small_id} belongs to another user")
             if row["is_locked"] or row["is_claimed"]:
                 raise StackLockedError(f"stack {stack_small_id} is claimed or settling")
-            self._prune(c, now, stack_small_id)
             lock = c.execute(
                 """SELECT * FROM locks WHERE stack_small_id=? AND user_id=? AND state='open'
                    AND expires_at > ? AND max_num_tokens >= ? ORDER BY expires_at LIMIT 1""",
-                (stack_small_id, user_id, now, num_compute_units),
+                (sid, user_id, now, units),
             ).fetchone()
             if lock is None:
                 raise StackUnavailableError(

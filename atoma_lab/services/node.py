@@ -241,7 +241,7 @@ class NodeService:
                 stack_header = request.headers.get("x-stack-small-id")
                 if stack_header is None:
                     raise MissingHeaderError("missing required header X-Stack-Small-Id")
-                if not stack_header.isdigit():
+                if not (stack_header.isascii() and stack_header.isdigit()):
                     raise InvalidFieldError("X-Stack-Small-Id: expected an integer",
                                             field="X-Stack-Small-Id")
                 self._check_stack(int(stack_header), proxy_sig.address)
@@ -250,7 +250,8 @@ class NodeService:
             with timing.stage("node_embed"):
                 out = await self.embedder.embed(oai)
             units = request.headers.get("x-num-compute-units")
-            if units is not None and units.isdigit() and out.usage.total_tokens > int(units):
+            if units is not None and units.isascii() and units.isdigit() \
+                    and out.usage.total_tokens > int(units):
                 raise ComputeUnitsExceededError(
                     f"request needs {out.usage.total_tokens} compute units; {units} were locked")
             with timing.stage("node_seal"):

@@ -303,7 +303,10 @@ class ProxyService:
             if not resp.ok:
                 raise self._node_failure(resp)
             with timing.stage("proxy_verify"):
-                answer = loads(resp.body, what="node response")
+                try:
+                    answer = loads(resp.body, what="node response")
+                except AtomaLabError as exc:  # the node's fault, not the caller's (not a 400)
+                    raise PeerProtocolError(f"node answer is not JSON: {exc.message}") from exc
                 if not isinstance(answer, dict):
                     raise PeerProtocolError("node answer is not a JSON object")
                 signature = answer.pop("signature", None)
@@ -320,7 +323,10 @@ class ProxyService:
                 usage = answer.get("usage")
                 if not isinstance(usage, dict):
                     raise PeerProtocolError("node answer lacks usage")
-                total = require_int(usage.get("total_tokens"), field="usage.total_tokens")
+                try:
+                    total = require_int(usage.get("total_tokens"), field="usage.total_tokens")
+                except AtomaLabError as exc:
+                    raise PeerProtocolError(f"node answer has a bad usage: {exc.message}") from exc
                 if total > lock.max_num_tokens:
                     raise PeerProtocolError("node reports more usage than was reserved")
                 charged = self.ledger.settle(lock.lock_id, total, route="plain", now=self.clock())
@@ -349,7 +355,7 @@ class ProxyService:
     async def _node_attestation(self, request: Request) -> Response:
         """Public: a node's current key, signing address and evidence, for clients to verify."""
         raw = request.query.get("node_small_id", "")
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit()):
             raise InvalidFieldError("node_small_id: expected an integer query parameter",
                                     field="node_small_id")
         node = self.ledger.node(int(raw))

@@ -4,11 +4,14 @@ tampering, and a capture of every message each service saw (what a curious opera
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from atoma_lab.errors import TransportError, TransportTimeoutError
-from atoma_lab.services.http import Handler, Headers, Request, Response
+from atoma_lab.errors import AtomaLabError, TransportError, TransportTimeoutError
+from atoma_lab.services.http import Handler, Headers, Request, Response, error_response
+
+log = logging.getLogger("atoma_lab.transport")
 
 
 @dataclass(slots=True)
@@ -95,6 +98,10 @@ class InProcessTransport:
             response = await coro
         except TransportError:
             raise
+        except Exception:  # as the ASGI server does: a bug in a service is a JSON 500
+            log.exception("unhandled error serving %s %s at %s", request.method, request.path,
+                          address)
+            response = error_response(AtomaLabError("internal server error"))
         if fault is not None and fault.tamper_response is not None:
             response = fault.tamper_response(response)
         self._record(address, request, response)

@@ -1,0 +1,209 @@
+"""A deterministic fake embedder and small helpers for the service, transport, client, sim and
+server tests.
+
+The fake is about bytes, not vectors (ARCHITECTURE.md, "Tests"): each input's vector is the 32
+bytes of BLAKE2b-256(input) scaled to [0, 1] as float32, and usage is the number of
+whitespace-separated words plus two special tokens per input (a token-id input counts its ids
+plus two). It honours ``encoding_format="base64"`` (little-endian float32, OpenAI's format) so
+that both encodings can be compared.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from atoma_lab.encoding import loads
+from atoma_lab.protocol.openai import CreateEmbeddingRequest, EmbeddingUsage
+from atoma_lab.services.embedder import CallableEmbedder
+from atoma_lab.services.http import Headers, Request, Response
+from atoma_lab.sim import Network, build_network
+
+MODEL = "fake/embedder-32"
+DIM = 32  # floats per fake vector
+
+
+def fake_vector(item: str | list[int]) -> np.ndarray:
+    """The fake's vector for one input."""
+    digest = hashlib.blake2b(str(item).encode("utf-8"), digest_size=DIM).digest()
+    return np.frombuffer(digest, dtype=np.uint8).astype(np.float32) / np.float32(255)
+
+
+def fake_units(item: str | list[int]) -> int:
+    """The fake's token count for one input (special tokens included)."""
+    n = len(item.split()) if isinstance(item, str) else len(item)
+    return n + 2
+
+
+def expected_vectors(inputs: str | list[str]) -> np.ndarray:
+    items = [inputs] if isinstance(inputs, str) else list(inputs)
+    return np.stack([fake_vector(x) for x in items])
+
+
+def expected_units(inputs: str | list[str]) -> int:
+    items = [inputs] if isinstance(inputs, str) else list(inputs)
+    return sum(fake_units(x) for x in items)
+
+
+def fake_embed(request: CreateEmbeddingRequest) -> tuple[bytes, EmbeddingUsage]:
+    """The fake engine: OpenAI JSON bytes and the usage they contain."""
+    items = request.inputs()
+    data = []
+    for i, item in enumerate(items):
+        vec = fake_vector(item)
+        if request.dimensions is not None:
+            vec = vec[: request.dimensions]
+        emb: Any = (base64.b64encode(vec.astype("<f4").tobytes()).decode("ascii")
+                    if request.encoding_format == "base64" else vec)
+        data.append({"object": "embedding", "embedding": emb, "index": i})
+    n = sum(fake_units(x) for x in items)
+    body = orjson.dumps(
+        {"object": "list", "data": data, "model": request.model,
+         "usage": {"prompt_tokens": n, "total_tokens": n}},
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )
+    return body, EmbeddingUsage(n, n)
+
+
+def fake_embedder(models: Iterable[str] = (MODEL,)) -> CallableEmbedder:
+    return CallableEmbedder(list(models), fake_embed)
+
+
+def network(**options: Any) -> Network:
+    """``build_network`` with the fake embedder serving :data:`MODEL` unless told otherwise."""
+    options.setdefault("model", MODEL)
+    options.setdefault("embedder", fake_embedder([options["model"]]))
+    return build_network(**options)
+
+
+class FakeClock:
+    """A clock tests move by hand (starts at the real time, so evidence looks fresh)."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.time() if start is None else start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
+
+
+# ------------------------------------------------------------------------------------------------
+# Raw requests
+# ------------------------------------------------------------------------------------------------
+
+
+def headers(token: str | None) -> Headers:
+    h = Headers({"content-type": "application/json", "accept": "application/json"})
+    if token is not None:
+        h["authorization"] = f"Bearer {token}"
+    return h
+
+
+_channels: weakref.WeakKeyDictionary[Network, Any] = weakref.WeakKeyDictionary()
+
+
+def channel(net: Network) -> Any:
+    """One reused client channel per network (a new HTTP client costs tens of milliseconds)."""
+    ch = _channels.get(net)
+    if ch is None:
+        ch = _channels[net] = net.channel()
+    return ch
+
+
+def send(net: Network, method: str, path: str, body: bytes | dict[str, Any] | None = None, *,
+         token: str | None = "default", extra_headers: dict[str, str] | None = None) -> Response:
+    """One raw request to the proxy through the network's channel (in-process or HTTP).
+
+    ``token="default"`` means the network's own API key; ``None`` sends no Authorization.
+    """
+    payload = body if isinstance(body, bytes) else b"" if body is None else orjson.dumps(body)
+    h = headers(net.api_key if token == "default" else token)
+    for k, v in (extra_headers or {}).items():
+        h[k] = v
+    return channel(net).request(Request(method, path, h, payload))
+
+
+def error_of(resp: Response) -> tuple[int, str]:
+    """``(status, error.code)`` of an error answer, asserting Atoma's JSON error shape."""
+    assert resp.headers.get("content-type", "").startswith("application/json"), resp.headers
+    body = loads(resp.body)
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"code", "message"}, body
+    assert isinstance(body["error"]["code"], str) and isinstance(body["error"]["message"], str)
+    return resp.status, body["error"]["code"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Ledger views
+# ------------------------------------------------------------------------------------------------
+
+
+def balances(net: Network) -> dict[int, int]:
+    balances: Any = net.ledger.snapshot()["balances"]
+    return dict(balances)
+
+
+def money(net: Network) -> dict[str, Any]:
+    """What a failed request must never change: units used per stack and every balance."""
+    return {
+        "already": {s.stack_small_id: s.already_computed_units for s in net.ledger.stacks()},
+        "balances": balances(net),
+    }
+
+
+def full_state(net: Network) -> dict[str, Any]:
+    """Stacks (all columns), open locks and balances."""
+    return {"stacks": net.ledger.stacks(), "locks": net.ledger.open_locks(),
+            "balances": balances(net)}
+
+
+def settlements(net: Network) -> list[dict[str, Any]]:
+    return list(net.ledger.settlements())
+
+
+# ------------------------------------------------------------------------------------------------
+# A client channel with hooks (works in both modes)
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class HookChannel:
+    """Wraps a client's channel: ``before(request)`` may replace the request, ``after(request,
+    response)`` may replace the response; every exchange is recorded."""
+
+    inner: Any
+    before: Callable[[Request], Request | None] | None = None
+    after: Callable[[Request, Response], Response | None] | None = None
+    seen: list[tuple[Request, Response]] = field(default_factory=list)
+
+    def request(self, request: Request) -> Response:
+        if self.before is not None:
+            request = self.before(request) or request
+        response = self.inner.request(request)
+        if self.after is not None:
+            response = self.after(request, response) or response
+        self.seen.append((request, response))
+        return response
+
+    def paths(self) -> list[str]:
+        return [r.path for r, _ in self.seen]
+
+    def close(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            close()
+
+
+def with_body(resp: Response, body: dict[str, Any]) -> Response:
+    return Response(resp.status, orjson.dumps(body), Headers(resp.headers))
