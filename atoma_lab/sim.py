@@ -83,6 +83,7 @@ class Network:
         self._runner = runner
         self.base_url = base_url
         self.node_urls = node_urls
+        self.owns_embedders = False
         self._closed = False
 
     # ------------------------------------------------------------------ driving
@@ -150,11 +151,21 @@ class Network:
         if self._closed:
             return
         self._closed = True
+        aclose = getattr(getattr(self.proxy.send, "__self__", None), "aclose", None)
+        if aclose is not None:  # the proxy's pooled HTTP client to the nodes
+            try:
+                self.run(aclose(), timeout_s=5)
+            except Exception:  # noqa: BLE001 - best effort while shutting down
+                pass
         self._runner.stop()
-        for node in self.nodes:
-            close = getattr(node.embedder, "close", None)
-            if close is not None:
-                close()
+        if self.owns_embedders:  # embedders passed in belong to the caller
+            closed: set[int] = set()
+            for node in self.nodes:
+                close = getattr(node.embedder, "close", None)
+                if close is not None and id(node.embedder) not in closed:
+                    closed.add(id(node.embedder))
+                    close()
+        self.ledger.close()
 
     def __enter__(self) -> Network:
         return self
@@ -216,6 +227,8 @@ def build_network(
         send = HttpTransport(timeout_s=node_timeout_s).send
     else:
         raise ValueError(f"mode must be 'inprocess' or 'http', not {mode!r}")
+    if proxy_signer is None:  # the wallet lives with the ledger: a restart keeps its stacks
+        proxy_signer = SuiSigner.from_ed25519_seed(ledger.proxy_signing_seed())
     proxy = ProxyService(ledger=ledger, send=send, signer=proxy_signer, attestation_policy=policy,
                          clock=clock, node_timeout_s=node_timeout_s, stack_size=stack_size)
     node_services = [
@@ -257,6 +270,7 @@ def build_network(
     net = Network(mode=mode, ledger=ledger, proxy=proxy, nodes=node_services, api_key=api_key,
                   user_id=user_id, tee=tee, transport=transport, runner=runner, base_url=base_url,
                   node_urls=node_urls)
+    net.owns_embedders = embedder is None
     for i in range(nodes):
         net.publish_key(i)
     return net

@@ -145,7 +145,13 @@ class Router:
                 raise BodyTooLargeError(
                     f"body is {len(request.body)} bytes; the limit is {self.max_body_bytes}"
                 )
-            handler = self._routes.get((request.method.upper(), request.path))
+            method = request.method.upper()
+            handler = self._routes.get((method, request.path))
+            if handler is None and method == "HEAD":  # HEAD is GET without the body (RFC 9110)
+                get = self._routes.get(("GET", request.path))
+                if get is not None:
+                    resp = await get(request)
+                    return Response(resp.status, b"", resp.headers)
             if handler is None:
                 if any(p == request.path for _, p in self._routes):
                     raise MethodNotAllowedError(f"{request.method} is not allowed on {request.path}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -35,6 +36,10 @@ def _sql_int(value: int) -> int:
     return min(value, SQLITE_INT_MAX)
 
 _SCHEMA = """
+CREATE TABLE IF NOT EXISTS settings (
+    name TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS users (
     user_id INTEGER PRIMARY KEY,
     name TEXT UNIQUE NOT NULL,
@@ -177,6 +182,17 @@ class Ledger:
     def close(self) -> None:
         with self._mutex:
             self._conn.close()
+
+    def proxy_signing_seed(self) -> bytes:
+        """The proxy wallet's Ed25519 seed, created once and kept with the ledger, so that a
+        restarted proxy still owns the stacks it bought (a simulator's wallet, not a real one)."""
+        with self._tx() as c:
+            row = c.execute("SELECT value FROM settings WHERE name='proxy_signing_seed'").fetchone()
+            if row is not None:
+                return bytes(row[0])
+            seed = secrets.token_bytes(32)
+            c.execute("INSERT INTO settings(name, value) VALUES ('proxy_signing_seed', ?)", (seed,))
+            return seed
 
     # ---------------------------------------------------------------- users and tokens
     def add_user(self, name: str, *, balance_usdc: int = 0) -> int:

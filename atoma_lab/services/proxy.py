@@ -156,7 +156,8 @@ class ProxyService:
         return user_id
 
     def _lock(self, user_id: int, model: str, max_num_tokens: int, timeout_s: float,
-              now: float) -> tuple[StackRecord, LockRecord, NodeRecord]:
+              now: float) -> tuple[StackRecord, LockRecord, NodeRecord, bool]:
+        """Lock units for one request; the last item says whether a stack was bought for it."""
         eligible = self.ledger.nodes_for_model(model, confidential=True)
         if not eligible:
             if model not in self.ledger.models():
@@ -165,13 +166,14 @@ class ProxyService:
         found = self.ledger.lock_existing_stack(
             user_id=user_id, model=model, max_num_tokens=max_num_tokens, timeout_s=timeout_s,
             now=now, eligible_nodes=[n.node_small_id for n in eligible], owner_address=self.address)
+        bought = found is None
         if found is None:
             found = self.ledger.buy_stack_and_lock(
                 user_id=user_id, model=model, node=eligible[0], owner_address=self.address,
                 max_num_tokens=max_num_tokens, timeout_s=timeout_s, now=now, size=self.stack_size)
         stack, lock = found
         node = next(n for n in eligible if n.node_small_id == stack.node_small_id)
-        return stack, lock, node
+        return stack, lock, node, bought
 
     async def _forward(self, node: NodeRecord, path: str, body: bytes, headers: Headers) -> Response:
         req = Request("POST", path, headers, body)
@@ -198,13 +200,14 @@ class ProxyService:
     async def _nodes_lock(self, request: Request) -> Response:
         user_id = self._auth(request)
         body = NodesCreateLockRequest.from_json(request.body)
-        stack, _, node = self._lock(user_id, body.model, body.effective_max_num_tokens,
-                                    body.effective_timeout_s, self.clock())
+        stack, _, node, bought = self._lock(user_id, body.model, body.effective_max_num_tokens,
+                                            body.effective_timeout_s, self.clock())
         assert node.public_key is not None
         return Response.json(NodesCreateLockResponse(
             public_key=node.public_key, node_small_id=node.node_small_id,
             stack_small_id=stack.stack_small_id,
-            stack_entry_digest=stack.tx_digest if stack.already_computed_units == 0 else None,
+            # Atoma sends the purchase's transaction digest only when it bought the stack now.
+            stack_entry_digest=stack.tx_digest if bought else None,
         ).to_dict())
 
     async def _confidential_embeddings(self, request: Request) -> Response:
@@ -283,7 +286,8 @@ class ProxyService:
                     f"input: may need {reserve} compute units, more than a stack holds",
                     field="input")
             now = self.clock()
-            stack, open_lock, node = self._lock(user_id, oai.model, reserve, PLAIN_LOCK_TIMEOUT_S, now)
+            stack, open_lock, node, _ = self._lock(user_id, oai.model, reserve, PLAIN_LOCK_TIMEOUT_S,
+                                                   now)
             lock = self.ledger.start_lock(open_lock.lock_id)
         try:
             with timing.stage("proxy_check"):

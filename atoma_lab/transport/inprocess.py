@@ -63,8 +63,12 @@ class InProcessTransport:
 
     def _record(self, address: str, request: Request, response: Response | None,
                 error: str | None = None) -> None:
-        if self.capture:
-            self.captured.append(CapturedMessage(address, request, response, error))
+        if self.capture:  # copies: what the service does to its objects later is not captured
+            req = Request(request.method, request.path, Headers(request.headers), request.body,
+                          dict(request.query))
+            resp = None if response is None else Response(response.status, response.body,
+                                                          Headers(response.headers))
+            self.captured.append(CapturedMessage(address, req, resp, error))
 
     async def send(self, address: str, request: Request, timeout_s: float | None = None) -> Response:
         handler = self.handlers.get(address)

@@ -142,7 +142,12 @@ def test_tamper_request_and_response() -> None:
     resp = run(t.send(ADDR, Request("POST", "/", body=b"orig")))
     assert echo.bodies == [b"tampered"]
     assert resp.status == 299 and resp.body.endswith(b"!")
-    assert t.captured[-1].request is echo.got[0]  # the capture shows what the service received
+    # The capture shows what the service received, as a copy it cannot change afterwards.
+    captured = t.captured[-1].request
+    assert captured is not echo.got[0]
+    assert (captured.body, dict(captured.headers)) == (echo.got[0].body, dict(echo.got[0].headers))
+    echo.got[0].headers["x-changed-later"] = "1"
+    assert "x-changed-later" not in captured.headers
 
 
 def test_a_service_bug_is_a_json_500_as_over_http() -> None:
