@@ -255,9 +255,13 @@ class NodeService:
                 raise ComputeUnitsExceededError(
                     f"request needs {out.usage.total_tokens} compute units; {units} were locked")
             with timing.stage("node_seal"):
-                digest = blake2b_256(out.body)
+                # As Atoma's node does with TEI's answer: parse it and write it back the serde_json
+                # way (f64 floats), so that the proxy's re-serialisation gives the same bytes. The
+                # engine's float32 text can differ in layout (0.0000010337674 vs 1.0337674e-6).
+                canonical = serde_compact(loads(out.body, what="engine response"))
+                digest = blake2b_256(canonical)
                 signature = self.signer.sign(digest).to_base64()
-                body = (out.body[:-1] + b',"signature":"' + signature.encode()
+                body = (canonical[:-1] + b',"signature":"' + signature.encode()
                         + b'","response_hash":"' + b64encode(digest).encode() + b'"}')
         except AtomaLabError as exc:
             self.metrics.failed.labels(exc.code).inc()
