@@ -12,6 +12,15 @@ import uvicorn
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop where it is installed (``uvicorn[standard]``), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()  # type: ignore[no-any-return]
+
+
 class ServerGroup:
     """Start apps on ``(host, port)`` pairs (port 0 picks a free one), in one event loop thread.
 
@@ -25,7 +34,8 @@ class ServerGroup:
             if host not in _LOOPBACK and not allow_public:
                 raise ValueError(f"refusing to bind {host}: pass allow_public=True to serve beyond loopback")
         self._configs = [uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                        lifespan="off", access_log=False, timeout_keep_alive=30)
+                                        lifespan="off", access_log=False, timeout_keep_alive=30,
+                                        loop="auto", http="auto")
                          for app, host, port in apps]
         self._servers = [uvicorn.Server(c) for c in self._configs]
         self._thread: threading.Thread | None = None
@@ -62,8 +72,8 @@ class ServerGroup:
             if self._on_stop is not None:
                 await self._on_stop()
 
-        self._thread = threading.Thread(target=lambda: asyncio.run(main()), name="atoma-lab-servers",
-                                        daemon=True)
+        self._thread = threading.Thread(target=lambda: _new_loop().run_until_complete(main()),
+                                        name="atoma-lab-servers", daemon=True)
         self._thread.start()
         if not ready.wait(timeout_s):
             raise RuntimeError("servers did not start in time")
