@@ -39,8 +39,11 @@ $(SDK_STAMP): tests/sdk_requirements.txt
 demo: setup
 	$(BIN)/atoma-lab demo
 
+# Everything that runs on a 2-core CPU machine: the unit, integration and SDK tests, then every
+# notebook in quick mode (nbmake). The gpu-marked tests skip themselves without CUDA.
 test: setup sdk-setup
-	ATOMA_LAB_SDK_PYTHON=$(SDK_VENV)/bin/python ATOMA_LAB_QUICK=1 $(BIN)/python -m pytest
+	ATOMA_LAB_SDK_PYTHON=$(SDK_VENV)/bin/python ATOMA_LAB_QUICK=1 \
+		$(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=600 -p no:cacheprovider
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not integration and not sdk" -x -q

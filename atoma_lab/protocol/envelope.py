@@ -23,7 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from atoma_lab.crypto.aead import NONCE_SIZE, AesGcmKey
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from atoma_lab.crypto.aead import NONCE_SIZE
 from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.kdf import SALT_SIZE, derive_key
 from atoma_lab.crypto.keys import X25519KeyPair
@@ -39,11 +42,19 @@ from atoma_lab.protocol.messages import ConfidentialComputeRequest, Confidential
 RandomBytes = Callable[[int], bytes]
 
 
+def _decrypt(cipher: AESGCM, nonce: bytes, ciphertext: bytes) -> bytes:
+    # The wire models guarantee a 12-byte nonce and a ciphertext at least as long as the tag.
+    try:
+        return cipher.decrypt(nonce, ciphertext, None)
+    except InvalidTag as exc:
+        raise DecryptionError("AES-256-GCM authentication failed") from exc
+
+
 @dataclass(slots=True, repr=False)
 class _KeyState:
     """An AES key and every nonce used under it so far."""
 
-    aead: AesGcmKey
+    cipher: AESGCM  # pyca's, called directly on the hot path (nonce sizes are ours to check)
     used_nonces: set[bytes] = field(default_factory=set)
 
     def take(self, nonce: bytes | None, rng: RandomBytes) -> bytes:
@@ -121,10 +132,10 @@ def seal_request(
     if len(salt) != SALT_SIZE:
         raise ValueError(f"salt must be {SALT_SIZE} bytes, got {len(salt)}")
     shared = client_key.exchange(node_public_key)
-    keys = _KeyState(AesGcmKey(derive_key(shared, salt)))
+    keys = _KeyState(AESGCM(derive_key(shared, salt)))
     nonce = keys.take(nonce, rng)
     body_hash = blake2b_256(plaintext)
-    ciphertext = keys.aead.encrypt(nonce, plaintext)
+    ciphertext = keys.cipher.encrypt(nonce, plaintext, None)
     request = ConfidentialComputeRequest(
         ciphertext=ciphertext,
         stack_small_id=stack_small_id,
@@ -186,9 +197,9 @@ def open_request(request: ConfidentialComputeRequest, node_key: X25519KeyPair) -
             field="node_dh_public_key",
         )
     shared = node_key.exchange(request.client_dh_public_key)
-    keys = _KeyState(AesGcmKey(derive_key(shared, request.salt)))
+    keys = _KeyState(AESGCM(derive_key(shared, request.salt)))
     keys.used_nonces.add(request.nonce)
-    plaintext = keys.aead.decrypt(request.nonce, request.ciphertext)
+    plaintext = _decrypt(keys.cipher, request.nonce, request.ciphertext)
     if not hmac.compare_digest(blake2b_256(plaintext), request.plaintext_body_hash):
         raise HashMismatchError("plaintext does not match plaintext_body_hash",
                                 field="plaintext_body_hash")
@@ -222,7 +233,7 @@ def seal_response(
     nonce = context._keys.take(nonce, rng)
     context._sealed = True
     response_hash = blake2b_256(plaintext)
-    ciphertext = context._keys.aead.encrypt(nonce, plaintext)
+    ciphertext = context._keys.cipher.encrypt(nonce, plaintext, None)
     signature = signer.sign(response_hash).to_base64() if signer is not None else None
     # Every field was made just above with the right size: skip re-validating it.
     return ConfidentialComputeResponse.trusted(nonce, ciphertext, response_hash, signature, usage)
@@ -263,7 +274,7 @@ def open_response(
         raise ValueError("this context already opened a response")
     if response.nonce in context._keys.used_nonces:
         raise DecryptionError("response nonce was already used under this key", field="nonce")
-    plaintext = context._keys.aead.decrypt(response.nonce, response.ciphertext)
+    plaintext = _decrypt(context._keys.cipher, response.nonce, response.ciphertext)
     context._keys.used_nonces.add(response.nonce)
     context._opened = True
     digest = blake2b_256(plaintext)

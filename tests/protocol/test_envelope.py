@@ -702,7 +702,7 @@ def test_no_secret_in_error_messages_or_reprs(
     result = open_response(response, sealed.context)
     expect_failure(lambda: open_response(response, sealed.context))
 
-    objects = [sealed, sealed.context, sealed.context._keys, sealed.context._keys.aead, request,
+    objects = [sealed, sealed.context, sealed.context._keys, sealed.context._keys.cipher, request,
                opened, opened.context, response, result, client_key, node_key, signer]
     texts += [repr(o) for o in objects] + [str(o) for o in objects]
 
