@@ -10,6 +10,7 @@ and a client; in-process (notebooks, tests) or as real HTTP servers on loopback 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import threading
 import time
@@ -62,7 +63,7 @@ def default_embedder(model: str = DEFAULT_MODEL, **engine_options: Any) -> Embed
     """The in-process transformers engine for ``model`` behind its dynamic batcher."""
     from atoma_lab.inference import node_embedder
 
-    return node_embedder(model, **engine_options)  # type: ignore[no-any-return]
+    return node_embedder(model, **engine_options)
 
 
 class Network:
@@ -153,10 +154,8 @@ class Network:
         self._closed = True
         aclose = getattr(getattr(self.proxy.send, "__self__", None), "aclose", None)
         if aclose is not None:  # the proxy's pooled HTTP client to the nodes
-            try:
+            with contextlib.suppress(Exception):  # best effort while shutting down
                 self.run(aclose(), timeout_s=5)
-            except Exception:  # noqa: BLE001 - best effort while shutting down
-                pass
         self._runner.stop()
         if self.owns_embedders:  # embedders passed in belong to the caller
             closed: set[int] = set()

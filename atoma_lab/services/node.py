@@ -32,9 +32,10 @@ from atoma_lab.errors import (
     PermissionDeniedError,
     StackNotFoundError,
 )
+from atoma_lab.inference.openai import EmbedResponse
 from atoma_lab.protocol.envelope import open_request, seal_response
 from atoma_lab.protocol.messages import DEFAULT_MAX_NUM_TOKENS, ConfidentialComputeRequest, Usage
-from atoma_lab.protocol.openai import CreateEmbeddingRequest, EmbeddingUsage
+from atoma_lab.protocol.openai import CreateEmbeddingRequest
 from atoma_lab.services.http import Headers, Request, Response, Router, error_response
 from atoma_lab.services.metrics import PROMETHEUS_CONTENT_TYPE, ServiceMetrics
 from atoma_lab.trace import ServerTiming
@@ -43,12 +44,8 @@ CONFIDENTIAL_EMBEDDINGS_PATH = "/v1/confidential/embeddings"
 EMBEDDINGS_PATH = "/v1/embeddings"
 
 
-@dataclass(frozen=True, slots=True)
-class EmbedOutput:
-    """What an embedder returns: the OpenAI response JSON bytes and the usage they contain."""
-
-    body: bytes
-    usage: EmbeddingUsage
+#: What an embedder returns: the OpenAI response JSON bytes and the usage they contain.
+EmbedOutput = EmbedResponse
 
 
 class Embedder(Protocol):

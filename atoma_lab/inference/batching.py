@@ -1,0 +1,278 @@
+"""Length-sorted micro-batches and a dynamic batcher that merges concurrent requests.
+
+:func:`plan_micro_batches` sorts sequences by length (longest first, so that a batch too big for
+memory fails at once) and cuts them into batches whose padded size, ``rows x longest``, stays
+under a token budget. Sorting keeps padding small; the budget keeps activations cache-sized.
+
+:class:`DynamicBatcher` puts one engine behind a queue. ``submit()`` tokenises in the caller's
+thread (so a bad request fails alone, and tokenisation overlaps the model's work) and returns a
+:class:`concurrent.futures.Future`; one worker thread takes queued requests until their tokens
+reach ``max_batch_tokens`` or ``max_wait_ms`` has passed since the first, runs them as one
+forward, and hands each request its rows. :meth:`DynamicBatcher.aembed` awaits the same future
+from asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from atoma_lab.errors import AtomaLabError, InferenceError
+from atoma_lab.inference.engine import (
+    EmbeddingEngine,
+    EmbeddingResult,
+    EngineInput,
+    TokenizedInputs,
+    apply_dimensions,
+)
+
+DEFAULT_MICRO_BATCH_TOKENS = 1024  # padded tokens per forward; measured best for MiniLM on 2 cores
+DEFAULT_MAX_BATCH_TOKENS = 16384  # tokens merged across requests (TEI's --max-batch-tokens default)
+DEFAULT_MAX_WAIT_MS = 2.0  # how long the first queued request waits for company
+
+
+def plan_micro_batches(lengths: Sequence[int], *, max_batch_tokens: int,
+                       max_batch_size: int | None = None) -> list[list[int]]:
+    """Indices of ``lengths`` grouped into micro-batches, longest sequences first.
+
+    Every batch satisfies ``len(batch) * max(lengths[batch]) <= max_batch_tokens`` unless it
+    holds a single sequence longer than the budget; ``max_batch_size`` caps the rows. Every index
+    appears exactly once. Ties keep their original order (stable sort).
+    """
+    if max_batch_tokens < 1:
+        raise ValueError("max_batch_tokens must be at least 1")
+    if max_batch_size is not None and max_batch_size < 1:
+        raise ValueError("max_batch_size must be at least 1")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    start = 0
+    n = len(order)
+    while start < n:
+        longest = max(1, lengths[order[start]])
+        rows = max(1, max_batch_tokens // longest)
+        if max_batch_size is not None:
+            rows = min(rows, max_batch_size)
+        batches.append(order[start:start + rows])
+        start += rows
+    return batches
+
+
+@dataclass(slots=True)
+class BatcherStats:
+    """Counters of a :class:`DynamicBatcher` (read them for tests and metrics)."""
+
+    requests: int = 0
+    """Requests answered by a forward pass."""
+    batches: int = 0
+    """Forward passes run (each may hold several requests)."""
+    sequences: int = 0
+    tokens: int = 0
+    largest_batch_requests: int = 0
+
+
+@dataclass(slots=True)
+class _Pending:
+    tokens: TokenizedInputs
+    dimensions: int | None
+    future: Future[EmbeddingResult] = field(default_factory=Future)
+
+
+_STOP = object()
+
+
+class DynamicBatcher:
+    """Merge concurrent requests to one engine into shared forward passes.
+
+    Thread-safe and asyncio-friendly: call :meth:`submit` (a future), :meth:`embed` (blocking)
+    or ``await`` :meth:`aembed` from any thread or event loop. Close it (or use ``with``) to stop
+    the worker thread; requests still queued then fail with :class:`InferenceError`.
+    """
+
+    def __init__(self, engine: EmbeddingEngine, *, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+                 max_wait_ms: float = DEFAULT_MAX_WAIT_MS, name: str | None = None) -> None:
+        if max_batch_tokens < 1:
+            raise ValueError("max_batch_tokens must be at least 1")
+        if max_wait_ms < 0:
+            raise ValueError("max_wait_ms must not be negative")
+        self.engine = engine
+        self.max_batch_tokens = max_batch_tokens
+        self.max_wait_ms = max_wait_ms
+        self.stats = BatcherStats()
+        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
+        self._closed = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(
+            target=self._run, name=name or f"atoma-lab-batcher-{engine.model_name}", daemon=True
+        )
+        self._thread.start()
+
+    # ------------------------------------------------------------------ engine-like surface
+    @property
+    def model_name(self) -> str:
+        return self.engine.model_name
+
+    @property
+    def dimensions(self) -> int:
+        return self.engine.dimensions
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.engine.max_seq_length
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def submit(self, inputs: EngineInput, *, dimensions: int | None = None,
+               truncate: bool | None = None, prompt_name: str | None = None,
+               ) -> Future[EmbeddingResult]:
+        """Queue ``inputs``; the future holds their :class:`EmbeddingResult` or the error.
+
+        Tokenisation and validation happen here, in the caller's thread; their errors come
+        back through the future like the model's. Raises :class:`RuntimeError` once closed.
+        """
+        pending = _Pending(TokenizedInputs([], []), dimensions)
+        try:
+            if dimensions is not None:
+                apply_dimensions(np.zeros((0, self.dimensions), np.float32), dimensions,
+                                 model_dimensions=self.dimensions)
+            pending.tokens = self.engine.tokenize(inputs, truncate=truncate,
+                                                  prompt_name=prompt_name)
+        except AtomaLabError as exc:
+            pending.future.set_exception(exc)
+            return pending.future
+        if not pending.tokens.sequences:
+            pending.future.set_result(EmbeddingResult(
+                np.zeros((0, dimensions or self.dimensions), np.float32), []))
+            return pending.future
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the batcher is closed")
+            self._queue.put(pending)
+        return pending.future
+
+    def embed(self, inputs: EngineInput, *, dimensions: int | None = None,
+              truncate: bool | None = None, prompt_name: str | None = None) -> EmbeddingResult:
+        """Blocking :meth:`submit`."""
+        return self.submit(inputs, dimensions=dimensions, truncate=truncate,
+                           prompt_name=prompt_name).result()
+
+    async def aembed(self, inputs: EngineInput, *, dimensions: int | None = None,
+                     truncate: bool | None = None, prompt_name: str | None = None,
+                     ) -> EmbeddingResult:
+        """:meth:`submit` awaited from an event loop (tokenisation included, off the loop)."""
+        future = await asyncio.to_thread(self.submit, inputs, dimensions=dimensions,
+                                         truncate=truncate, prompt_name=prompt_name)
+        return await asyncio.wrap_future(future)
+
+    def close(self, timeout_s: float | None = 10.0) -> None:
+        """Stop taking requests, finish the batch in flight, fail what is still queued."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(_STOP)
+        self._thread.join(timeout_s)
+
+    def __enter__(self) -> DynamicBatcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ worker
+    def _collect(self, first: _Pending) -> tuple[list[_Pending], bool]:
+        batch = [first]
+        tokens = first.tokens.total_tokens
+        deadline = time.monotonic() + self.max_wait_ms / 1000.0
+        while tokens < self.max_batch_tokens:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            if item is _STOP:
+                return batch, True
+            assert isinstance(item, _Pending)
+            batch.append(item)
+            tokens += item.tokens.total_tokens
+        return batch, False
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            assert isinstance(item, _Pending)
+            batch, stop = self._collect(item)
+            self._process(batch)
+        # Anything queued after the stop marker (there should be none) fails cleanly.
+        while True:
+            try:
+                left = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(left, _Pending) and left.future.set_running_or_notify_cancel():
+                left.future.set_exception(InferenceError("the batcher closed before this ran"))
+
+    def _process(self, batch: list[_Pending]) -> None:
+        live = [p for p in batch if p.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        sequences = list(itertools.chain.from_iterable(p.tokens.sequences for p in live))
+        try:
+            vectors = self.engine.embed_tokens(sequences)
+        except AtomaLabError as exc:
+            for p in live:
+                p.future.set_exception(exc)
+            return
+        except Exception as exc:
+            err = InferenceError(f"the model failed on a batch of {len(sequences)} inputs "
+                                 f"({type(exc).__name__})")
+            err.__cause__ = exc
+            for p in live:
+                p.future.set_exception(err)
+            return
+        stats = self.stats
+        stats.batches += 1
+        stats.requests += len(live)
+        stats.sequences += len(sequences)
+        stats.tokens += sum(p.tokens.total_tokens for p in live)
+        stats.largest_batch_requests = max(stats.largest_batch_requests, len(live))
+        start = 0
+        for p in live:
+            n = len(p.tokens.sequences)
+            rows = vectors[start:start + n]
+            start += n
+            try:
+                rows = apply_dimensions(rows, p.dimensions, model_dimensions=self.dimensions,
+                                        normalize=self.engine.normalize)
+            except AtomaLabError as exc:  # validated in submit(); kept for safety
+                p.future.set_exception(exc)
+                continue
+            p.future.set_result(EmbeddingResult(np.ascontiguousarray(rows),
+                                                list(p.tokens.token_counts)))
+
+
+__all__ = [
+    "DEFAULT_MAX_BATCH_TOKENS",
+    "DEFAULT_MAX_WAIT_MS",
+    "DEFAULT_MICRO_BATCH_TOKENS",
+    "BatcherStats",
+    "DynamicBatcher",
+    "plan_micro_batches",
+]

@@ -1,0 +1,158 @@
+"""OpenAI ``/v1/embeddings`` on top of an engine or a dynamic batcher.
+
+Response bytes are written without per-float Python work: float vectors go to orjson as float32
+numpy rows (``OPT_SERIALIZE_NUMPY``), base64 vectors are the rows' little-endian float32 bytes
+(what openai-python decodes with ``np.frombuffer(..., dtype="float32")``). Keys come in OpenAI's
+order: ``{"object":"list","data":[{"object":"embedding","embedding":...,"index":i}],
+"model":...,"usage":{"prompt_tokens":N,"total_tokens":N}}``.
+
+``prompt_tokens`` is the number of tokens the model processed (special tokens included, after
+truncation), counted by the model's own tokenizer; embeddings have no completion, so
+``total_tokens`` equals it.
+"""
+
+from __future__ import annotations
+
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+
+from atoma_lab.errors import InvalidFieldError, ModelNotFoundError
+from atoma_lab.inference.batching import DynamicBatcher
+from atoma_lab.inference.engine import Embedder, EmbeddingEngine, EmbeddingResult
+from atoma_lab.protocol.openai import CreateEmbeddingRequest, EmbeddingUsage
+
+EncodingFormat = Literal["float", "base64"]
+
+
+def _b64_row(row: np.ndarray) -> str:
+    return binascii.b2a_base64(np.ascontiguousarray(row, dtype="<f4").tobytes(),
+                               newline=False).decode("ascii")
+
+
+def encode_embeddings_response(vectors: np.ndarray, *, model: str, prompt_tokens: int,
+                               encoding_format: EncodingFormat | None = "float",
+                               total_tokens: int | None = None) -> bytes:
+    """OpenAI embeddings response JSON for ``vectors`` (``(n, d)``, any float dtype)."""
+    if vectors.ndim != 2:
+        raise ValueError("vectors must be a 2-D array")
+    fmt = encoding_format or "float"
+    if fmt == "float":
+        rows: Any = np.ascontiguousarray(vectors, dtype=np.float32)
+    elif fmt == "base64":
+        rows = [_b64_row(v) for v in vectors]
+    else:
+        raise InvalidFieldError("encoding_format: must be 'float' or 'base64'",
+                                field="encoding_format")
+    body = {
+        "object": "list",
+        "data": [{"object": "embedding", "embedding": row, "index": i}
+                 for i, row in enumerate(rows)],
+        "model": model,
+        "usage": {"prompt_tokens": prompt_tokens,
+                  "total_tokens": prompt_tokens if total_tokens is None else total_tokens},
+    }
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _check_model(embedder: Embedder, request: CreateEmbeddingRequest,
+                 served_names: Sequence[str] | None) -> None:
+    names = tuple(served_names) if served_names else (embedder.model_name,)
+    if request.model not in names:
+        raise ModelNotFoundError(f"model {request.model!r} is not served here; "
+                                 f"this engine serves {list(names)}")
+
+
+def _finish(request: CreateEmbeddingRequest, result: EmbeddingResult,
+            ) -> tuple[bytes, EmbeddingUsage]:
+    n = result.prompt_tokens
+    body = encode_embeddings_response(result.vectors, model=request.model, prompt_tokens=n,
+                                      encoding_format=request.encoding_format)
+    return body, EmbeddingUsage(prompt_tokens=n, total_tokens=n)
+
+
+def _inputs(request: CreateEmbeddingRequest) -> list[str] | list[list[int]]:
+    inputs = request.inputs()
+    if not inputs:
+        raise InvalidFieldError("input: must not be an empty list", field="input")
+    return inputs
+
+
+def embed_request(embedder: Embedder, request: CreateEmbeddingRequest, *,
+                  truncate: bool | None = None,
+                  served_names: Sequence[str] | None = None) -> tuple[bytes, EmbeddingUsage]:
+    """Answer ``request`` with ``embedder`` (an engine or a :class:`DynamicBatcher`).
+
+    Returns the response JSON bytes and the usage they contain. ``request.model`` must be
+    ``embedder.model_name`` or one of ``served_names`` (else :class:`ModelNotFoundError`);
+    the response names the model as the request did.
+    """
+    _check_model(embedder, request, served_names)
+    result = embedder.embed(_inputs(request), dimensions=request.dimensions, truncate=truncate)
+    return _finish(request, result)
+
+
+async def aembed_request(batcher: DynamicBatcher, request: CreateEmbeddingRequest, *,
+                         truncate: bool | None = None,
+                         served_names: Sequence[str] | None = None,
+                         ) -> tuple[bytes, EmbeddingUsage]:
+    """:func:`embed_request` through a dynamic batcher, awaited (merges concurrent requests)."""
+    _check_model(batcher, request, served_names)
+    result = await batcher.aembed(_inputs(request), dimensions=request.dimensions,
+                                  truncate=truncate)
+    return _finish(request, result)
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedResponse:
+    """OpenAI response bytes and the usage in them (what a node's embedder returns)."""
+
+    body: bytes
+    usage: EmbeddingUsage
+
+
+class NodeEmbedder:
+    """An engine behind a dynamic batcher, shaped for a node: ``models`` and ``async embed``.
+
+    ``models`` are the served names (the engine's own first, then ``aliases``).
+    """
+
+    def __init__(self, engine: EmbeddingEngine, *, aliases: Sequence[str] = (),
+                 batcher: DynamicBatcher | None = None, truncate: bool | None = None) -> None:
+        self.engine = engine
+        self.batcher = batcher or DynamicBatcher(engine)
+        self.truncate = truncate
+        names = [engine.model_name, *aliases]
+        self._models = tuple(dict.fromkeys(names))
+
+    @property
+    def models(self) -> Sequence[str]:
+        return self._models
+
+    async def embed(self, request: CreateEmbeddingRequest) -> EmbedResponse:
+        body, usage = await aembed_request(self.batcher, request, truncate=self.truncate,
+                                           served_names=self._models)
+        return EmbedResponse(body=body, usage=usage)
+
+    def embed_sync(self, request: CreateEmbeddingRequest) -> EmbedResponse:
+        body, usage = embed_request(self.batcher, request, truncate=self.truncate,
+                                    served_names=self._models)
+        return EmbedResponse(body=body, usage=usage)
+
+    def close(self) -> None:
+        self.batcher.close()
+        self.engine.close()
+
+
+__all__ = [
+    "EmbedResponse",
+    "EncodingFormat",
+    "NodeEmbedder",
+    "aembed_request",
+    "embed_request",
+    "encode_embeddings_response",
+]

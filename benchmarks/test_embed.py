@@ -1,0 +1,311 @@
+"""The embedding engine against sentence-transformers and the naive ways, measured in one run.
+
+Groups (``extra_info`` carries ``pair``, ``role`` and ``target`` for ``atoma_lab.benchreport``):
+
+* ``embed``: ``SentenceTransformer.encode(normalize_embeddings=True)`` (baseline) against the
+  engine in exact mode (fp32, target >= 1.25x) and in fast mode (bf16 autocast on CPU / fp16 on
+  CUDA, target >= 2x, with ``min_cosine`` to the fp32 vectors beside it), on 512 seeded texts of
+  4-120 words, same model, same threads, at most 32 rows per forward for both. Fast mode runs on
+  the first 64 texts (baseline re-measured on them) when the CPU has no native bf16: there
+  autocast is several times *slower* and the full corpus would take minutes.
+* ``embed-batcher``: 64 concurrent single-text requests through the dynamic batcher against the
+  same engine serving them one by one (target >= 3x).
+* ``embed-json``: the OpenAI response for 32 x 1024 floats, ``encode_embeddings_response``
+  (orjson on a float32 array) against ``json.dumps`` of Python lists (target >= 10x), and the
+  base64 form beside them.
+
+Each pair asserts its result once before timing. Timing is reported, never asserted.
+
+    .venv/bin/python -m pytest benchmarks/test_embed.py --benchmark-only
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import warnings
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+torch = pytest.importorskip("torch")
+st = pytest.importorskip("sentence_transformers")
+
+from atoma_lab.inference import (  # noqa: E402 - after the skips
+    DEFAULT_MODEL,
+    DynamicBatcher,
+    encode_embeddings_response,
+    resolve_model,
+)
+from atoma_lab.inference.transformers_engine import (  # noqa: E402
+    TransformersEngine,
+    cpu_has_native_bf16,
+)
+
+THREADS = int(os.environ.get("ATOMA_LAB_BENCH_THREADS", str(os.cpu_count() or 1)))
+BATCH_SIZE = 32  # sentence-transformers' default; also our row cap per forward
+ROUNDS = int(os.environ.get("ATOMA_LAB_BENCH_EMBED_ROUNDS", "5"))
+CORPUS_SIZE = 512
+TOL = 1e-5
+
+_WORD_TEXT = (
+    "the of and to in is was for on that with as by at from his her an were are which this be "
+    "or had not first one their its new after but who they have has been also two all other "
+    "time can more would during into only most city used some there state school year may world "
+    "between many such where over known these people then three national group high when about "
+    "under team part system later what early government made well so each both several through "
+    "four while since university number series area history however before including film major "
+    "life season club day law century large game second being energy water market model data "
+    "network language research science music river church family north south west east house "
+    "power embedding vector privacy encryption node proxy server client request response token "
+    "sentence quickly beautiful confidential attestation protocol enclave hardware latency "
+    "throughput retrieval semantic search passage query document answer question 2024 3.5 GPU "
+    "café naïve Zürich München Tokyo 東京 Москва 🚀 😀 e-mail state-of-the-art, (see below). Q&A"
+)
+_WORDS = _WORD_TEXT.split()
+
+
+def make_corpus(n: int = CORPUS_SIZE, *, seed: int = 20240601, min_words: int = 4,
+                max_words: int = 120) -> list[str]:
+    """``n`` texts of ``min_words``..``max_words`` words, the same for a given seed."""
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(n):
+        words = [rng.choice(_WORDS) for _ in range(rng.randint(min_words, max_words))]
+        texts.append(" ".join(words).capitalize() + rng.choice([".", "!", "?", ""]))
+    return texts
+
+
+CORPUS = make_corpus()
+_MEDIANS: dict[tuple[str, str], dict[str, float]] = {}
+_MINIMA: dict[tuple[str, str], dict[str, float]] = {}
+_EXTRA: dict[tuple[str, str], dict[str, float]] = {}
+
+
+def _record(benchmark: Any, group: str, pair: str, role: str, *, target: float | None = None,
+            **extra: float) -> None:
+    benchmark.extra_info.update({"pair": pair, "role": role, **extra})
+    if target is not None:
+        benchmark.extra_info.update({"target": target, "target_kind": "min"})
+    if benchmark.stats is None:  # --benchmark-disable
+        return
+    _MEDIANS.setdefault((group, pair), {})[role] = benchmark.stats.stats.median
+    _MINIMA.setdefault((group, pair), {})[role] = benchmark.stats.stats.min
+    _EXTRA.setdefault((group, pair), {}).update(extra)
+    if role == "ours" and "baseline" in _MINIMA[(group, pair)]:
+        # The median ratio is benchreport's; the ratio of minima is steadier on a busy machine.
+        benchmark.extra_info["speedup_of_min"] = (_MINIMA[(group, pair)]["baseline"]
+                                                  / _MINIMA[(group, pair)]["ours"])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ratio_report(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Print the speed-ups (median and min) of every pair measured in this run."""
+    yield
+    rows = [(key, m) for key, m in _MEDIANS.items() if "ours" in m and "baseline" in m]
+    if not rows:
+        return
+    lines = ["", f"embedding engine speed-ups, same run ({THREADS} threads)",
+             f"{'group':<15}{'pair':<44}{'baseline':>12}{'ours':>12}{'speed-up':>10}"
+             f"{'(min)':>8}  extra"]
+    for (group, pair), m in rows:
+        mins = _MINIMA[(group, pair)]
+        extra = ", ".join(f"{k}={v:.6g}" for k, v in _EXTRA.get((group, pair), {}).items())
+        lines.append(f"{group:<15}{pair:<44}{m['baseline'] * 1e3:>10.2f}ms{m['ours'] * 1e3:>10.2f}ms"
+                     f"{m['baseline'] / m['ours']:>9.2f}x{mins['baseline'] / mins['ours']:>7.2f}x"
+                     f"  {extra}")
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    if capture is None:
+        print("\n".join(lines))
+        return
+    with capture.global_and_fixture_disabled():
+        print("\n".join(lines))
+
+
+# ------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def model_dir() -> Any:
+    torch.set_num_threads(THREADS)
+    return resolve_model(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="module")
+def st_model(model_dir: Any) -> Any:
+    return st.SentenceTransformer(str(model_dir), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def exact(model_dir: Any) -> TransformersEngine:
+    return TransformersEngine(model_dir, model_name=DEFAULT_MODEL, device="cpu",
+                              max_batch_size=BATCH_SIZE)
+
+
+@pytest.fixture(scope="module")
+def fast(model_dir: Any) -> TransformersEngine:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return TransformersEngine(model_dir, model_name=DEFAULT_MODEL, device="cpu",
+                                  mode="fast", max_batch_size=BATCH_SIZE)
+
+
+def _st_encode(model: Any, texts: list[str]) -> Callable[[], Any]:
+    return lambda: model.encode(texts, batch_size=BATCH_SIZE, normalize_embeddings=True,
+                                convert_to_numpy=True)
+
+
+FAST_TEXTS = CORPUS if cpu_has_native_bf16() else CORPUS[:64]
+FAST_PAIR = (f"{len(FAST_TEXTS)} texts, fp32 vs fast mode"
+             + ("" if len(FAST_TEXTS) == CORPUS_SIZE else " (CPU without native bf16)"))
+EXACT_PAIR = f"{CORPUS_SIZE} texts, fp32 exact"
+
+# ------------------------------------------------------------------------------------ embed
+
+
+@pytest.mark.benchmark(group="embed")
+def test_st_encode(benchmark: Any, st_model: Any) -> None:
+    fn = _st_encode(st_model, CORPUS)
+    assert fn().shape == (CORPUS_SIZE, 384)
+    benchmark.pedantic(fn, rounds=ROUNDS, warmup_rounds=1)
+    _record(benchmark, "embed", EXACT_PAIR, "baseline")
+
+
+@pytest.mark.benchmark(group="embed")
+def test_engine_exact(benchmark: Any, exact: TransformersEngine, st_model: Any) -> None:
+    ref = _st_encode(st_model, CORPUS)()
+    got = exact.embed(CORPUS).vectors
+    max_abs = float(np.abs(got - ref).max())
+    assert max_abs <= TOL
+    benchmark.pedantic(lambda: exact.embed(CORPUS), rounds=ROUNDS, warmup_rounds=1)
+    _record(benchmark, "embed", EXACT_PAIR, "ours", target=1.25, max_abs_diff=max_abs)
+
+
+@pytest.mark.benchmark(group="embed")
+def test_st_encode_for_fast_mode(benchmark: Any, st_model: Any) -> None:
+    fn = _st_encode(st_model, FAST_TEXTS)
+    fn()
+    benchmark.pedantic(fn, rounds=ROUNDS, warmup_rounds=1)
+    _record(benchmark, "embed", FAST_PAIR, "baseline")
+
+
+@pytest.mark.benchmark(group="embed")
+def test_engine_fast(benchmark: Any, fast: TransformersEngine, exact: TransformersEngine) -> None:
+    ref = exact.embed(FAST_TEXTS).vectors
+    got = fast.embed(FAST_TEXTS).vectors
+    cosines = (got * ref).sum(axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
+    min_cos = float(cosines.min())
+    assert min_cos >= 0.999
+    rounds = ROUNDS if len(FAST_TEXTS) == CORPUS_SIZE or cpu_has_native_bf16() else 2
+    benchmark.pedantic(lambda: fast.embed(FAST_TEXTS), rounds=rounds, warmup_rounds=0)
+    _record(benchmark, "embed", FAST_PAIR, "ours", target=2.0, min_cosine=min_cos,
+            native_bf16=float(cpu_has_native_bf16()))
+
+
+# ------------------------------------------------------------------------------------ batcher
+
+CONCURRENT = 64
+BATCHER_PAIR = f"{CONCURRENT} concurrent single-text requests"
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(CONCURRENT) as ex:
+        yield ex
+
+
+@pytest.mark.benchmark(group="embed-batcher")
+def test_one_by_one(benchmark: Any, exact: TransformersEngine) -> None:
+    texts = CORPUS[:CONCURRENT]
+
+    def serve() -> list[Any]:
+        return [exact.embed([t]).vectors for t in texts]
+
+    assert len(serve()) == CONCURRENT
+    benchmark.pedantic(serve, rounds=ROUNDS, warmup_rounds=1)
+    _record(benchmark, "embed-batcher", BATCHER_PAIR, "baseline")
+
+
+@pytest.mark.benchmark(group="embed-batcher")
+def test_dynamic_batcher(benchmark: Any, exact: TransformersEngine,
+                         pool: ThreadPoolExecutor) -> None:
+    texts = CORPUS[:CONCURRENT]
+    with DynamicBatcher(exact, max_wait_ms=2.0) as batcher:
+
+        def serve() -> list[Any]:
+            return list(pool.map(lambda t: batcher.embed([t]).vectors, texts))
+
+        got = np.concatenate(serve())
+        assert float(np.abs(got - exact.embed(texts).vectors).max()) <= TOL
+        batcher.stats.batches = batcher.stats.requests = 0
+        benchmark.pedantic(serve, rounds=ROUNDS, warmup_rounds=1)
+        per_batch = batcher.stats.requests / max(1, batcher.stats.batches)
+    _record(benchmark, "embed-batcher", BATCHER_PAIR, "ours", target=3.0,
+            requests_per_forward=per_batch)
+
+
+# ------------------------------------------------------------------------------------ JSON
+
+JSON_PAIR = "response JSON, 32 x 1024 floats"
+
+
+@pytest.fixture(scope="module")
+def vectors_1024() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal((32, 1024)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _json_dumps_lists(lists: list[list[float]]) -> bytes:
+    body = {"object": "list",
+            "data": [{"object": "embedding", "embedding": v, "index": i}
+                     for i, v in enumerate(lists)],
+            "model": DEFAULT_MODEL,
+            "usage": {"prompt_tokens": 320, "total_tokens": 320}}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+@pytest.mark.benchmark(group="embed-json")
+@pytest.mark.parametrize("pair", [JSON_PAIR, JSON_PAIR + ", base64"])
+def test_json_dumps_python_lists(benchmark: Any, vectors_1024: np.ndarray, pair: str) -> None:
+    """The baseline of both pairs (measured once for each, so each pair has its own)."""
+    lists = vectors_1024.tolist()
+    out = _json_dumps_lists(lists)
+    assert np.array_equal(np.asarray([d["embedding"] for d in json.loads(out)["data"]],
+                                     dtype=np.float32), vectors_1024)
+    benchmark(_json_dumps_lists, lists)
+    _record(benchmark, "embed-json", pair, "baseline", bytes=len(out))
+
+
+def _ours(vectors: np.ndarray, fmt: str) -> bytes:
+    return encode_embeddings_response(vectors, model=DEFAULT_MODEL, prompt_tokens=320,
+                                      encoding_format=fmt)  # type: ignore[arg-type]
+
+
+@pytest.mark.benchmark(group="embed-json")
+def test_encode_response_float(benchmark: Any, vectors_1024: np.ndarray) -> None:
+    out = _ours(vectors_1024, "float")
+    assert np.array_equal(np.asarray([d["embedding"] for d in json.loads(out)["data"]],
+                                     dtype=np.float32), vectors_1024)
+    benchmark(_ours, vectors_1024, "float")
+    _record(benchmark, "embed-json", JSON_PAIR, "ours", target=10.0, bytes=len(out))
+
+
+@pytest.mark.benchmark(group="embed-json")
+def test_encode_response_base64(benchmark: Any, vectors_1024: np.ndarray) -> None:
+    import base64
+
+    out = _ours(vectors_1024, "base64")
+    decoded = np.stack([np.frombuffer(base64.b64decode(d["embedding"]), dtype="float32")
+                        for d in json.loads(out)["data"]])
+    assert np.array_equal(decoded, vectors_1024)
+    benchmark(_ours, vectors_1024, "base64")
+    _record(benchmark, "embed-json", JSON_PAIR + ", base64", "ours", bytes=len(out))
