@@ -42,7 +42,7 @@ demo: setup
 # Everything that runs on a 2-core CPU machine: the unit, integration and SDK tests, then every
 # notebook in quick mode (nbmake). The gpu-marked tests skip themselves without CUDA.
 test: setup sdk-setup
-	ATOMA_LAB_SDK_PYTHON=$(SDK_VENV)/bin/python ATOMA_LAB_QUICK=1 \
+	ATOMA_LAB_SDK_PYTHON=$(CURDIR)/$(SDK_VENV)/bin/python ATOMA_LAB_QUICK=1 \
 		$(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=600 -p no:cacheprovider
 
 test-fast: setup

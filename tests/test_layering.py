@@ -48,6 +48,7 @@ LAYERS: dict[str, int] = {
     "benchreport": 90,
     "measure": 90,
     "notebook_runner": 90,
+    "notebook_support": 90,
     "__main__": 100,
     "__init__": 100,  # the package root re-exports; nothing inside may import it
 }
