@@ -172,6 +172,14 @@ class Embedding:
     embedding: np.ndarray = field(repr=False)
 
 
+def _float_vector(items: list[Any]) -> np.ndarray | None:
+    """A JSON list of numbers as float32, checked in C rather than per float in Python;
+    ``None`` if it holds anything else (strings, booleans, nested lists, nulls)."""
+    if not set(map(type, items)) <= {float, int}:  # bool is its own type, so it is refused
+        return None
+    return np.array(items, dtype=np.float32)
+
+
 @dataclass(frozen=True, slots=True)
 class CreateEmbeddingResponse:
     """An OpenAI embeddings response, with numpy access to the vectors."""
@@ -205,10 +213,8 @@ class CreateEmbeddingResponse:
                         raise InvalidFieldError(f"data[{i}].embedding: not float32 data",
                                                 field=f"data[{i}].embedding")
                     vec = np.frombuffer(buf, dtype="<f4").astype(np.float32)
-                elif isinstance(raw, list) and all(
-                    isinstance(x, int | float) and not isinstance(x, bool) for x in raw
-                ):
-                    vec = np.asarray(raw, dtype=np.float32)
+                elif isinstance(raw, list) and (vec := _float_vector(raw)) is not None:
+                    pass
                 else:
                     raise InvalidFieldError(f"data[{i}].embedding: expected floats or base64",
                                             field=f"data[{i}].embedding")
