@@ -213,8 +213,8 @@ class CreateEmbeddingResponse:
                         raise InvalidFieldError(f"data[{i}].embedding: not float32 data",
                                                 field=f"data[{i}].embedding")
                     vec = np.frombuffer(buf, dtype="<f4").astype(np.float32)
-                elif isinstance(raw, list) and (vec := _float_vector(raw)) is not None:
-                    pass
+                elif isinstance(raw, list) and (floats := _float_vector(raw)) is not None:
+                    vec = floats
                 else:
                     raise InvalidFieldError(f"data[{i}].embedding: expected floats or base64",
                                             field=f"data[{i}].embedding")

@@ -216,63 +216,20 @@ class ProxyService:
             user_id = self._auth(request)
             ccr = ConfidentialComputeRequest.from_json(request.body)
             units = DEFAULT_MAX_NUM_TOKENS if ccr.num_compute_units is None else ccr.num_compute_units
-            now = self.clock()
+            stack = self.ledger.stack(ccr.stack_small_id)
+            node = self.ledger.node(stack.node_small_id)
+            if node is None or not node.healthy:  # the lock stays open and expires unused
+                raise ServiceUnavailableError(f"node of stack {stack.stack_small_id} is down")
             lock = self.ledger.consume_lock(stack_small_id=ccr.stack_small_id, user_id=user_id,
-                                            num_compute_units=units, now=now)
-        try:
-            with timing.stage("proxy_check"):
-                stack = self.ledger.stack(ccr.stack_small_id)
-                node = self.ledger.node(stack.node_small_id)
-                if node is None or not node.healthy:
-                    raise ServiceUnavailableError(f"node of stack {stack.stack_small_id} is down")
-                headers = Headers({
-                    "content-type": "application/json",
-                    "x-signature": self.signer.sign(ccr.plaintext_body_hash).to_base64(),
-                    "x-user-id": str(user_id),
-                })
-            t0 = time.perf_counter_ns()
-            resp = await self._forward(node, "/v1/confidential/embeddings", request.body, headers)
-            node_stages = ServerTiming.parse(resp.headers.get("server-timing"))
-            timing.add("proxy_forward",
-                       (time.perf_counter_ns() - t0) / 1e6 - sum(node_stages.values()))
-            if not resp.ok:
-                raise self._node_failure(resp)
-            with timing.stage("proxy_verify"):
-                try:
-                    answer = ConfidentialComputeResponse.from_json(resp.body)
-                except AtomaLabError as exc:
-                    raise PeerProtocolError(f"node answer is malformed: {exc.message}") from exc
-                if answer.response_hash is None or answer.signature is None or answer.usage is None:
-                    raise PeerProtocolError("node answer lacks response_hash, signature or usage")
-                try:
-                    verify_sui_signature(answer.signature, answer.response_hash,
-                                         expected_address=node.sui_address)
-                except SignatureError as exc:
-                    raise PeerProtocolError("node signature does not verify") from exc
-                if answer.usage.total_tokens > lock.max_num_tokens:
-                    raise PeerProtocolError("node reports more usage than was locked")
-                charged = self.ledger.settle(lock.lock_id, answer.usage.total_tokens,
-                                             route="confidential", now=self.clock())
-        except AtomaLabError as exc:
-            self._release(lock, exc, "confidential")
-            resp = error_response(exc)
-            resp.headers["server-timing"] = timing.header()
-            return resp
-        except BaseException:  # cancelled (client went away) or a bug: never keep units locked
-            self.ledger.release(lock.lock_id, route="confidential", outcome="ABORTED", now=self.clock())
-            raise
-        self.metrics.confidential_requests.labels(ccr.model_name).inc()
-        self.metrics.completed.inc()
-        self.metrics.units_charged.inc(charged)
-        self.metrics.units_released.inc(lock.max_num_tokens - charged)
-        out_timing = ServerTiming()
-        out_timing.stages_ms = {**timing.stages_ms, **node_stages}
-        return Response.json(resp.body, headers={"server-timing": out_timing.header()})
-
-    def _release(self, lock: LockRecord, exc: AtomaLabError, route: str) -> None:
-        self.ledger.release(lock.lock_id, route=route, outcome=exc.code, now=self.clock())
-        self.metrics.failed.labels(exc.code).inc()
-        self.metrics.units_released.inc(lock.max_num_tokens)
+                                            num_compute_units=units, now=self.clock())
+            headers = Headers({
+                "content-type": "application/json",
+                "x-signature": self.signer.sign(ccr.plaintext_body_hash).to_base64(),
+                "x-user-id": str(user_id),
+            })
+        return await self._forward_and_settle(
+            "confidential", ccr.model_name, lock, node, "/v1/confidential/embeddings",
+            request.body, headers, timing, self._confidential_usage)
 
     async def _embeddings(self, request: Request) -> Response:
         timing = ServerTiming()
@@ -285,70 +242,104 @@ class ProxyService:
                 raise InvalidFieldError(
                     f"input: may need {reserve} compute units, more than a stack holds",
                     field="input")
-            now = self.clock()
             stack, open_lock, node, _ = self._lock(user_id, oai.model, reserve, PLAIN_LOCK_TIMEOUT_S,
-                                                   now)
+                                                   self.clock())
             lock = self.ledger.start_lock(open_lock.lock_id)
+            body = serde_compact(parsed)
+            headers = Headers({
+                "content-type": "application/json",
+                "x-signature": self.signer.sign(blake2b_256(body)).to_base64(),
+                "x-user-id": str(user_id),
+                "x-stack-small-id": str(stack.stack_small_id),
+                "x-num-compute-units": str(reserve),
+            })
+        return await self._forward_and_settle("plain", oai.model, lock, node, "/v1/embeddings", body,
+                                              headers, timing, self._plain_usage)
+
+    async def _forward_and_settle(self, route: str, model: str, lock: LockRecord, node: NodeRecord,
+                                  path: str, body: bytes, headers: Headers, timing: ServerTiming,
+                                  verify: Callable[[bytes, NodeRecord], int]) -> Response:
+        """Forward to the node, check its answer with ``verify`` (which returns the units it
+        used), settle; on any failure release the whole lock and answer the error. The caller's
+        lock is in flight on entry and never left so."""
         try:
-            with timing.stage("proxy_check"):
-                body = serde_compact(parsed)
-                headers = Headers({
-                    "content-type": "application/json",
-                    "x-signature": self.signer.sign(blake2b_256(body)).to_base64(),
-                    "x-user-id": str(user_id),
-                    "x-stack-small-id": str(stack.stack_small_id),
-                    "x-num-compute-units": str(reserve),
-                })
             t0 = time.perf_counter_ns()
-            resp = await self._forward(node, "/v1/embeddings", body, headers)
+            resp = await self._forward(node, path, body, headers)
             node_stages = ServerTiming.parse(resp.headers.get("server-timing"))
             timing.add("proxy_forward",
                        (time.perf_counter_ns() - t0) / 1e6 - sum(node_stages.values()))
             if not resp.ok:
                 raise self._node_failure(resp)
             with timing.stage("proxy_verify"):
-                try:
-                    answer = loads(resp.body, what="node response")
-                except AtomaLabError as exc:  # the node's fault, not the caller's (not a 400)
-                    raise PeerProtocolError(f"node answer is not JSON: {exc.message}") from exc
-                if not isinstance(answer, dict):
-                    raise PeerProtocolError("node answer is not a JSON object")
-                signature = answer.pop("signature", None)
-                response_hash = answer.pop("response_hash", None)
-                if not isinstance(signature, str) or not isinstance(response_hash, str):
-                    raise PeerProtocolError("node answer lacks signature or response_hash")
-                try:
-                    digest = b64decode(response_hash, field="response_hash", size=32)
-                    verify_sui_signature(signature, digest, expected_address=node.sui_address)
-                except AtomaLabError as exc:
-                    raise PeerProtocolError("node signature does not verify") from exc
-                if blake2b_256(serde_compact(answer)) != digest:
-                    raise PeerProtocolError("response_hash does not match the response")
-                usage = answer.get("usage")
-                if not isinstance(usage, dict):
-                    raise PeerProtocolError("node answer lacks usage")
-                try:
-                    total = require_int(usage.get("total_tokens"), field="usage.total_tokens")
-                except AtomaLabError as exc:
-                    raise PeerProtocolError(f"node answer has a bad usage: {exc.message}") from exc
-                if total > lock.max_num_tokens:
-                    raise PeerProtocolError("node reports more usage than was reserved")
-                charged = self.ledger.settle(lock.lock_id, total, route="plain", now=self.clock())
+                used = verify(resp.body, node)
+                if used > lock.max_num_tokens:
+                    raise PeerProtocolError("node reports more usage than was locked")
+                charged = self.ledger.settle(lock.lock_id, used, route=route, now=self.clock())
         except AtomaLabError as exc:
-            self._release(lock, exc, "plain")
-            resp = error_response(exc)
-            resp.headers["server-timing"] = timing.header()
-            return resp
-        except BaseException:
-            self.ledger.release(lock.lock_id, route="plain", outcome="ABORTED", now=self.clock())
+            self.ledger.release(lock.lock_id, route=route, outcome=exc.code, now=self.clock())
+            self.metrics.failed.labels(exc.code).inc()
+            self.metrics.units_released.inc(lock.max_num_tokens)
+            failed = error_response(exc)
+            failed.headers["server-timing"] = timing.header()
+            return failed
+        except BaseException:  # cancelled (client went away) or a bug: never keep units locked
+            self.ledger.release(lock.lock_id, route=route, outcome="ABORTED", now=self.clock())
             raise
-        self.metrics.embs_requests.labels(oai.model).inc()
+        counter = (self.metrics.confidential_requests if route == "confidential"
+                   else self.metrics.embs_requests)
+        counter.labels(model).inc()
         self.metrics.completed.inc()
         self.metrics.units_charged.inc(charged)
         self.metrics.units_released.inc(lock.max_num_tokens - charged)
         out_timing = ServerTiming()
         out_timing.stages_ms = {**timing.stages_ms, **node_stages}
         return Response.json(resp.body, headers={"server-timing": out_timing.header()})
+
+    @staticmethod
+    def _confidential_usage(body: bytes, node: NodeRecord) -> int:
+        """The confidential answer must be well-formed and signed by the node's registered key;
+        the proxy cannot see the plaintext, so it bills the clear ``usage``."""
+        try:
+            answer = ConfidentialComputeResponse.from_json(body)
+        except AtomaLabError as exc:
+            raise PeerProtocolError(f"node answer is malformed: {exc.message}") from exc
+        if answer.response_hash is None or answer.signature is None or answer.usage is None:
+            raise PeerProtocolError("node answer lacks response_hash, signature or usage")
+        try:
+            verify_sui_signature(answer.signature, answer.response_hash,
+                                 expected_address=node.sui_address)
+        except SignatureError as exc:
+            raise PeerProtocolError("node signature does not verify") from exc
+        return answer.usage.total_tokens
+
+    @staticmethod
+    def _plain_usage(body: bytes, node: NodeRecord) -> int:
+        """The plain answer's ``response_hash`` must equal BLAKE2b-256 of its serde-compact form
+        without ``signature`` and ``response_hash``, signed by the node's registered key."""
+        try:
+            answer = loads(body, what="node response")
+        except AtomaLabError as exc:  # the node's fault, not the caller's (not a 400)
+            raise PeerProtocolError(f"node answer is not JSON: {exc.message}") from exc
+        if not isinstance(answer, dict):
+            raise PeerProtocolError("node answer is not a JSON object")
+        signature = answer.pop("signature", None)
+        response_hash = answer.pop("response_hash", None)
+        if not isinstance(signature, str) or not isinstance(response_hash, str):
+            raise PeerProtocolError("node answer lacks signature or response_hash")
+        try:
+            digest = b64decode(response_hash, field="response_hash", size=32)
+            verify_sui_signature(signature, digest, expected_address=node.sui_address)
+        except AtomaLabError as exc:
+            raise PeerProtocolError("node signature does not verify") from exc
+        if blake2b_256(serde_compact(answer)) != digest:
+            raise PeerProtocolError("response_hash does not match the response")
+        usage = answer.get("usage")
+        if not isinstance(usage, dict):
+            raise PeerProtocolError("node answer lacks usage")
+        try:
+            return require_int(usage.get("total_tokens"), field="usage.total_tokens")
+        except AtomaLabError as exc:
+            raise PeerProtocolError(f"node answer has a bad usage: {exc.message}") from exc
 
     async def _models(self, request: Request) -> Response:
         self._auth(request)
