@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from atoma_lab.inference.batching import (
+    DEFAULT_GAP_MS,
     DEFAULT_MAX_BATCH_TOKENS,
     DEFAULT_MAX_WAIT_MS,
     DEFAULT_MICRO_BATCH_TOKENS,
@@ -83,11 +84,13 @@ def load_engine(model: str | Path = DEFAULT_MODEL, *, registry: ModelRegistry | 
 
 def node_embedder(model: str = DEFAULT_MODEL, *, registry: ModelRegistry | None = None,
                   aliases: Sequence[str] = (), max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
-                  max_wait_ms: float = DEFAULT_MAX_WAIT_MS, truncate: bool | None = None,
+                  max_wait_ms: float = DEFAULT_MAX_WAIT_MS, gap_ms: float = DEFAULT_GAP_MS,
+                  truncate: bool | None = None,
                   **engine_options: Any) -> NodeEmbedder:
     """What a node serves: :func:`load_engine` behind a :class:`DynamicBatcher`."""
     engine = load_engine(model, registry=registry, **engine_options)
-    batcher = DynamicBatcher(engine, max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms)
+    batcher = DynamicBatcher(engine, max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms,
+                             gap_ms=gap_ms)
     return NodeEmbedder(engine, aliases=aliases, batcher=batcher, truncate=truncate)
 
 
@@ -100,6 +103,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "DEFAULT_GAP_MS",
     "DEFAULT_MAX_BATCH_TOKENS",
     "DEFAULT_MAX_WAIT_MS",
     "DEFAULT_MICRO_BATCH_TOKENS",

@@ -7,9 +7,10 @@ under a token budget. Sorting keeps padding small; the budget keeps activations 
 :class:`DynamicBatcher` puts one engine behind a queue. ``submit()`` tokenises in the caller's
 thread (so a bad request fails alone, and tokenisation overlaps the model's work) and returns a
 :class:`concurrent.futures.Future`; one worker thread takes queued requests until their tokens
-reach ``max_batch_tokens`` or ``max_wait_ms`` has passed since the first, runs them as one
-forward, and hands each request its rows. :meth:`DynamicBatcher.aembed` awaits the same future
-from asyncio.
+reach ``max_batch_tokens``, or no new request has come for ``gap_ms``, or ``max_wait_ms`` has
+passed since the first, runs them as one forward, and hands each request its rows. A lone
+request thus waits ``gap_ms`` at most; a burst is merged for up to ``max_wait_ms``.
+:meth:`DynamicBatcher.aembed` awaits the same future from asyncio.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from atoma_lab.inference.engine import (
 
 DEFAULT_MICRO_BATCH_TOKENS = 1024  # padded tokens per forward; measured best for MiniLM on 2 cores
 DEFAULT_MAX_BATCH_TOKENS = 16384  # tokens merged across requests (TEI's --max-batch-tokens default)
-DEFAULT_MAX_WAIT_MS = 2.0  # how long the first queued request waits for company
+DEFAULT_MAX_WAIT_MS = 10.0  # the longest the first queued request waits for company
+DEFAULT_GAP_MS = 2.0  # collection ends once no request has arrived for this long
 
 
 def plan_micro_batches(lengths: Sequence[int], *, max_batch_tokens: int,
@@ -97,14 +99,16 @@ class DynamicBatcher:
     """
 
     def __init__(self, engine: EmbeddingEngine, *, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
-                 max_wait_ms: float = DEFAULT_MAX_WAIT_MS, name: str | None = None) -> None:
+                 max_wait_ms: float = DEFAULT_MAX_WAIT_MS, gap_ms: float = DEFAULT_GAP_MS,
+                 name: str | None = None) -> None:
         if max_batch_tokens < 1:
             raise ValueError("max_batch_tokens must be at least 1")
-        if max_wait_ms < 0:
-            raise ValueError("max_wait_ms must not be negative")
+        if max_wait_ms < 0 or gap_ms < 0:
+            raise ValueError("max_wait_ms and gap_ms must not be negative")
         self.engine = engine
         self.max_batch_tokens = max_batch_tokens
         self.max_wait_ms = max_wait_ms
+        self.gap_ms = gap_ms
         self.stats = BatcherStats()
         self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
         self._closed = False
@@ -192,18 +196,23 @@ class DynamicBatcher:
     def _collect(self, first: _Pending) -> tuple[list[_Pending], bool]:
         batch = [first]
         tokens = first.tokens.total_tokens
-        deadline = time.monotonic() + self.max_wait_ms / 1000.0
+        now = time.monotonic()
+        deadline = now + self.max_wait_ms / 1000.0
+        gap = self.gap_ms / 1000.0
+        last_arrival = now
         while tokens < self.max_batch_tokens:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                remaining = deadline - time.monotonic()
+                now = time.monotonic()
+                remaining = min(deadline, last_arrival + gap) - now
                 if remaining <= 0:
                     break
                 try:
                     item = self._queue.get(timeout=remaining)
                 except queue.Empty:
                     break
+            last_arrival = time.monotonic()
             if item is _STOP:
                 return batch, True
             assert isinstance(item, _Pending)
@@ -269,6 +278,7 @@ class DynamicBatcher:
 
 
 __all__ = [
+    "DEFAULT_GAP_MS",
     "DEFAULT_MAX_BATCH_TOKENS",
     "DEFAULT_MAX_WAIT_MS",
     "DEFAULT_MICRO_BATCH_TOKENS",

@@ -14,7 +14,8 @@ normalisation. What makes it faster:
   activations;
 * for BERT, RoBERTa and XLM-RoBERTa encoders a fused forward (:class:`_FusedEncoder`): one
   GEMM for Q, K and V, SDPA attention without a mask when a micro-batch has no padding, in-place
-  residual adds, no unused pooler; other architectures run through ``AutoModel`` with SDPA;
+  residual adds and activation, GEMM outputs written into buffers reused across calls (float32),
+  no unused pooler; other architectures run through ``AutoModel`` with SDPA;
 * ``torch.inference_mode``.
 
 ``mode="fast"`` adds autocast: bfloat16 on CPU (worth it only where the CPU has native bf16,
@@ -24,6 +25,7 @@ AVX512-BF16 or AMX), float16 on CUDA. Layer norms, softmax and pooling stay in f
 from __future__ import annotations
 
 import contextlib
+import inspect
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
@@ -84,18 +86,19 @@ def cpu_has_native_bf16() -> bool:
 class _FusedEncoder:
     """A BERT-family encoder forward with fused Q/K/V and no per-call mask building.
 
-    Numerically the same computation as the ``transformers`` forward up to float summation order.
-    ``transposed=True`` stores every weight as ``(in, out)`` for ``addmm`` (measurably faster for
-    float32 GEMMs on CPU); ``False`` keeps ``nn.Linear``'s ``(out, in)`` for ``F.linear`` (the
-    layout autocast and oneDNN's reduced-precision kernels expect). The Hugging Face modules are
-    re-pointed at views of the fused tensors, so the weights exist once.
+    Numerically the same computation as the ``transformers`` forward up to float summation
+    order. Weights stay in ``nn.Linear``'s ``(out, in)`` layout and are shared with the Hugging
+    Face modules (the query, key and value modules are re-pointed at slices of the fused Q/K/V
+    matrix), so they exist once.
+
+    ``reuse_buffers`` (float32 without autocast) writes every linear's output into a buffer kept
+    across calls (``addmm(..., out=)``); otherwise ``F.linear`` allocates, as autocast needs.
     """
 
-    def __init__(self, model: Any, model_type: str, *, transposed: bool) -> None:
+    def __init__(self, model: Any, model_type: str, *, reuse_buffers: bool) -> None:
         torch = _torch()
         cfg = model.config
         emb = model.embeddings
-        self.transposed = transposed
         self.word = emb.word_embeddings.weight
         self.position = emb.position_embeddings.weight
         self.token_type0 = emb.token_type_embeddings.weight[0]
@@ -105,48 +108,51 @@ class _FusedEncoder:
         self.heads = cfg.num_attention_heads
         self.head_dim = self.hidden // self.heads
         self.activation = cfg.hidden_act
+        self.reuse_buffers = reuse_buffers
+        self._buffers: dict[str, Any] = {}
         self.layers: list[dict[str, Any]] = []
         h = self.hidden
         with torch.no_grad():
             for layer in model.encoder.layer:
                 att = layer.attention.self
                 out = layer.attention.output
-                wqkv = self._own(torch.cat([att.query.weight, att.key.weight, att.value.weight]))
+                wqkv = torch.cat([att.query.weight, att.key.weight, att.value.weight]).contiguous()
                 bqkv = torch.cat([att.query.bias, att.key.bias, att.value.bias]).contiguous()
                 for i, lin in enumerate((att.query, att.key, att.value)):
-                    lin.weight.data = self._view(wqkv)[i * h:(i + 1) * h]
+                    lin.weight.data = wqkv[i * h:(i + 1) * h]
                     lin.bias.data = bqkv[i * h:(i + 1) * h]
-                wo = self._adopt(out.dense)
-                w1 = self._adopt(layer.intermediate.dense)
-                w2 = self._adopt(layer.output.dense)
                 self.layers.append({
-                    "wqkv": wqkv, "bqkv": bqkv,
-                    "wo": wo, "bo": out.dense.bias,
+                    "qkv": (wqkv, bqkv),
+                    "o": (out.dense.weight, out.dense.bias),
                     "ln1": (out.LayerNorm.weight, out.LayerNorm.bias, out.LayerNorm.eps),
-                    "w1": w1, "b1": layer.intermediate.dense.bias,
-                    "w2": w2, "b2": layer.output.dense.bias,
+                    "up": (layer.intermediate.dense.weight, layer.intermediate.dense.bias),
+                    "down": (layer.output.dense.weight, layer.output.dense.bias),
                     "ln2": (layer.output.LayerNorm.weight, layer.output.LayerNorm.bias,
                             layer.output.LayerNorm.eps),
                 })
 
-    def _own(self, weight: torch.Tensor) -> torch.Tensor:
-        """``weight`` (out, in) in this encoder's layout, as a fresh contiguous tensor."""
-        return weight.t().contiguous() if self.transposed else weight.contiguous()
-
-    def _view(self, stored: torch.Tensor) -> torch.Tensor:
-        """The (out, in) view of a stored weight."""
-        return stored.t() if self.transposed else stored
-
-    def _adopt(self, linear: Any) -> torch.Tensor:
-        stored = self._own(linear.weight)
-        linear.weight.data = self._view(stored)
-        return stored
-
-    def _linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def _linear(self, name: str, x: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
         torch = _torch()
-        if self.transposed:
-            return torch.addmm(bias, x, weight)
+        weight, bias = p[name]
+        if self.reuse_buffers:
+            return torch.addmm(bias, x, weight.t(), out=self._buffer(name, x, weight))
         return torch.nn.functional.linear(x, weight, bias)
+
+    def _buffer(self, name: str, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """A reused output buffer for linear ``name`` with ``x.shape[0]`` rows.
+
+        Each layer consumes a linear's output before the next layer writes it again, so one
+        buffer per linear serves all layers. Fresh multi-megabyte outputs on every call let glibc
+        return memory to the kernel and fault it back in (tens of thousands of page faults per
+        512-text corpus here); buffers kept across calls avoid that churn.
+        """
+        torch = _torch()
+        rows = x.shape[0]
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape[0] < rows or buf.dtype != x.dtype:
+            buf = torch.empty((rows, weight.shape[0]), dtype=x.dtype, device=x.device)
+            self._buffers[name] = buf
+        return buf[:rows]
 
     @classmethod
     def supports(cls, model: Any) -> str | None:
@@ -177,13 +183,13 @@ class _FusedEncoder:
         return None
 
     def _act(self, x: torch.Tensor) -> torch.Tensor:
+        """The activation, in place (``x`` is a fresh GEMM output)."""
         torch = _torch()
-        f = torch.nn.functional
         if self.activation == "gelu":
-            return f.gelu(x)
+            return torch.ops.aten.gelu_(x)
         if self.activation == "relu":
-            return f.relu(x)
-        return f.gelu(x, approximate="tanh")
+            return x.relu_()
+        return torch.ops.aten.gelu_(x, approximate="tanh")
 
     def __call__(self, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         torch = _torch()
@@ -197,15 +203,15 @@ class _FusedEncoder:
                                                                                 hidden)
         attn_mask = None if mask is None else mask.bool()[:, None, None, :]
         for p in self.layers:
-            qkv = self._linear(x, p["wqkv"], p["bqkv"]).view(
+            qkv = self._linear("qkv", x, p).view(
                 batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
             ctx = f.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=attn_mask)
             ctx = ctx.transpose(1, 2).reshape(batch * length, hidden)
-            a = self._linear(ctx, p["wo"], p["bo"])
+            a = self._linear("o", ctx, p)
             a = a.add_(x) if a.dtype == x.dtype else a + x
             x = f.layer_norm(a, (hidden,), *p["ln1"][:2], p["ln1"][2])
-            h = self._act(self._linear(x, p["w1"], p["b1"]))
-            o = self._linear(h, p["w2"], p["b2"])
+            h = self._act(self._linear("up", x, p))
+            o = self._linear("down", h, p)
             o = o.add_(x) if o.dtype == x.dtype else o + x
             x = f.layer_norm(o, (hidden,), *p["ln2"][:2], p["ln2"][2])
         return x.view(batch, length, hidden)
@@ -289,9 +295,8 @@ class TransformersEngine(EmbeddingEngine):
         if fused and why_not is not None:
             raise ModelLoadError(f"model {self._model_name!r}: the fused forward does not "
                                  f"support it ({why_not})")
-        # float32 GEMMs run faster on pre-transposed weights; reduced precision wants nn.Linear's.
-        transposed = mode == "exact" and (dtype in (None, "float32"))
-        self._fused = _FusedEncoder(self.model, self._model_type, transposed=transposed) if (
+        plain_fp32 = mode == "exact" and dtype in (None, "float32")
+        self._fused = _FusedEncoder(self.model, self._model_type, reuse_buffers=plain_fp32) if (
             fused is not False and why_not is None) else None
 
         self._autocast_dtype = None
@@ -371,7 +376,11 @@ class TransformersEngine(EmbeddingEngine):
         if self._model_type in _ROBERTA_LIKE:
             self._position_offset = int(getattr(model.config, "pad_token_id", 1) or 0) + 1
         self._vocab_size = int(model.get_input_embeddings().num_embeddings)
-        self._accepts_token_types = "token_type_ids" in model.forward.__code__.co_varnames
+        try:
+            params = inspect.signature(model.forward).parameters
+        except (TypeError, ValueError):
+            params = {}  # type: ignore[assignment]
+        self._accepts_token_types = "token_type_ids" in params
 
     # ------------------------------------------------------------------ properties
     @property

@@ -193,6 +193,8 @@ def test_batcher_arguments() -> None:
         DynamicBatcher(FakeEngine(), max_batch_tokens=0)
     with pytest.raises(ValueError):
         DynamicBatcher(FakeEngine(), max_wait_ms=-1)
+    with pytest.raises(ValueError):
+        DynamicBatcher(FakeEngine(), gap_ms=-1)
 
 
 def test_real_model_through_the_batcher(engine: Any) -> None:

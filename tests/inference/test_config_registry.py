@@ -193,7 +193,7 @@ def test_hub_id_loads_from_the_local_cache(tmp_path: Path, minilm_path: Path,
     eng = load_engine(repo, cache_dir=tmp_path, device="cpu")
     assert eng.model_name == repo
     text = ["served from the cache"]
-    assert np.array_equal(eng.embed(text).vectors, engine.embed(text).vectors)
+    assert float(np.abs(eng.embed(text).vectors - engine.embed(text).vectors).max()) <= 1e-6
 
 
 # ------------------------------------------------------------------------------------ registry
@@ -220,7 +220,7 @@ def test_registry_serves_the_shipped_model_under_an_alias(engine: Any) -> None:
     eng = load_engine("atoma/minilm-alias", registry=reg, device="cpu")
     assert eng.model_name == "atoma/minilm-alias"
     text = ["alias, same model"]
-    assert np.array_equal(eng.embed(text).vectors, engine.embed(text).vectors)
+    assert float(np.abs(eng.embed(text).vectors - engine.embed(text).vectors).max()) <= 1e-6
     # A node can serve e5 where its weights exist: point the name at a local folder.
     reg.register(E5_INSTRUCT_MODEL, reg["atoma/minilm-alias"], replace=True)
     assert reg.available(E5_INSTRUCT_MODEL)

@@ -149,6 +149,8 @@ def test_engine_options_are_checked(minilm_path: Any) -> None:
         TransformersEngine(minilm_path, dtype="int4")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         TransformersEngine(minilm_path, micro_batch_tokens=0)
+    with pytest.raises(ValueError):
+        TransformersEngine(minilm_path, num_threads=0)
 
 
 def test_engine_describes_itself(engine: Any) -> None:
@@ -173,3 +175,21 @@ def test_many_inputs(engine: Any) -> None:
     assert res.vectors.shape == (2048, 384)
     assert np.isfinite(res.vectors).all()
     assert np.allclose(res.vectors[7], engine.embed([texts[7]]).vectors[0], atol=1e-5)
+
+
+def test_broken_folders_raise_model_load_error(tmp_path: Any, minilm_path: Any) -> None:
+    from atoma_lab.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError) as err:
+        TransformersEngine(tmp_path, model_name="empty/model", device="cpu")
+    assert "empty/model" in err.value.message and "tokenizer" in err.value.message
+    no_weights = tmp_path / "no-weights"
+    no_weights.mkdir()
+    for f in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
+              "special_tokens_map.json"):
+        (no_weights / f).write_bytes((minilm_path / f).read_bytes())
+    with pytest.raises(ModelLoadError) as err:
+        TransformersEngine(no_weights, model_name="weightless", device="cpu")
+    assert "weightless" in err.value.message and "weights" in err.value.message
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        TransformersEngine(tmp_path / "missing", device="cpu")

@@ -38,6 +38,17 @@ def test_generic_forward_matches_sentence_transformers(minilm_path: Path,
     assert float(np.abs(got - st_reference).max()) <= TOL
 
 
+def test_reused_buffers_do_not_leak_between_calls(engine: Any, st_reference: Any) -> None:
+    """The exact fused forward writes GEMM outputs into buffers kept across calls."""
+    assert engine._fused is not None and engine._fused.reuse_buffers
+    long_first = engine.embed(list(reversed(MIXED_CORPUS))).vectors[::-1]
+    short_only = engine.embed(MIXED_CORPUS[:3]).vectors
+    again = engine.embed(MIXED_CORPUS).vectors
+    assert float(np.abs(long_first - st_reference).max()) <= TOL
+    assert float(np.abs(short_only - st_reference[:3]).max()) <= TOL
+    assert float(np.abs(again - st_reference).max()) <= TOL
+
+
 def test_order_survives_batching(engine: Any, st_reference: Any) -> None:
     """Shuffled inputs, tiny micro-batches and one-by-one calls give the same rows."""
     order = list(range(len(MIXED_CORPUS)))
@@ -144,8 +155,8 @@ def test_load_engine_by_folder_and_package(minilm_path: Path, engine: Any) -> No
                              served_name="minilm")
     assert by_package.model_name == "minilm"
     text = ["same weights, same vectors"]
-    assert np.array_equal(by_folder.embed(text).vectors, engine.embed(text).vectors)
-    assert np.array_equal(by_package.embed(text).vectors, engine.embed(text).vectors)
+    assert float(np.abs(by_folder.embed(text).vectors - engine.embed(text).vectors).max()) <= 1e-6
+    assert float(np.abs(by_package.embed(text).vectors - engine.embed(text).vectors).max()) <= 1e-6
 
 
 @pytest.mark.gpu
