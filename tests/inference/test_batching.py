@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from atoma_lab.errors import InferenceError, InputTooLongError, InvalidFieldError
 from atoma_lab.inference import DynamicBatcher, FakeEngine, plan_micro_batches
+from atoma_lab.inference.batching import SMALL_REQUEST_CHARS, padded_tokens
 
 # ------------------------------------------------------------------------------ micro-batches
 
@@ -38,6 +39,46 @@ def test_plan_covers_every_index_once_within_budget(lengths: list[int], budget: 
     assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)
 
 
+def _greedy(lengths: list[int], budget: int, rows: int | None) -> list[list[int]]:
+    """The plain plan: fill each batch to the budget, in sorted order."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    out, start = [], 0
+    while start < len(order):
+        k = max(1, budget // max(1, lengths[order[start]]))
+        k = min(k, rows) if rows is not None else k
+        out.append(order[start:start + k])
+        start += k
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(lengths=st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=60),
+       budget=st.integers(min_value=1, max_value=2048),
+       overhead=st.integers(min_value=0, max_value=200),
+       rows=st.one_of(st.none(), st.integers(min_value=1, max_value=40)))
+def test_plan_is_no_worse_than_filling_batches(lengths: list[int], budget: int, overhead: int,
+                                               rows: int | None) -> None:
+    plan = plan_micro_batches(lengths, max_batch_tokens=budget, max_batch_size=rows,
+                              batch_overhead_tokens=overhead)
+    greedy = _greedy(lengths, budget, rows)
+
+    def objective(p: list[list[int]]) -> int:
+        return padded_tokens(lengths, p) + overhead * len(p)
+
+    assert objective(plan) <= objective(greedy)
+    if overhead == 0:  # nothing to gain from sharing: no padding at all
+        assert padded_tokens(lengths, plan) == sum(lengths)
+
+
+def test_plan_separates_short_inputs_of_different_lengths() -> None:
+    lengths = [30] * 4 + [8] * 40
+    plan = plan_micro_batches(lengths, max_batch_tokens=1024, batch_overhead_tokens=64)
+    assert [len(b) for b in plan] == [4, 40]  # one forward padding 8s to 30 would cost more
+    assert padded_tokens(lengths, plan) == sum(lengths)
+    together = plan_micro_batches(lengths, max_batch_tokens=2048, batch_overhead_tokens=10_000)
+    assert len(together) == 1
+
+
 def test_plan_examples() -> None:
     assert plan_micro_batches([], max_batch_tokens=8) == []
     assert plan_micro_batches([3, 9, 3, 1], max_batch_tokens=9) == [[1], [0, 2, 3]]
@@ -47,6 +88,8 @@ def test_plan_examples() -> None:
         plan_micro_batches([1], max_batch_tokens=0)
     with pytest.raises(ValueError):
         plan_micro_batches([1], max_batch_tokens=5, max_batch_size=0)
+    with pytest.raises(ValueError):
+        plan_micro_batches([1], max_batch_tokens=5, batch_overhead_tokens=-1)
 
 
 # ------------------------------------------------------------------------------ batcher
@@ -172,6 +215,25 @@ def test_threads_and_asyncio_share_one_batcher() -> None:
         assert np.array_equal(awaited[i].vectors[0], want[i])
     assert batcher.stats.requests == 128
     assert batcher.stats.batches < 128  # some requests shared a forward
+
+
+def test_aembed_small_and_large_requests() -> None:
+    engine = FakeEngine()
+    small = ["a few words"]
+    large = ["word " * (SMALL_REQUEST_CHARS // 5 + 1)] + [f"t{i}" for i in range(20)]
+    with DynamicBatcher(engine, max_wait_ms=1) as batcher:
+
+        async def both() -> list[Any]:
+            return await asyncio.gather(batcher.aembed(small), batcher.aembed(large),
+                                        batcher.aembed("one string"),
+                                        batcher.aembed(small, dimensions=10_000),
+                                        return_exceptions=True)
+
+        res = asyncio.run(both())
+    assert np.array_equal(res[0].vectors, engine.embed(small).vectors)
+    assert np.array_equal(res[1].vectors, engine.embed(large).vectors)
+    assert res[2].vectors.shape == (1, 32)
+    assert isinstance(res[3], InvalidFieldError)
 
 
 def test_empty_request_and_close() -> None:
