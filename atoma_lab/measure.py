@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -176,10 +176,5 @@ def openssl_speed(sizes: Iterable[int] = (1 << 10, 16 << 10, 64 << 10), *,
     return out
 
 
-def as_records(items: Iterable[Any]) -> list[dict[str, Any]]:
-    """Dataclasses to dicts (for pandas)."""
-    return [asdict(i) for i in items]
-
-
-__all__ = ["DEFAULT_SIZES", "Timing", "as_records", "crypto_costs", "envelope_vs_raw",
+__all__ = ["DEFAULT_SIZES", "Timing", "crypto_costs", "envelope_vs_raw",
            "openssl_speed", "parse_openssl_speed", "time_call"]
