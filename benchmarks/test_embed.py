@@ -57,8 +57,14 @@ from atoma_lab.inference import (  # noqa: E402 - after the skips
 from atoma_lab.inference.transformers_engine import (  # noqa: E402
     TransformersEngine,
     cpu_has_native_bf16,
+    default_device,
 )
 
+# Where both sides run: CUDA when visible (as the engine's default), else the CPU.
+DEVICE = os.environ.get("ATOMA_LAB_BENCH_DEVICE") or default_device()
+ON_CUDA = DEVICE.startswith("cuda")
+# The model both sides load: a served name, ``package:...``, a folder or a Hub id.
+MODEL = os.environ.get("ATOMA_LAB_BENCH_MODEL") or DEFAULT_MODEL
 THREADS = int(os.environ.get("ATOMA_LAB_BENCH_THREADS", str(os.cpu_count() or 1)))
 BATCH_SIZE = 32  # sentence-transformers' default; also our row cap per forward
 ROUNDS = int(os.environ.get("ATOMA_LAB_BENCH_EMBED_ROUNDS", "5"))
@@ -122,7 +128,8 @@ def _ratio_report(request: pytest.FixtureRequest) -> Iterator[None]:
     rows = [(key, m) for key, m in _MEDIANS.items() if "ours" in m and "baseline" in m]
     if not rows:
         return
-    lines = ["", f"embedding engine speed-ups, same run ({THREADS} threads)",
+    where = torch.cuda.get_device_name(DEVICE) if ON_CUDA else f"cpu, {THREADS} threads"
+    lines = ["", f"embedding engine speed-ups, same run ({where})",
              f"{'group':<15}{'pair':<44}{'baseline':>12}{'ours':>12}{'speed-up':>10}"
              f"{'(min)':>8}  extra"]
     for (group, pair), m in rows:
@@ -172,17 +179,17 @@ def _paired_speedup(benchmark: Any, other_s: list[float], *, ours_is_timed: bool
 @pytest.fixture(scope="module")
 def model_dir() -> Any:
     torch.set_num_threads(THREADS)
-    return resolve_model(DEFAULT_MODEL)
+    return resolve_model(MODEL)
 
 
 @pytest.fixture(scope="module")
 def st_model(model_dir: Any) -> Any:
-    return st.SentenceTransformer(str(model_dir), device="cpu")
+    return st.SentenceTransformer(str(model_dir), device=DEVICE)
 
 
 @pytest.fixture(scope="module")
 def exact(model_dir: Any) -> TransformersEngine:
-    return TransformersEngine(model_dir, model_name=DEFAULT_MODEL, device="cpu",
+    return TransformersEngine(model_dir, model_name=MODEL, device=DEVICE,
                               max_batch_size=BATCH_SIZE)
 
 
@@ -190,16 +197,36 @@ def exact(model_dir: Any) -> TransformersEngine:
 def fast(model_dir: Any) -> TransformersEngine:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return TransformersEngine(model_dir, model_name=DEFAULT_MODEL, device="cpu",
+        return TransformersEngine(model_dir, model_name=MODEL, device=DEVICE,
                                   mode="fast", max_batch_size=BATCH_SIZE)
 
 
+def _synced(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` followed by ``torch.cuda.synchronize()`` on CUDA, so a timing covers the device's
+    work too (both sides copy their vectors to the host as well, which waits anyway)."""
+    if not ON_CUDA:
+        return fn
+
+    def run() -> Any:
+        result = fn()
+        torch.cuda.synchronize()
+        return result
+
+    return run
+
+
 def _st_encode(model: Any, texts: list[str]) -> Callable[[], Any]:
-    return lambda: model.encode(texts, batch_size=BATCH_SIZE, normalize_embeddings=True,
-                                convert_to_numpy=True)
+    return _synced(lambda: model.encode(texts, batch_size=BATCH_SIZE, normalize_embeddings=True,
+                                        convert_to_numpy=True))
 
 
-FAST_TEXTS = CORPUS if cpu_has_native_bf16() else CORPUS[:64]
+def _embed(engine: TransformersEngine, texts: list[str]) -> Callable[[], Any]:
+    return _synced(lambda: engine.embed(texts))
+
+
+# Fast mode is fp16 autocast on CUDA, bf16 on the CPU: worth timing on all 512 texts only where
+# the CPU has native bf16 (elsewhere it is several times slower than fp32).
+FAST_TEXTS = CORPUS if ON_CUDA or cpu_has_native_bf16() else CORPUS[:64]
 FAST_PAIR = (f"{len(FAST_TEXTS)} texts, fp32 vs fast mode"
              + ("" if len(FAST_TEXTS) == CORPUS_SIZE else " (CPU without native bf16)"))
 EXACT_PAIR = f"{CORPUS_SIZE} texts, fp32 exact"
@@ -210,8 +237,8 @@ EXACT_PAIR = f"{CORPUS_SIZE} texts, fp32 exact"
 @pytest.mark.benchmark(group="embed")
 def test_st_encode(benchmark: Any, st_model: Any, exact: TransformersEngine) -> None:
     fn = _st_encode(st_model, CORPUS)
-    assert fn().shape == (CORPUS_SIZE, 384)
-    other = _interleaved(benchmark, fn, lambda: exact.embed(CORPUS), rounds=ROUNDS)
+    assert fn().shape == (CORPUS_SIZE, exact.dimensions)
+    other = _interleaved(benchmark, fn, _embed(exact, CORPUS), rounds=ROUNDS)
     _record(benchmark, "embed", EXACT_PAIR, "baseline",
             paired_speedup=_paired_speedup(benchmark, other, ours_is_timed=False))
 
@@ -222,7 +249,7 @@ def test_engine_exact(benchmark: Any, exact: TransformersEngine, st_model: Any) 
     got = exact.embed(CORPUS).vectors
     max_abs = float(np.abs(got - st_fn()).max())
     assert max_abs <= TOL
-    other = _interleaved(benchmark, lambda: exact.embed(CORPUS), st_fn, rounds=ROUNDS)
+    other = _interleaved(benchmark, _embed(exact, CORPUS), st_fn, rounds=ROUNDS)
     _record(benchmark, "embed", EXACT_PAIR, "ours", target=1.25, max_abs_diff=max_abs,
             paired_speedup=_paired_speedup(benchmark, other, ours_is_timed=True))
 
@@ -246,10 +273,51 @@ def test_engine_fast(benchmark: Any, fast: TransformersEngine, exact: Transforme
     cosines = (got * ref).sum(axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
     min_cos = float(cosines.min())
     assert min_cos >= 0.999
-    other = _interleaved(benchmark, lambda: fast.embed(FAST_TEXTS),
+    other = _interleaved(benchmark, _embed(fast, FAST_TEXTS),
                          _st_encode(st_model, FAST_TEXTS), rounds=FAST_ROUNDS)
     _record(benchmark, "embed", FAST_PAIR, "ours", target=2.0, min_cosine=min_cos,
-            native_bf16=float(cpu_has_native_bf16()),
+            **({} if ON_CUDA else {"native_bf16": float(cpu_has_native_bf16())}),
+            paired_speedup=_paired_speedup(benchmark, other, ours_is_timed=True))
+
+
+HALF_PAIR = f"{CORPUS_SIZE} texts, fp16 weights (CUDA)"
+
+
+@pytest.fixture(scope="module")
+def half_models(model_dir: Any) -> tuple[Any, TransformersEngine]:
+    """sentence-transformers and the engine with float16 weights (CUDA only: fp16 matmuls on a
+    CPU are emulated)."""
+    if not ON_CUDA:
+        pytest.skip("fp16 weights are timed on CUDA only")
+    model = st.SentenceTransformer(str(model_dir), device=DEVICE)
+    model.half()
+    engine = TransformersEngine(model_dir, model_name=MODEL, device=DEVICE,
+                                dtype="float16", max_batch_size=BATCH_SIZE)
+    return model, engine
+
+
+@pytest.mark.benchmark(group="embed")
+def test_st_encode_fp16(benchmark: Any, half_models: tuple[Any, TransformersEngine]) -> None:
+    st_half, engine = half_models
+    fn = _st_encode(st_half, CORPUS)
+    assert fn().shape == (CORPUS_SIZE, engine.dimensions)
+    other = _interleaved(benchmark, fn, _embed(engine, CORPUS), rounds=ROUNDS)
+    _record(benchmark, "embed", HALF_PAIR, "baseline",
+            paired_speedup=_paired_speedup(benchmark, other, ours_is_timed=False))
+
+
+@pytest.mark.benchmark(group="embed")
+def test_engine_fp16(benchmark: Any, half_models: tuple[Any, TransformersEngine],
+                     exact: TransformersEngine) -> None:
+    st_half, engine = half_models
+    ref = exact.embed(CORPUS).vectors
+    got = engine.embed(CORPUS).vectors
+    min_cos = float(((got * ref).sum(axis=1) / (np.linalg.norm(got, axis=1)
+                                                * np.linalg.norm(ref, axis=1))).min())
+    assert min_cos >= 0.999
+    other = _interleaved(benchmark, _embed(engine, CORPUS), _st_encode(st_half, CORPUS),
+                         rounds=ROUNDS)
+    _record(benchmark, "embed", HALF_PAIR, "ours", min_cosine=min_cos,
             paired_speedup=_paired_speedup(benchmark, other, ours_is_timed=True))
 
 

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -58,6 +60,29 @@ _FUSED_MODEL_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "camembert"})
 _ROBERTA_LIKE = frozenset({"roberta", "xlm-roberta", "camembert"})
 _FUSED_ACTIVATIONS = frozenset({"gelu", "gelu_new", "gelu_pytorch_tanh", "relu"})
 _MAX_SANE_LENGTH = 1_000_000  # tokenizers without a limit report ~1e30
+# Tokenising in threads (the Rust tokenizer releases the GIL): worth it from this many texts
+# a thread; below, one call. On a GPU host tokenising is often most of an embed call.
+_TEXTS_PER_TOKENIZER_THREAD = 32
+_tokenizer_pool: ThreadPoolExecutor | None = None
+_tokenizer_pool_lock = threading.Lock()
+
+
+def _tokenizer_executor(workers: int) -> ThreadPoolExecutor:
+    """One process-wide pool for tokenising (grown when an engine asks for more threads)."""
+    global _tokenizer_pool
+    with _tokenizer_pool_lock:
+        if _tokenizer_pool is None or _tokenizer_pool._max_workers < workers:
+            _tokenizer_pool = ThreadPoolExecutor(workers, thread_name_prefix="atoma-tokenize")
+        return _tokenizer_pool
+
+
+def default_tokenizer_threads() -> int:
+    """Threads to tokenise with by default: the usable cores, at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
 
 
 def _torch() -> Any:
@@ -227,6 +252,8 @@ class TransformersEngine(EmbeddingEngine):
     * ``dtype``: weights' dtype (default float32). ``mode="fast"`` autocasts instead (bf16 on
       CPU, fp16 on CUDA) and keeps float32 weights.
     * ``num_threads``: calls ``torch.set_num_threads`` (process-wide) when given.
+    * ``tokenizer_threads``: threads that tokenise a large input list in slices (default: the
+      usable cores, at most 8; 1 tokenises in the calling thread).
     * ``truncate``: default policy for over-long inputs (``True``: cut them, as
       sentence-transformers does; ``False``: :class:`InputTooLongError`).
     * ``micro_batch_tokens`` / ``max_batch_size``: padded-token budget and row cap per forward.
@@ -244,6 +271,7 @@ class TransformersEngine(EmbeddingEngine):
         dtype: DTypeName | None = None,
         mode: Mode = "exact",
         num_threads: int | None = None,
+        tokenizer_threads: int | None = None,
         truncate: bool = True,
         micro_batch_tokens: int = DEFAULT_MICRO_BATCH_TOKENS,
         max_batch_size: int | None = None,
@@ -259,6 +287,9 @@ class TransformersEngine(EmbeddingEngine):
             raise ValueError("micro_batch_tokens must be at least 1")
         if num_threads is not None and num_threads < 1:
             raise ValueError("num_threads must be at least 1")
+        if tokenizer_threads is not None and tokenizer_threads < 1:
+            raise ValueError("tokenizer_threads must be at least 1")
+        self.tokenizer_threads = tokenizer_threads or default_tokenizer_threads()
         torch = _torch()
         self.folder = Path(folder)
         self.config: SentenceTransformerConfig = read_sentence_transformers_config(self.folder)
@@ -441,6 +472,24 @@ class TransformersEngine(EmbeddingEngine):
                                  "which this engine does not implement")
         return prompt
 
+    def _encode_texts(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of ``texts`` (no special tokens), in slices on the tokenizer threads when
+        there are enough texts; the same ids either way."""
+        backend = self._backend
+
+        def encode(part: list[str]) -> list[list[int]]:
+            return [e.ids for e in backend.encode_batch(part, add_special_tokens=False)]
+
+        workers = min(self.tokenizer_threads, len(texts) // _TEXTS_PER_TOKENIZER_THREAD)
+        if workers <= 1:
+            return encode(texts)
+        step = -(-len(texts) // workers)
+        parts = [texts[i:i + step] for i in range(0, len(texts), step)]
+        contents: list[list[int]] = []
+        for ids in _tokenizer_executor(workers).map(encode, parts):
+            contents.extend(ids)
+        return contents
+
     def tokenize(self, inputs: EngineInput, *, truncate: bool | None = None,
                  prompt_name: str | None = None) -> TokenizedInputs:
         kind, items = split_inputs(inputs)
@@ -455,7 +504,7 @@ class TransformersEngine(EmbeddingEngine):
                 texts = [prompt + t for t in texts]
             if self.config.do_lower_case:
                 texts = [t.lower() for t in texts]
-            contents = [e.ids for e in self._backend.encode_batch(texts, add_special_tokens=False)]
+            contents = self._encode_texts(texts)
         else:
             contents = items  # type: ignore[assignment]
             vocab = self._vocab_size
@@ -552,8 +601,10 @@ class TransformersEngine(EmbeddingEngine):
                                   max_batch_size=self.max_batch_size)
         try:
             with self._lock, torch.inference_mode():
-                for idx in plan:
-                    vectors = self._forward_padded([sequences[i] for i in idx])
+                # Queue every micro-batch before the first copy back: on CUDA the host then
+                # pads the next batch while the device runs this one (a copy would wait).
+                pooled = [(idx, self._forward_padded([sequences[i] for i in idx])) for idx in plan]
+                for idx, vectors in pooled:
                     out[idx] = vectors.float().cpu().numpy()
         except (RuntimeError, IndexError) as exc:
             raise InferenceError(f"model {self._model_name!r} failed on a batch of "
@@ -569,4 +620,5 @@ __all__ = [
     "TransformersEngine",
     "cpu_has_native_bf16",
     "default_device",
+    "default_tokenizer_threads",
 ]

@@ -151,6 +151,8 @@ def test_engine_options_are_checked(minilm_path: Any) -> None:
         TransformersEngine(minilm_path, micro_batch_tokens=0)
     with pytest.raises(ValueError):
         TransformersEngine(minilm_path, num_threads=0)
+    with pytest.raises(ValueError):
+        TransformersEngine(minilm_path, tokenizer_threads=0)
 
 
 def test_engine_describes_itself(engine: Any) -> None:
@@ -175,6 +177,25 @@ def test_many_inputs(engine: Any) -> None:
     assert res.vectors.shape == (2048, 384)
     assert np.isfinite(res.vectors).all()
     assert np.allclose(res.vectors[7], engine.embed([texts[7]]).vectors[0], atol=1e-5)
+
+
+def test_threaded_tokenising_gives_the_same_ids_in_order(engine: Any, monkeypatch: Any) -> None:
+    """A long list is tokenised in slices on threads; the ids and their order are those of one
+    call."""
+    texts = [MIXED_CORPUS[i % len(MIXED_CORPUS)] + f" {i}" for i in range(300)]
+    monkeypatch.setattr(engine, "tokenizer_threads", 1)
+    one = engine.tokenize(texts).sequences
+    calls: list[int] = []
+    encode_batch = engine._backend.encode_batch
+    monkeypatch.setattr(engine, "_backend", type("Spy", (), {
+        "encode_batch": staticmethod(lambda part, **kw: calls.append(len(part))
+                                     or encode_batch(part, **kw))})())
+    monkeypatch.setattr(engine, "tokenizer_threads", 4)
+    assert engine.tokenize(texts).sequences == one
+    assert calls == [75, 75, 75, 75]
+    calls.clear()
+    assert engine.tokenize(texts[:40]).sequences == one[:40]  # too few texts to slice
+    assert calls == [40]
 
 
 def test_broken_folders_raise_model_load_error(tmp_path: Any, minilm_path: Any) -> None:

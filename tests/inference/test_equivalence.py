@@ -172,3 +172,19 @@ def test_cuda_matches_cpu(minilm_path: Path, engine: Any) -> None:
     fast = TransformersEngine(minilm_path, device="cuda", mode="fast")
     cos = (fast.embed(MIXED_CORPUS).vectors * want).sum(axis=1)
     assert float(cos.min()) >= 0.999
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_cuda_half_weights(minilm_path: Path, engine: Any, dtype: str) -> None:
+    """Half-precision weights on CUDA: vectors close to the fp32 CPU ones, still unit length."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    half = TransformersEngine(minilm_path, device="cuda", dtype=dtype)  # type: ignore[arg-type]
+    assert next(half.model.parameters()).dtype == getattr(torch, dtype)
+    got = half.embed(MIXED_CORPUS).vectors
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    cos = (got * engine.embed(MIXED_CORPUS).vectors).sum(axis=1)
+    assert float(cos.min()) >= (0.999 if dtype == "float16" else 0.995)
