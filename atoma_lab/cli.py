@@ -1,8 +1,13 @@
 """``atoma-lab``: serve a local network, embed text through it, or walk through a demo.
 
     atoma-lab serve [--host 127.0.0.1] [--port 8080] [--nodes N] [--model NAME] [--api-key KEY]
+    atoma-lab node --port P --node-id N --proxy URL [--model NAME | --backend URL]
+    atoma-lab proxy --port P --node URL [--node URL ...] [--api-key KEY] [--ledger FILE]
     atoma-lab embed TEXT... [--confidential] [--base-url URL --api-key KEY]
     atoma-lab demo [TEXT...]
+
+``serve`` runs a proxy and N nodes in one process; ``node`` and ``proxy`` run them as separate
+services (other processes or machines). Everything binds loopback unless --allow-public.
 """
 
 from __future__ import annotations
@@ -36,13 +41,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     net = build_network(nodes=args.nodes, mode="http", model=args.model, api_key=args.api_key,
                         host=args.host, port=args.port, ledger_path=args.ledger,
-                        grace_window_s=args.grace_window_s)
+                        grace_window_s=args.grace_window_s,
+                        health_interval_s=args.health_interval_s or None)
     print(f"atoma-lab proxy on {net.base_url}  ({len(net.nodes)} node(s), model {args.model})")
     for node, url in zip(net.nodes, net.node_urls, strict=True):
         print(f"  node {node.node_small_id}: {url}  key counter {node.key_rotation_counter}")
     print(f"ATOMA_LAB_BASE_URL={net.base_url}")
     print(f"ATOMA_LAB_API_KEY={net.api_key}")
     sys.stdout.flush()
+    return _wait_for_stop(net.close)
+
+
+def _wait_for_stop(stop_fn: Any) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -50,8 +60,69 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        net.close()
+        stop_fn()
     return 0
+
+
+def _seed(text: str | None, what: str) -> bytes | None:
+    if text is None:
+        return None
+    try:
+        seed = bytes.fromhex(text)
+    except ValueError:
+        seed = b""
+    if len(seed) != 32:
+        raise SystemExit(f"{what} must be 64 hex digits (32 bytes)")
+    return seed
+
+
+def _node_embedder(args: argparse.Namespace) -> Any:
+    if args.backend:
+        from atoma_lab.inference.remote import remote_embedder
+
+        return remote_embedder(args.backend, api=args.backend_api, model=args.model)
+    from atoma_lab.sim import default_embedder
+
+    return default_embedder(args.model)
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from atoma_lab.standalone import NodeServer
+
+    server = NodeServer(node_small_id=args.node_id, embedder=_node_embedder(args),
+                        proxy_url=args.proxy, host=args.host, port=args.port,
+                        tee_seed=_seed(args.tee_seed, "--tee-seed"),
+                        signer_seed=_seed(args.signer_seed, "--signer-seed"),
+                        grace_window_s=args.grace_window_s, rotate_every_s=args.rotate_every_s,
+                        allow_public=args.allow_public)
+    url = server.start()
+    node = server.node
+    print(f"atoma-lab node {node.node_small_id} on {url}  (models {', '.join(node.embedder.models)};"
+          f" stacks checked at {args.proxy})")
+    print(f"  sui address {node.sui_address}; key counter {node.key_rotation_counter}; "
+          f"TEE vendor {node.tee.vendor_address}")
+    print(f"ATOMA_LAB_NODE_URL={url}")
+    sys.stdout.flush()
+    return _wait_for_stop(server.stop)
+
+
+def cmd_proxy(args: argparse.Namespace) -> int:
+    from atoma_lab.standalone import ProxyServer, vendor_policy
+
+    server = ProxyServer(node_urls=args.node, host=args.host, port=args.port,
+                         api_key=args.api_key, ledger_path=args.ledger,
+                         policy=vendor_policy(_seed(args.tee_seed, "--tee-seed"),
+                                              vendors=args.trust_vendor or ()),
+                         health_interval_s=args.health_interval_s,
+                         node_timeout_s=args.node_timeout_s, wait_for_nodes_s=args.wait_for_nodes_s,
+                         allow_public=args.allow_public)
+    url = server.start()
+    print(f"atoma-lab proxy on {url}  ({len(server.node_ids)} node(s): "
+          f"{', '.join(f'{i}={u}' for i, u in zip(server.node_ids, args.node, strict=True))})")
+    print(f"ATOMA_LAB_BASE_URL={url}")
+    print(f"ATOMA_LAB_API_KEY={server.api_key}")
+    sys.stdout.flush()
+    return _wait_for_stop(server.stop)
 
 
 def _client(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -145,7 +216,39 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--api-key", default=None, help="API key of the default user (random if unset)")
     s.add_argument("--ledger", default=":memory:", help="SQLite file for the ledger")
     s.add_argument("--grace-window-s", type=float, default=0.0)
+    s.add_argument("--health-interval-s", type=float, default=5.0,
+                   help="probe the nodes this often (0: only when none is up)")
     s.set_defaults(func=cmd_serve)
+    n = sub.add_parser("node", help="serve one node on its own (a proxy elsewhere reaches it)")
+    n.add_argument("--host", default="127.0.0.1")
+    n.add_argument("--port", type=int, default=8101)
+    n.add_argument("--node-id", type=int, default=1, help="its node_small_id (unique per proxy)")
+    n.add_argument("--proxy", required=True, help="the proxy's URL (stack ownership checks)")
+    n.add_argument("--model", default=DEFAULT_MODEL,
+                   help="served model (atoma-lab/fake-embedder: the weightless fake)")
+    n.add_argument("--backend", default=None,
+                   help="embed on an existing server at this URL instead of in-process")
+    n.add_argument("--backend-api", choices=["openai", "tei"], default="openai")
+    n.add_argument("--grace-window-s", type=float, default=0.0)
+    n.add_argument("--rotate-every-s", type=float, default=None, help="rotate the key on a timer")
+    n.add_argument("--tee-seed", default=None, help="hex seed of the simulated TEE vendor")
+    n.add_argument("--signer-seed", default=None, help="hex seed of the node's Sui key")
+    n.add_argument("--allow-public", action="store_true", help="allow binding beyond loopback")
+    n.set_defaults(func=cmd_node)
+    x = sub.add_parser("proxy", help="serve a proxy in front of nodes running elsewhere")
+    x.add_argument("--host", default="127.0.0.1")
+    x.add_argument("--port", type=int, default=8080)
+    x.add_argument("--node", action="append", required=True, help="a node's URL (repeat)")
+    x.add_argument("--api-key", default=None, help="API key of the default user (random if unset)")
+    x.add_argument("--ledger", default=":memory:", help="SQLite file for the ledger")
+    x.add_argument("--tee-seed", default=None, help="hex seed of the simulated TEE vendor")
+    x.add_argument("--trust-vendor", action="append", default=None,
+                   help="a TEE vendor address to trust (repeat; default: the simulated vendor)")
+    x.add_argument("--health-interval-s", type=float, default=5.0)
+    x.add_argument("--node-timeout-s", type=float, default=60.0)
+    x.add_argument("--wait-for-nodes-s", type=float, default=60.0)
+    x.add_argument("--allow-public", action="store_true", help="allow binding beyond loopback")
+    x.set_defaults(func=cmd_proxy)
     e = sub.add_parser("embed", help="embed texts (in-process network unless --base-url)")
     e.add_argument("text", nargs="+")
     e.add_argument("--confidential", action="store_true")

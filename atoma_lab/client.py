@@ -18,7 +18,13 @@ import numpy as np
 
 from atoma_lab.crypto.attestation import AttestationEvidence, AttestationPolicy, verify_evidence
 from atoma_lab.encoding import loads
-from atoma_lab.errors import AtomaLabError, NodeKeyMismatchError, PeerProtocolError, error_from_response
+from atoma_lab.errors import (
+    AtomaLabError,
+    NodeKeyMismatchError,
+    PeerProtocolError,
+    ServiceUnavailableError,
+    error_from_response,
+)
 from atoma_lab.protocol.envelope import open_response, seal_request
 from atoma_lab.protocol.messages import (
     ConfidentialComputeResponse,
@@ -228,7 +234,9 @@ class _ConfidentialEmbeddings:
                user: str | None = None, max_num_tokens: int | None = None) -> EmbeddingsResult:
         """``POST /v1/confidential/embeddings``: lock, seal, send, open, check.
 
-        Retries once, with a fresh lock, when the node key rotated in between (409).
+        Retries once, with a fresh lock and a fresh seal, when the node key rotated in between
+        (409) or the proxy found the node down (503: it released the units, and the new lock
+        goes to another node).
         """
         req = CreateEmbeddingRequest(input=list(input) if isinstance(input, tuple) else input,  # type: ignore[arg-type]
                                      model=model, encoding_format=encoding_format,  # type: ignore[arg-type]
@@ -237,7 +245,7 @@ class _ConfidentialEmbeddings:
         for attempt in (1, 2):
             try:
                 return self._once(req, plaintext, max_num_tokens, attempt)
-            except NodeKeyMismatchError:
+            except (NodeKeyMismatchError, ServiceUnavailableError):
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")

@@ -190,6 +190,16 @@ class NodeKeyMismatchError(CryptoError):
     code = "STALE_NODE_KEY"
 
 
+class ReplayedRequestError(CryptoError):
+    """A confidential request this node has already served (same key, salt and nonce) came again.
+
+    Atoma's node would decrypt and serve it again, and the proxy charge it again.
+    """
+
+    status = 409
+    code = "REPLAYED_REQUEST"
+
+
 class AttestationError(CryptoError):
     """Attestation evidence is malformed, signed by an untrusted vendor, stale, or binds
     something else than the key it is presented with."""
@@ -391,6 +401,7 @@ __all__ = [
     "NotFoundError",
     "PeerProtocolError",
     "PermissionDeniedError",
+    "ReplayedRequestError",
     "RequestError",
     "ServiceUnavailableError",
     "SignatureError",

@@ -60,9 +60,12 @@ class InProcessChannel:
 
 
 def default_embedder(model: str = DEFAULT_MODEL, **engine_options: Any) -> Embedder:
-    """The in-process transformers engine for ``model`` behind its dynamic batcher."""
-    from atoma_lab.inference import node_embedder
+    """The in-process transformers engine for ``model`` behind its dynamic batcher; for
+    :data:`~atoma_lab.inference.FAKE_MODEL`, the deterministic fake engine (no weights)."""
+    from atoma_lab.inference import FAKE_MODEL, FakeEngine, NodeEmbedder, node_embedder
 
+    if model == FAKE_MODEL:
+        return NodeEmbedder(FakeEngine(**engine_options))
     return node_embedder(model, **engine_options)
 
 
@@ -86,6 +89,15 @@ class Network:
         self.node_urls = node_urls
         self.owns_embedders = False
         self._closed = False
+        self._background: list[Any] = []
+
+    def start_health_checks(self, interval_s: float) -> None:
+        """Have the proxy probe every node each ``interval_s`` seconds (marking them up or down
+        and taking rotated keys) until :meth:`close`."""
+        loop = getattr(self._runner, "loop", None)
+        assert loop is not None
+        self._background.append(
+            asyncio.run_coroutine_threadsafe(self.proxy.run_health_checks(interval_s), loop))
 
     # ------------------------------------------------------------------ driving
     def run(self, coro: Awaitable[Any], timeout_s: float | None = None) -> Any:
@@ -152,6 +164,11 @@ class Network:
         if self._closed:
             return
         self._closed = True
+        for task in self._background:
+            task.cancel()
+        if self._background:  # let the loop finish the cancelled tasks before it stops
+            with contextlib.suppress(Exception):
+                self.run(asyncio.sleep(0.01), timeout_s=2)
         aclose = getattr(getattr(self.proxy.send, "__self__", None), "aclose", None)
         if aclose is not None:  # the proxy's pooled HTTP client to the nodes
             with contextlib.suppress(Exception):  # best effort while shutting down
@@ -195,12 +212,15 @@ def build_network(
     require_attestation: bool = True,
     clock: Callable[[], float] = time.time,
     proxy_signer: SuiSigner | None = None,
+    health_interval_s: float | None = None,
 ) -> Network:
     """Build and start a proxy with ``nodes`` nodes serving ``model`` and one user.
 
     ``embedder`` is one embedder shared by all nodes, one per node, or ``None`` for the shipped
     transformers model. ``mode="http"`` serves the proxy on ``host:port`` (0: any free port) and
     each node on its own loopback port. ``ledger_path`` keeps the ledger in a SQLite file.
+    ``health_interval_s`` has the proxy probe its nodes on a timer (by default it probes only
+    when no node of a model is up); a node it cannot reach is out of rotation at once either way.
     """
     if nodes < 1:
         raise ValueError("a network needs at least one node")
@@ -272,4 +292,6 @@ def build_network(
     net.owns_embedders = embedder is None
     for i in range(nodes):
         net.publish_key(i)
+    if health_interval_s is not None:
+        net.start_health_checks(health_interval_s)
     return net

@@ -44,6 +44,7 @@ LAYERS: dict[str, int] = {
     "server": 60,
     "client": 70,
     "sim": 80,
+    "standalone": 85,  # proxy and nodes as separate processes (above sim: its embedders)
     "cli": 90,
     "benchreport": 90,
     "measure": 90,

@@ -6,14 +6,21 @@ Checks on ``POST /v1/confidential/embeddings`` run in Atoma's order: the proxy's
 signer. Unlike Atoma, every failure is a specific 4xx (a stale key is 409 ``STALE_NODE_KEY``), the
 model inside the envelope must match ``model_name``, and usage may not exceed
 ``num_compute_units``.
+
+Replays: Atoma's node decrypts and serves a byte-identical request as often as it comes (nothing
+in the envelope is single-use), and the proxy charges each time. Here every node key remembers
+the ``salt`` and ``nonce`` of each request it opened, and a repeat is 409 ``REPLAYED_REQUEST``
+(checked after decryption, so only a sealed request's owner can fill the memory). A key that has
+opened ``replay_cache_size`` requests is rotated, which bounds that memory.
 """
 
 from __future__ import annotations
 
+import inspect
 import secrets
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from atoma_lab.crypto.attestation import AttestationEvidence, SimulatedTEE
@@ -30,17 +37,20 @@ from atoma_lab.errors import (
     ModelNotFoundError,
     NodeKeyMismatchError,
     PermissionDeniedError,
+    ReplayedRequestError,
+    ServiceUnavailableError,
     StackNotFoundError,
 )
 from atoma_lab.inference.openai import EmbedResponse
 from atoma_lab.protocol.envelope import open_request, seal_response
 from atoma_lab.protocol.messages import DEFAULT_MAX_NUM_TOKENS, ConfidentialComputeRequest, Usage
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
-from atoma_lab.services.http import Headers, Request, Response, Router, error_response
+from atoma_lab.services.http import Headers, Request, Response, Router, Send, error_response
 from atoma_lab.services.metrics import PROMETHEUS_CONTENT_TYPE, ServiceMetrics
 from atoma_lab.trace import ServerTiming
 
 CONFIDENTIAL_EMBEDDINGS_PATH = "/v1/confidential/embeddings"
+DEFAULT_REPLAY_CACHE_SIZE = 1 << 17  # requests one key opens before it is rotated
 EMBEDDINGS_PATH = "/v1/embeddings"
 
 
@@ -57,7 +67,41 @@ class Embedder(Protocol):
     async def embed(self, request: CreateEmbeddingRequest) -> EmbedOutput: ...
 
 
-StackOwner = Callable[[int], "str | None"]
+#: A stack's owner address (``None``: not a stack of this node), as the chain tells a node; may
+#: be a coroutine function (a lookup over the network).
+StackOwner = Callable[[int], "str | Awaitable[str | None] | None"]
+
+
+class ProxyStackDirectory:
+    """Stack owners read from a proxy's public ``GET /v1/stacks`` (for a node in its own
+    process, where Atoma's node would read the chain). A stack assigned to another node is
+    unknown here; answers are cached, since a stack's owner and node never change."""
+
+    def __init__(self, send: Send, proxy_address: str, node_small_id: int, *,
+                 timeout_s: float = 5.0) -> None:
+        self.send = send
+        self.proxy_address = proxy_address
+        self.node_small_id = node_small_id
+        self.timeout_s = timeout_s
+        self._owners: dict[int, str] = {}
+
+    async def __call__(self, stack_small_id: int) -> str | None:
+        if stack_small_id in self._owners:
+            return self._owners[stack_small_id]
+        req = Request("GET", f"/v1/stacks?stack_small_id={stack_small_id}",
+                      Headers({"accept": "application/json"}), b"")
+        resp = await self.send(self.proxy_address, req, self.timeout_s)
+        if resp.status == 404:
+            return None
+        if not resp.ok:
+            raise ServiceUnavailableError(f"stack lookup at the proxy failed ({resp.status})")
+        info = loads(resp.body, what="stack lookup")
+        if not isinstance(info, dict) or not isinstance(info.get("owner_address"), str):
+            raise ServiceUnavailableError("stack lookup at the proxy answered badly")
+        if info.get("node_small_id") != self.node_small_id:
+            return None
+        self._owners[stack_small_id] = info["owner_address"]
+        return info["owner_address"]
 
 
 @dataclass(slots=True)
@@ -66,6 +110,7 @@ class _NodeKey:
     counter: int
     evidence: AttestationEvidence
     retired_at: float | None = None
+    opened: set[bytes] = field(default_factory=set)  # salt + nonce of each request opened
 
 
 class NodeService:
@@ -82,7 +127,10 @@ class NodeService:
         grace_window_s: float = 0.0,
         clock: Callable[[], float] = time.time,
         on_rotate: Callable[[NodeService], None] | None = None,
+        replay_cache_size: int = DEFAULT_REPLAY_CACHE_SIZE,
     ) -> None:
+        if replay_cache_size < 1:
+            raise ValueError("replay_cache_size must be at least 1")
         self.node_small_id = node_small_id
         self.embedder = embedder
         self.stack_owner = stack_owner
@@ -91,12 +139,14 @@ class NodeService:
         self.grace_window_s = grace_window_s
         self.clock = clock
         self.on_rotate = on_rotate
+        self.replay_cache_size = replay_cache_size
         self.metrics = ServiceMetrics()
         self._keys: list[_NodeKey] = []
         self.rotate_key()
         self.router = Router()
         self.router.add("POST", CONFIDENTIAL_EMBEDDINGS_PATH, self._confidential_embeddings)
         self.router.add("POST", EMBEDDINGS_PATH, self._embeddings)
+        self.router.add("GET", "/v1/models", self._models)
         self.router.add("GET", "/health", self._health)
         self.router.add("GET", "/metrics", self._metrics)
         self.router.add("GET", "/v1/attestation", self._attestation)
@@ -149,18 +199,27 @@ class NodeService:
             self.on_rotate(self)
         return evidence
 
-    def _key_for(self, public_key: bytes) -> X25519KeyPair:
+    def _key_for(self, public_key: bytes) -> _NodeKey:
         now = self.clock()
         for k in reversed(self._keys):
             if k.pair.public_bytes == public_key and (
                 k.retired_at is None or now - k.retired_at < self.grace_window_s
             ):
-                return k.pair
+                return k
         raise NodeKeyMismatchError(
             "node_dh_public_key is not this node's current key (rotated?); take a new lock and "
             "seal again",
             field="node_dh_public_key",
         )
+
+    def _remember(self, key: _NodeKey, marker: bytes) -> None:
+        """Refuse a request this key has opened before; rotate a key whose memory is full."""
+        if marker in key.opened:
+            raise ReplayedRequestError("this request was already served (same key, salt and "
+                                       "nonce); seal every request afresh")
+        key.opened.add(marker)
+        if len(key.opened) >= self.replay_cache_size and key is self.current:
+            self.rotate_key()
 
     # ------------------------------------------------------------------ routes
     async def handle(self, request: Request) -> Response:
@@ -172,8 +231,10 @@ class NodeService:
             raise MissingHeaderError("missing required header X-Signature")
         return verify_sui_signature(text, message, field="X-Signature")
 
-    def _check_stack(self, stack_small_id: int, signer_address: str) -> None:
+    async def _check_stack(self, stack_small_id: int, signer_address: str) -> None:
         owner = self.stack_owner(stack_small_id)
+        if inspect.isawaitable(owner):
+            owner = await owner
         if owner is None:
             raise StackNotFoundError(f"stack {stack_small_id} is not known to this node")
         if owner != signer_address:
@@ -193,9 +254,11 @@ class NodeService:
                 model = ccr.model_name
                 proxy_sig = self._proxy_signature(request, ccr.plaintext_body_hash)
             with timing.stage("node_open"):
-                opened = open_request(ccr, self._key_for(ccr.node_dh_public_key))
+                key = self._key_for(ccr.node_dh_public_key)
+                opened = open_request(ccr, key.pair)
+                self._remember(key, ccr.salt + ccr.nonce)
             with timing.stage("node_check"):
-                self._check_stack(ccr.stack_small_id, proxy_sig.address)
+                await self._check_stack(ccr.stack_small_id, proxy_sig.address)
                 oai = CreateEmbeddingRequest.from_json(opened.plaintext)
                 if oai.model != ccr.model_name:
                     raise ModelMismatchError("model_name differs from the sealed request's model",
@@ -241,7 +304,7 @@ class NodeService:
                 if not (stack_header.isascii() and stack_header.isdigit()):
                     raise InvalidFieldError("X-Stack-Small-Id: expected an integer",
                                             field="X-Stack-Small-Id")
-                self._check_stack(int(stack_header), proxy_sig.address)
+                await self._check_stack(int(stack_header), proxy_sig.address)
                 oai = CreateEmbeddingRequest.from_dict(parsed)
                 self._check_model(oai.model)
             with timing.stage("node_embed"):
@@ -273,6 +336,12 @@ class NodeService:
 
     async def _health(self, request: Request) -> Response:
         return Response.json({"status": "ok"})
+
+    async def _models(self, request: Request) -> Response:
+        """The served model names (a proxy registering this node reads them)."""
+        return Response.json({"object": "list", "data": [
+            {"id": m, "object": "model", "owned_by": f"node-{self.node_small_id}"}
+            for m in self.embedder.models]})
 
     async def _metrics(self, request: Request) -> Response:
         return Response(200, self.metrics.render(), Headers({"content-type": PROMETHEUS_CONTENT_TYPE}))

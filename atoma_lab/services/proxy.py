@@ -7,6 +7,14 @@
 * the node's signature must verify *and* come from the node's registered Sui address;
 * node errors keep their status and JSON body when they are the caller's fault (4xx); node 5xx,
   bad answers and transport failures are 502/503/504 with a JSON body.
+
+Node health and keys (Atoma learns both from the chain and its own probes): a node that cannot
+be reached, or times out, is marked down at once and gets no new locks; :meth:`check_nodes`
+(run every ``health_interval_s`` by :meth:`run_health_checks`) probes each node's
+``GET /v1/attestation``, marks it up again, and takes a newer key whose evidence verifies. A
+node's 409 ``STALE_NODE_KEY`` makes the proxy fetch the node's key before it answers, so the
+client's retry gets the new one. Nodes in other processes find stack owners with
+``GET /v1/stacks?stack_small_id=N`` (public, as the chain is).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from atoma_lab.errors import (
     PeerProtocolError,
     ServiceUnavailableError,
     SignatureError,
+    TransportError,
     TransportTimeoutError,
 )
 from atoma_lab.protocol.messages import (
@@ -47,6 +56,7 @@ from atoma_lab.trace import ServerTiming
 MODELS_CREATED = 1686935002  # the fixed "created" Atoma's /v1/models reports
 PLAIN_UNITS_PER_INPUT_CAP = 8192  # compute units reserved at most per input on the plain route
 PLAIN_LOCK_TIMEOUT_S = 60  # seconds a plain-route reservation may stay in flight
+NODE_PROBE_TIMEOUT_S = 5.0  # a health probe's limit
 
 
 class NodeRejectedError(AtomaLabError):
@@ -102,6 +112,7 @@ class ProxyService:
         self.router.add("GET", "/v1/models", self._models)
         self.router.add("GET", "/v1/nodes/attestation", self._node_attestation)
         self.router.add("POST", "/v1/nodes/attestation", self._publish_attestation)
+        self.router.add("GET", "/v1/stacks", self._stack_info)
         self.router.add("GET", "/health", self._health)
         self.router.add("GET", "/metrics", self._metrics)
 
@@ -143,6 +154,78 @@ class ProxyService:
                                  evidence=evidence.to_json(), valid=valid)
         return valid
 
+    async def _node_json(self, address: str, path: str) -> object:
+        resp = await asyncio.wait_for(
+            self.send(address, Request("GET", path, Headers({"accept": "application/json"}), b""),
+                      NODE_PROBE_TIMEOUT_S), NODE_PROBE_TIMEOUT_S)
+        if not resp.ok:
+            raise NodeFailedError(f"{address}{path} answered {resp.status}")
+        try:
+            return loads(resp.body, what="node answer")
+        except AtomaLabError as exc:
+            raise PeerProtocolError(f"{address}{path}: {exc.message}") from exc
+
+    async def _node_evidence(self, address: str) -> tuple[str, AttestationEvidence]:
+        """A node's Sui address and current key evidence, from its ``GET /v1/attestation``."""
+        info = await self._node_json(address, "/v1/attestation")
+        if not isinstance(info, dict) or not isinstance(info.get("sui_address"), str):
+            raise PeerProtocolError(f"{address}/v1/attestation: not an attestation answer")
+        try:
+            return info["sui_address"], AttestationEvidence.from_dict(info.get("evidence"))
+        except AtomaLabError as exc:
+            raise PeerProtocolError(f"{address}/v1/attestation: {exc.message}") from exc
+
+    async def add_remote_node(self, address: str, *,
+                              price_per_one_million_compute_units: int = 1) -> int:
+        """Register the node serving at ``address`` (another process or machine) from its own
+        answers: identity and key from ``GET /v1/attestation``, models from ``GET /v1/models``.
+        Returns its ``node_small_id``; raises if it cannot be reached or answers badly."""
+        sui_address, evidence = await self._node_evidence(address)
+        listed = await self._node_json(address, "/v1/models")
+        data = listed.get("data") if isinstance(listed, dict) else None
+        if not isinstance(data, list) or not all(
+                isinstance(m, dict) and isinstance(m.get("id"), str) for m in data):
+            raise PeerProtocolError(f"{address}/v1/models: not a model list")
+        node_small_id = evidence.report.node_small_id
+        self.register_node(node_small_id, address=address, sui_address=sui_address,
+                           models=[m["id"] for m in data],
+                           price_per_one_million_compute_units=price_per_one_million_compute_units)
+        if not self.accept_node_key(evidence):
+            raise AttestationError(f"{address}: the node's key evidence does not verify against "
+                                   "this proxy's attestation policy")
+        self.ledger.set_node_health(node_small_id, True)
+        return node_small_id
+
+    async def refresh_node(self, node_small_id: int) -> bool:
+        """Probe one node; mark it up or down; take its key if newer (evidence permitting).
+        Returns whether it is up. A node answering with another identity is down."""
+        node = self.ledger.node(node_small_id)
+        if node is None:
+            raise ModelNotFoundError(f"node {node_small_id} is not registered")
+        try:
+            sui_address, evidence = await self._node_evidence(node.address)
+            healthy = (sui_address == node.sui_address
+                       and evidence.report.node_small_id == node_small_id)
+            if healthy and evidence.report.key_rotation_counter > node.key_rotation_counter:
+                self.accept_node_key(evidence)
+        except (AtomaLabError, TimeoutError):
+            healthy = False
+        if healthy != node.healthy:
+            self.ledger.set_node_health(node_small_id, healthy)
+        return healthy
+
+    async def check_nodes(self) -> dict[int, bool]:
+        """Probe every registered node at once; ``{node_small_id: up}``."""
+        ids = [n.node_small_id for n in self.ledger.nodes()]
+        return dict(zip(ids, await asyncio.gather(*(self.refresh_node(i) for i in ids)),
+                        strict=True))
+
+    async def run_health_checks(self, interval_s: float = 5.0) -> None:
+        """:meth:`check_nodes` every ``interval_s`` seconds until cancelled."""
+        while True:
+            await self.check_nodes()
+            await asyncio.sleep(interval_s)
+
     def add_user(self, name: str, api_key: str, *, balance_usdc: int = 10**12) -> int:
         user_id = self.ledger.add_user(name, balance_usdc=balance_usdc)
         self.ledger.add_api_token(user_id, api_key)
@@ -154,6 +237,15 @@ class ProxyService:
         if user_id is None:
             raise AuthenticationError("invalid API token")
         return user_id
+
+    async def _revive(self, model: str) -> None:
+        """When no node serving ``model`` is up, probe those marked down (a fault may have
+        passed) rather than refuse until the next scheduled health check."""
+        if self.ledger.nodes_for_model(model, confidential=True):
+            return
+        down = [n.node_small_id for n in self.ledger.nodes() if model in n.models and not n.healthy]
+        if down:
+            await asyncio.gather(*(self.refresh_node(i) for i in down))
 
     def _lock(self, user_id: int, model: str, max_num_tokens: int, timeout_s: float,
               now: float) -> tuple[StackRecord, LockRecord, NodeRecord, bool]:
@@ -200,6 +292,7 @@ class ProxyService:
     async def _nodes_lock(self, request: Request) -> Response:
         user_id = self._auth(request)
         body = NodesCreateLockRequest.from_json(request.body)
+        await self._revive(body.model)
         stack, _, node, bought = self._lock(user_id, body.model, body.effective_max_num_tokens,
                                             body.effective_timeout_s, self.clock())
         assert node.public_key is not None
@@ -218,10 +311,15 @@ class ProxyService:
             units = DEFAULT_MAX_NUM_TOKENS if ccr.num_compute_units is None else ccr.num_compute_units
             stack = self.ledger.stack(ccr.stack_small_id)
             node = self.ledger.node(stack.node_small_id)
-            if node is None or not node.healthy:  # the lock stays open and expires unused
-                raise ServiceUnavailableError(f"node of stack {stack.stack_small_id} is down")
             lock = self.ledger.consume_lock(stack_small_id=ccr.stack_small_id, user_id=user_id,
                                             num_compute_units=units, now=self.clock())
+            if node is None or not node.healthy:  # the request was sealed for it: give back
+                self.ledger.release(lock.lock_id, route="confidential",
+                                    outcome="SERVICE_UNAVAILABLE", now=self.clock())
+                self.metrics.failed.labels("SERVICE_UNAVAILABLE").inc()
+                self.metrics.units_released.inc(lock.max_num_tokens)
+                raise ServiceUnavailableError(f"node of stack {stack.stack_small_id} is down; "
+                                              "take a new lock (another node) and seal again")
             headers = Headers({
                 "content-type": "application/json",
                 "x-signature": self.signer.sign(ccr.plaintext_body_hash).to_base64(),
@@ -242,6 +340,7 @@ class ProxyService:
                 raise InvalidFieldError(
                     f"input: may need {reserve} compute units, more than a stack holds",
                     field="input")
+            await self._revive(oai.model)
             stack, open_lock, node, _ = self._lock(user_id, oai.model, reserve, PLAIN_LOCK_TIMEOUT_S,
                                                    self.clock())
             lock = self.ledger.start_lock(open_lock.lock_id)
@@ -269,13 +368,18 @@ class ProxyService:
             timing.add("proxy_forward",
                        (time.perf_counter_ns() - t0) / 1e6 - sum(node_stages.values()))
             if not resp.ok:
-                raise self._node_failure(resp)
+                failure = self._node_failure(resp)
+                if failure.code == "STALE_NODE_KEY":  # the node rotated: learn its key now
+                    await self.refresh_node(node.node_small_id)
+                raise failure
             with timing.stage("proxy_verify"):
                 used = verify(resp.body, node)
                 if used > lock.max_num_tokens:
                     raise PeerProtocolError("node reports more usage than was locked")
                 charged = self.ledger.settle(lock.lock_id, used, route=route, now=self.clock())
         except AtomaLabError as exc:
+            if isinstance(exc, TransportError):  # down or hung: no new locks until a probe
+                self.ledger.set_node_health(node.node_small_id, False)
             self.ledger.release(lock.lock_id, route=route, outcome=exc.code, now=self.clock())
             self.metrics.failed.labels(exc.code).inc()
             self.metrics.units_released.inc(lock.max_num_tokens)
@@ -374,6 +478,17 @@ class ProxyService:
                              field="X-Signature")
         valid = self.accept_node_key(evidence)
         return Response.json({"node_small_id": node.node_small_id, "valid": valid})
+
+    async def _stack_info(self, request: Request) -> Response:
+        """Public, as on chain: a stack's owner and node (nodes elsewhere check stacks here)."""
+        raw = request.query.get("stack_small_id", "")
+        if not (raw.isascii() and raw.isdigit()):
+            raise InvalidFieldError("stack_small_id: expected an integer query parameter",
+                                    field="stack_small_id")
+        stack = self.ledger.stack(int(raw))  # StackNotFoundError: 404
+        return Response.json({"stack_small_id": stack.stack_small_id,
+                              "owner_address": stack.owner_address,
+                              "node_small_id": stack.node_small_id})
 
     async def _health(self, request: Request) -> Response:
         return Response.json({"message": "ok"})

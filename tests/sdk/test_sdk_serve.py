@@ -1,7 +1,8 @@
-"""The official atoma-sdk, unmodified, against `atoma-lab serve` (a separate process on loopback).
+"""The official atoma-sdk, unmodified, against `atoma-lab serve` (a separate process on loopback)
+and against `atoma-lab proxy` in front of `atoma-lab node` processes.
 
 Confidential and plain embeddings through the SDK equal the in-process confidential path and
-the engine's own vectors on the shipped model.
+the engine's own vectors on the shipped model (the fake engine's for the standalone cluster).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -89,3 +91,34 @@ def test_official_sdk_against_atoma_lab_serve(server: str, sdk_python: Path) -> 
                                atol=1e-5, rtol=0)
     assert got["confidential_usage"] == inproc.usage.total_tokens
     assert got["plain_usage"] == plain.usage.total_tokens
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    """``atoma-lab proxy`` in front of two ``atoma-lab node`` processes (the weightless fake)."""
+    from cluster import start_cluster
+
+    c = start_cluster(nodes=2, api_key=API_KEY)
+    yield c
+    c.stop()
+
+
+def test_official_sdk_against_a_standalone_proxy(cluster: Any, sdk_python: Path) -> None:
+    from cluster import FAKE
+
+    from atoma_lab.inference import FakeEngine
+
+    done = subprocess.run(
+        [str(sdk_python), "-c", SDK_SCRIPT, cluster.base_url, API_KEY, FAKE, json.dumps(TEXTS)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout)
+    engine = FakeEngine()
+    want = engine.embed(TEXTS)
+    np.testing.assert_allclose(np.asarray(got["confidential"], dtype=np.float32), want.vectors,
+                               atol=1e-6, rtol=0)
+    np.testing.assert_allclose(np.asarray(got["plain"], dtype=np.float32), want.vectors[:1],
+                               atol=1e-6, rtol=0)
+    assert got["confidential_usage"] == sum(want.token_counts)
+    assert got["plain_usage"] == want.token_counts[0]

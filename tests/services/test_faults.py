@@ -136,16 +136,49 @@ def test_an_engine_failure_is_502_and_not_charged(make_net: Callable[..., Networ
     client.close()
 
 
-def test_a_fault_on_one_node_leaves_the_other_serving(make_net: Callable[..., Network]) -> None:
+def test_a_fault_on_one_node_fails_over_to_the_other(make_net: Callable[..., Network]) -> None:
+    """The proxy answers 503 and marks node 1 down; the client's one retry takes a new lock,
+    which goes to node 2. Only the served request is charged."""
     net = make_net(nodes=2, prices=[1, 2])
     assert net.transport is not None
     net.transport.inject(net.node_urls[0], Fault(drop=True))
     client = net.client()
-    with pytest.raises(ServiceUnavailableError):  # the client sees a 503 from the proxy
-        client.confidential_embeddings.create(input="x", model=MODEL)
-    net.ledger.set_node_health(1, False)  # an operator (or a health check) takes it out
     result = client.confidential_embeddings.create(input="x", model=MODEL)
-    assert result.node_small_id == 2
+    assert (result.node_small_id, result.attempts) == (2, 2)
+    assert [(r["units_charged"], r["outcome"]) for r in settlements(net)] == [
+        (0, "SERVICE_UNAVAILABLE"), (expected_units("x"), "charged")]
+    assert net.ledger.node(1).healthy is False  # type: ignore[union-attr]
+    assert net.ledger.open_locks() == []
+    # Locks go to node 2 until a probe finds node 1 back.
+    assert client.nodes.lock(MODEL).node_small_id == 2
+    net.transport.inject(net.node_urls[0], None)
+    assert net.run(net.proxy.check_nodes()) == {1: True, 2: True}
+
+
+def test_a_node_down_at_send_time_gives_the_units_back(make_net: Callable[..., Network]) -> None:
+    """A request sealed for a node the proxy now knows is down: 503 at once, lock released."""
+    net = make_net(nodes=2)
+    lock = net.client().nodes.lock(MODEL)
+    body = seal_request(PLAINTEXT, node_public_key=lock.public_key,
+                        stack_small_id=lock.stack_small_id, model_name=MODEL).request.to_json()
+    net.ledger.set_node_health(lock.node_small_id, False)
+    before = money(net)
+    assert error_of(send(net, "POST", CONF, body)) == (503, "SERVICE_UNAVAILABLE")
+    assert money(net) == before
+    assert net.ledger.open_locks() == []
+    assert net.ledger.stack(lock.stack_small_id).locked_compute_units == 0
+
+
+def test_a_node_that_is_back_is_probed_when_none_is_up(make_net: Callable[..., Network]) -> None:
+    net = make_net(nodes=1)
+    assert net.transport is not None
+    net.transport.inject(net.node_urls[0], Fault(drop=True))
+    with pytest.raises(ServiceUnavailableError):  # both attempts: the only node is down
+        net.client().confidential_embeddings.create(input="x", model=MODEL)
+    assert net.ledger.node(1).healthy is False  # type: ignore[union-attr]
+    net.transport.inject(net.node_urls[0], None)
+    # No health loop runs here: the lock itself probes the node, finds it up, and serves.
+    assert net.client().confidential_embeddings.create(input="x", model=MODEL).attempts == 1
 
 
 def test_client_errors_for_faults_have_the_right_class(make_net: Callable[..., Network]) -> None:

@@ -19,6 +19,7 @@ from atoma_lab.protocol.envelope import seal_request
 from atoma_lab.protocol.messages import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_MAX_NUM_TOKENS
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
 from atoma_lab.sim import Network
+from atoma_lab.transport.inprocess import Fault
 
 PLAINTEXT = CreateEmbeddingRequest(input="lock me", model=MODEL).to_json()
 
@@ -131,11 +132,18 @@ def test_lock_with_no_attested_node_is_503(make_net: Callable[..., Network], mod
 
 def test_lock_with_an_unhealthy_node_is_503(make_net: Callable[..., Network]) -> None:
     net = make_net(nodes=2, prices=[1, 2])
+    assert net.transport is not None
     net.ledger.set_node_health(1, False)
     assert net.client().nodes.lock(MODEL).node_small_id == 2
+    # Both down and really unreachable: the lock's probe finds neither, so 503.
+    for url in net.node_urls:
+        net.transport.inject(url, Fault(drop=True))
     net.ledger.set_node_health(2, False)
     assert error_of(send(net, "POST", "/v1/nodes/lock", {"model": MODEL})) == (
         503, "SERVICE_UNAVAILABLE")
+    # Node 2 is back: the next lock's probe finds it.
+    net.transport.inject(net.node_urls[1], None)
+    assert net.client().nodes.lock(MODEL).node_small_id == 2
 
 
 def test_lock_expires_and_its_units_return(make_net: Callable[..., Network]) -> None:

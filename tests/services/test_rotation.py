@@ -9,7 +9,16 @@ from collections.abc import Callable
 
 import orjson
 import pytest
-from fakes import MODEL, FakeClock, HookChannel, error_of, expected_units, money, send
+from fakes import (
+    MODEL,
+    FakeClock,
+    HookChannel,
+    error_of,
+    expected_units,
+    money,
+    send,
+    settlements,
+)
 
 from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.signing import SuiSigner
@@ -92,11 +101,32 @@ def test_client_retries_once_after_a_rotation(make_net: Callable[..., Network], 
     client.close()
 
 
-def test_client_gives_up_after_the_second_409(make_net: Callable[..., Network]) -> None:
-    """A node that rotated without telling the proxy: the retry gets the old key again."""
+def test_the_proxy_learns_an_unannounced_key_from_the_409(make_net: Callable[..., Network],
+                                                          mode: str) -> None:
+    """A node rotated without telling the proxy: its 409 makes the proxy fetch the node's
+    attested key, so the client's one retry goes through, charged once."""
+    net = make_net(nodes=1, mode=mode)
+    client = net.client()
+    client.confidential_embeddings.create(input="warm up", model=MODEL)
+    net.rotate(0, publish=False)
+    result = client.confidential_embeddings.create(input="x", model=MODEL)
+    assert result.attempts == 2
+    record = net.ledger.node(1)
+    assert record is not None and record.public_key == net.nodes[0].public_key
+    assert [r["outcome"] for r in settlements(net)][-2:] == ["STALE_NODE_KEY", "charged"]
+
+
+def test_client_gives_up_after_the_second_409(make_net: Callable[..., Network],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node whose new key the proxy cannot learn: the retry gets the old key again."""
     net = make_net(nodes=1)
     client = net.client()
     client.confidential_embeddings.create(input="warm up", model=MODEL)
+
+    async def cannot_learn(node_small_id: int) -> bool:
+        return True
+
+    monkeypatch.setattr(net.proxy, "refresh_node", cannot_learn)
     net.rotate(0, publish=False)
     before = money(net)
     with pytest.raises(NodeKeyMismatchError) as exc:
@@ -243,3 +273,28 @@ def test_malformed_announcement_is_4xx(make_net: Callable[..., Network], body: b
     resp = _post_announcement(net, body, Headers({"x-signature": "AAAA"}))
     assert 400 <= error_of(resp)[0] < 500
     assert net.ledger.nodes() == before
+
+
+def test_health_checks_pick_up_keys_and_node_state(make_net: Callable[..., Network]) -> None:
+    """With a probe every 50 ms: an unannounced key reaches the proxy, a node that drops
+    connections goes out of rotation and comes back when it answers again."""
+    import time
+
+    from atoma_lab.transport.inprocess import Fault
+
+    net = make_net(nodes=2, health_interval_s=0.05)
+    assert net.transport is not None
+
+    def wait_for(check: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 10
+        while not check():
+            assert time.monotonic() < deadline, "the health checks never got there"
+            time.sleep(0.02)
+
+    net.rotate(0, publish=False)
+    wait_for(lambda: net.ledger.node(1).public_key == net.nodes[0].public_key)  # type: ignore[union-attr]
+    net.transport.inject(net.node_urls[1], Fault(drop=True))
+    wait_for(lambda: not net.ledger.node(2).healthy)  # type: ignore[union-attr]
+    assert {net.client().nodes.lock(MODEL).node_small_id for _ in range(3)} == {1}
+    net.transport.inject(net.node_urls[1], None)
+    wait_for(lambda: net.ledger.node(2).healthy)  # type: ignore[union-attr]
