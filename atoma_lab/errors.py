@@ -91,6 +91,15 @@ class MissingHeaderError(RequestError):
     code = "MISSING_HEADER"
 
 
+class ProfileMismatchError(InvalidFieldError):
+    """A message is not of the envelope profile the receiver requires (a downgrade attempt).
+
+    Raised for an Atoma-shaped body where the hardened profile is required, a body that claims the
+    hardened profile but carries Atoma's fields, or an unknown ``profile``. Shares
+    ``INVALID_FIELD``'s code; ``field`` is ``"profile"`` or the offending field.
+    """
+
+
 class ModelMismatchError(InvalidFieldError):
     """``model_name`` in the envelope differs from ``model`` in the sealed request."""
 
@@ -200,6 +209,14 @@ class ReplayedRequestError(CryptoError):
     code = "REPLAYED_REQUEST"
 
 
+class StaleRequestError(ReplayedRequestError):
+    """A hardened request's timestamp lies outside the receiver's replay window.
+
+    Shares ``REPLAYED_REQUEST``'s code: a request too old to be checked against the replay cache
+    is refused as a possible replay; the client seals again with a current timestamp.
+    """
+
+
 class AttestationError(CryptoError):
     """Attestation evidence is malformed, signed by an untrusted vendor, stale, or binds
     something else than the key it is presented with."""
@@ -268,6 +285,13 @@ class PeerProtocolError(AtomaLabError):
     status = 502
     code = "BAD_PEER_RESPONSE"
     fault = "peer"
+
+
+class ResponseMismatchError(PeerProtocolError):
+    """A response names another request (request id or request hash) than the one it answers.
+
+    Shares ``BAD_PEER_RESPONSE``'s code.
+    """
 
 
 class NodeFailedError(AtomaLabError):
@@ -401,13 +425,16 @@ __all__ = [
     "NotFoundError",
     "PeerProtocolError",
     "PermissionDeniedError",
+    "ProfileMismatchError",
     "ReplayedRequestError",
     "RequestError",
+    "ResponseMismatchError",
     "ServiceUnavailableError",
     "SignatureError",
     "StackLockedError",
     "StackNotFoundError",
     "StackUnavailableError",
+    "StaleRequestError",
     "TransportError",
     "TransportTimeoutError",
     "error_from_response",

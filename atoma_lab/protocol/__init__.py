@@ -11,6 +11,12 @@ from atoma_lab.protocol.envelope import (
     seal_request,
     seal_response,
 )
+from atoma_lab.protocol.hardened import (
+    HardenedRequest,
+    HardenedResponse,
+    NodeKeyRing,
+    ReplayGuard,
+)
 from atoma_lab.protocol.messages import (
     ConfidentialComputeRequest,
     ConfidentialComputeResponse,
@@ -33,11 +39,15 @@ __all__ = [
     "CreateEmbeddingResponse",
     "Embedding",
     "EmbeddingUsage",
+    "HardenedRequest",
+    "HardenedResponse",
     "NodeContext",
+    "NodeKeyRing",
     "NodesCreateLockRequest",
     "NodesCreateLockResponse",
     "OpenedRequest",
     "OpenedResponse",
+    "ReplayGuard",
     "SealedRequest",
     "Usage",
     "open_request",
