@@ -25,6 +25,7 @@ from atoma_lab.errors import (
     ServiceUnavailableError,
     error_from_response,
 )
+from atoma_lab.protocol import hardened
 from atoma_lab.protocol.envelope import open_response, seal_request
 from atoma_lab.protocol.messages import (
     ConfidentialComputeResponse,
@@ -110,9 +111,15 @@ class AtomaLabClient:
         network: Any = None,
         timeout_s: float = 60.0,
         verify_signature: bool = True,
-        verify_attestation: bool = False,
+        verify_attestation: bool | None = None,
         attestation_policy: AttestationPolicy | None = None,
+        profile: str = "atoma",
     ) -> None:
+        if profile not in ("atoma", hardened.PROFILE, "hardened"):
+            raise ValueError(f"profile must be 'atoma' or {hardened.PROFILE!r}")
+        self.profile = "atoma" if profile == "atoma" else hardened.PROFILE
+        if verify_attestation is None:  # the hardened profile verifies by default
+            verify_attestation = self.profile == hardened.PROFILE
         if channel is None:
             if network is not None:
                 channel = network.channel()
@@ -264,10 +271,17 @@ class _ConfidentialEmbeddings:
             t1b = time.perf_counter_ns()
             trace.add("attest", (t1b - t1) / 1e6)
             t1 = t1b
-        sealed = seal_request(plaintext, node_public_key=lock.public_key,
-                              stack_small_id=lock.stack_small_id, model_name=req.model,
-                              num_compute_units=max_num_tokens, stream=False)
-        body = sealed.request.to_json()
+        if c.profile == hardened.PROFILE:
+            sealed_h = hardened.seal_request(
+                plaintext, node_public_key=lock.public_key, model_name=req.model,
+                stack_small_id=lock.stack_small_id, num_compute_units=max_num_tokens,
+                now=time.time())
+            body = sealed_h.request.to_json()
+        else:
+            sealed = seal_request(plaintext, node_public_key=lock.public_key,
+                                  stack_small_id=lock.stack_small_id, model_name=req.model,
+                                  num_compute_units=max_num_tokens, stream=False)
+            body = sealed.request.to_json()
         t2 = time.perf_counter_ns()
         trace.add("seal", (t2 - t1) / 1e6)
         resp = c._call("POST", "/v1/confidential/embeddings", body)
@@ -276,12 +290,21 @@ class _ConfidentialEmbeddings:
         trace.add("transport", (t3 - t2) / 1e6 - sum(server.values()))
         trace.merge(server)
         _raise_for(resp)
-        answer = ConfidentialComputeResponse.from_json(resp.body)
-        opened = open_response(answer, sealed.context,
-                               require_signature=c.verify_signature,
-                               expected_signer_address=expected_signer)
-        parsed = CreateEmbeddingResponse.from_json(opened.plaintext)
-        if answer.usage is not None and answer.usage.total_tokens != parsed.usage.total_tokens:
+        clear_usage: Any
+        if c.profile == hardened.PROFILE:
+            # The answer must name this request; the signature over both hashes always checks.
+            opened_h = hardened.open_response(hardened.parse_response(loads(resp.body)),
+                                              sealed_h.context,
+                                              expected_signer_address=expected_signer)
+            response_plaintext, clear_usage = opened_h.plaintext, opened_h.usage
+        else:
+            answer = ConfidentialComputeResponse.from_json(resp.body)
+            opened = open_response(answer, sealed.context,
+                                   require_signature=c.verify_signature,
+                                   expected_signer_address=expected_signer)
+            response_plaintext, clear_usage = opened.plaintext, answer.usage
+        parsed = CreateEmbeddingResponse.from_json(response_plaintext)
+        if clear_usage is not None and clear_usage.total_tokens != parsed.usage.total_tokens:
             raise PeerProtocolError("clear usage differs from the sealed usage")
         t4 = time.perf_counter_ns()
         trace.add("open", (t4 - t3) / 1e6)
@@ -289,7 +312,7 @@ class _ConfidentialEmbeddings:
         return EmbeddingsResult(parsed, trace, node_small_id=lock.node_small_id,
                                 stack_small_id=lock.stack_small_id, attempts=attempt,
                                 raw={"request": loads(body), "response": loads(resp.body),
-                                     "plaintext": plaintext, "response_plaintext": opened.plaintext})
+                                     "plaintext": plaintext, "response_plaintext": response_plaintext})
 
 
 __all__ = ["AtomaLabClient", "Channel", "EmbeddingsResult", "VerifiedNode"]

@@ -23,7 +23,7 @@ from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.signing import SuiSigner
 from atoma_lab.services.http import Headers, Request, Response
 from atoma_lab.services.ledger import STACK_SIZE_TO_BUY, Ledger
-from atoma_lab.services.node import Embedder, NodeService
+from atoma_lab.services.node import PROFILES, Embedder, NodeService
 from atoma_lab.services.proxy import ProxyService
 from atoma_lab.transport.inprocess import InProcessTransport
 
@@ -116,8 +116,7 @@ class Network:
         """A client for this network's user (options go to :class:`AtomaLabClient`)."""
         if self.mode == "inprocess":
             return AtomaLabClient(api_key=self.api_key, network=self, **options)
-        if options.get("verify_attestation") and "attestation_policy" not in options:
-            options["attestation_policy"] = self.attestation_policy()
+        options.setdefault("attestation_policy", self.attestation_policy())
         return AtomaLabClient(self.base_url, api_key=self.api_key, **options)
 
     def attestation_policy(self, *, max_age_s: float | None = None) -> AttestationPolicy:
@@ -213,12 +212,17 @@ def build_network(
     clock: Callable[[], float] = time.time,
     proxy_signer: SuiSigner | None = None,
     health_interval_s: float | None = None,
+    profiles: Sequence[str] = PROFILES,
+    replay_protection: bool = True,
 ) -> Network:
     """Build and start a proxy with ``nodes`` nodes serving ``model`` and one user.
 
     ``embedder`` is one embedder shared by all nodes, one per node, or ``None`` for the shipped
     transformers model. ``mode="http"`` serves the proxy on ``host:port`` (0: any free port) and
     each node on its own loopback port. ``ledger_path`` keeps the ledger in a SQLite file.
+    ``profiles`` are the envelope profiles the nodes take (``"atoma"`` and
+    ``"atoma-lab/hardened-v1"``; clients choose theirs); ``replay_protection=False`` makes the
+    nodes serve replayed Atoma-profile requests, as Atoma's do.
     ``health_interval_s`` has the proxy probe its nodes on a timer (by default it probes only
     when no node of a model is up); a node it cannot reach is out of rotation at once either way.
     """
@@ -252,7 +256,8 @@ def build_network(
                          clock=clock, node_timeout_s=node_timeout_s, stack_size=stack_size)
     node_services = [
         NodeService(node_small_id=i + 1, embedder=embedders[i], stack_owner=ledger.stack_owner,
-                    tee=tee, grace_window_s=grace_window_s, clock=clock)
+                    tee=tee, grace_window_s=grace_window_s, clock=clock, profiles=profiles,
+                    replay_protection=replay_protection)
         for i in range(nodes)
     ]
     prices = list(prices) if prices is not None else [1] * nodes

@@ -12,6 +12,13 @@ in the envelope is single-use), and the proxy charges each time. Here every node
 the ``salt`` and ``nonce`` of each request it opened, and a repeat is 409 ``REPLAYED_REQUEST``
 (checked after decryption, so only a sealed request's owner can fill the memory). A key that has
 opened ``replay_cache_size`` requests is rotated, which bounds that memory.
+``replay_protection=False`` behaves as Atoma's node does (for attack demonstrations).
+
+Profiles: the same route takes Atoma's envelope and the hardened one
+(:mod:`atoma_lab.protocol.hardened`, a body with ``"profile"``), as ``profiles`` allows; a node
+limited to the hardened profile refuses Atoma's (400 ``INVALID_FIELD`` on ``profile``). For a
+hardened request the proxy's X-Signature covers ``request_hash`` (the AAD and ciphertext), and
+replays are refused by the profile's timestamp window and replay guard.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from atoma_lab.crypto.attestation import AttestationEvidence, SimulatedTEE
 from atoma_lab.crypto.hashing import blake2b_256
@@ -37,13 +44,15 @@ from atoma_lab.errors import (
     ModelNotFoundError,
     NodeKeyMismatchError,
     PermissionDeniedError,
+    ProfileMismatchError,
     ReplayedRequestError,
     ServiceUnavailableError,
     StackNotFoundError,
 )
 from atoma_lab.inference.openai import EmbedResponse
+from atoma_lab.protocol import hardened
 from atoma_lab.protocol.envelope import open_request, seal_response
-from atoma_lab.protocol.messages import DEFAULT_MAX_NUM_TOKENS, ConfidentialComputeRequest, Usage
+from atoma_lab.protocol.messages import DEFAULT_MAX_NUM_TOKENS, Usage
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
 from atoma_lab.services.http import Headers, Request, Response, Router, Send, error_response
 from atoma_lab.services.metrics import PROMETHEUS_CONTENT_TYPE, ServiceMetrics
@@ -51,6 +60,9 @@ from atoma_lab.trace import ServerTiming
 
 CONFIDENTIAL_EMBEDDINGS_PATH = "/v1/confidential/embeddings"
 DEFAULT_REPLAY_CACHE_SIZE = 1 << 17  # requests one key opens before it is rotated
+ATOMA_PROFILE = "atoma"
+HARDENED_PROFILE = hardened.PROFILE
+PROFILES = (ATOMA_PROFILE, HARDENED_PROFILE)
 EMBEDDINGS_PATH = "/v1/embeddings"
 
 
@@ -111,6 +123,10 @@ class _NodeKey:
     evidence: AttestationEvidence
     retired_at: float | None = None
     opened: set[bytes] = field(default_factory=set)  # salt + nonce of each request opened
+    key_id: bytes = b""  # BLAKE2b-256 of the public key (the hardened profile names keys so)
+
+    def __post_init__(self) -> None:
+        self.key_id = hardened.node_key_id(self.pair.public_bytes)
 
 
 class NodeService:
@@ -128,9 +144,18 @@ class NodeService:
         clock: Callable[[], float] = time.time,
         on_rotate: Callable[[NodeService], None] | None = None,
         replay_cache_size: int = DEFAULT_REPLAY_CACHE_SIZE,
+        replay_protection: bool = True,
+        profiles: Sequence[str] = PROFILES,
+        replay_window_s: float = hardened.DEFAULT_REPLAY_WINDOW_S,
     ) -> None:
         if replay_cache_size < 1:
             raise ValueError("replay_cache_size must be at least 1")
+        unknown = set(profiles) - set(PROFILES)
+        if unknown or not profiles:
+            raise ValueError(f"profiles must be a non-empty subset of {PROFILES}")
+        self.profiles = tuple(profiles)
+        self.replay_protection = replay_protection
+        self.replay_guard = hardened.ReplayGuard(window_s=replay_window_s)
         self.node_small_id = node_small_id
         self.embedder = embedder
         self.stack_owner = stack_owner
@@ -212,6 +237,15 @@ class NodeService:
             field="node_dh_public_key",
         )
 
+    def _hardened_key(self, key_id: bytes) -> X25519KeyPair:
+        now = self.clock()
+        for k in reversed(self._keys):
+            if k.key_id == key_id and (k.retired_at is None
+                                       or now - k.retired_at < self.grace_window_s):
+                return k.pair
+        raise NodeKeyMismatchError("node_key_id names no current key of this node (rotated?); "
+                                   "take a new lock and seal again", field="node_key_id")
+
     def _remember(self, key: _NodeKey, marker: bytes) -> None:
         """Refuse a request this key has opened before; rotate a key whose memory is full."""
         if marker in key.opened:
@@ -250,13 +284,27 @@ class NodeService:
         model = "unknown"
         try:
             with timing.stage("node_check"):
-                ccr = ConfidentialComputeRequest.from_json(request.body)
+                ccr = hardened.parse_request(loads(request.body, what="confidential request"),
+                                             accept_atoma=ATOMA_PROFILE in self.profiles)
+                if isinstance(ccr, hardened.HardenedRequest):
+                    if HARDENED_PROFILE not in self.profiles:
+                        raise ProfileMismatchError(f"this node does not take {HARDENED_PROFILE}",
+                                                   field="profile")
+                    signed = ccr.request_hash()
+                else:
+                    signed = ccr.plaintext_body_hash
                 model = ccr.model_name
-                proxy_sig = self._proxy_signature(request, ccr.plaintext_body_hash)
+                proxy_sig = self._proxy_signature(request, signed)
             with timing.stage("node_open"):
-                key = self._key_for(ccr.node_dh_public_key)
-                opened = open_request(ccr, key.pair)
-                self._remember(key, ccr.salt + ccr.nonce)
+                opened: Any
+                if isinstance(ccr, hardened.HardenedRequest):
+                    opened = hardened.open_request(ccr, self._hardened_key(ccr.node_key_id),
+                                                   guard=self.replay_guard, now=self.clock())
+                else:
+                    key = self._key_for(ccr.node_dh_public_key)
+                    opened = open_request(ccr, key.pair)
+                    if self.replay_protection:
+                        self._remember(key, ccr.salt + ccr.nonce)
             with timing.stage("node_check"):
                 await self._check_stack(ccr.stack_small_id, proxy_sig.address)
                 oai = CreateEmbeddingRequest.from_json(opened.plaintext)
@@ -272,12 +320,13 @@ class NodeService:
                     f"request needs {out.usage.total_tokens} compute units; num_compute_units "
                     f"allows {limit}")
             with timing.stage("node_seal"):
-                sealed = seal_response(
-                    out.body, opened.context,
-                    usage=Usage(out.usage.prompt_tokens, out.usage.total_tokens),
-                    signer=self.signer,
-                )
-                body = sealed.to_json()
+                usage = Usage(out.usage.prompt_tokens, out.usage.total_tokens)
+                if isinstance(ccr, hardened.HardenedRequest):
+                    body = hardened.seal_response(out.body, opened.context, signer=self.signer,
+                                                  usage=usage).to_json()
+                else:
+                    body = seal_response(out.body, opened.context, usage=usage,
+                                         signer=self.signer).to_json()
         except AtomaLabError as exc:
             self.metrics.failed.labels(exc.code).inc()
             resp = error_response(exc)

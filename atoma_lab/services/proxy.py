@@ -20,6 +20,7 @@ client's retry gets the new one. Nodes in other processes find stack owners with
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 
@@ -40,9 +41,9 @@ from atoma_lab.errors import (
     TransportError,
     TransportTimeoutError,
 )
+from atoma_lab.protocol import hardened
 from atoma_lab.protocol.messages import (
     DEFAULT_MAX_NUM_TOKENS,
-    ConfidentialComputeRequest,
     ConfidentialComputeResponse,
     NodesCreateLockRequest,
     NodesCreateLockResponse,
@@ -307,7 +308,9 @@ class ProxyService:
         timing = ServerTiming()
         with timing.stage("proxy_check"):
             user_id = self._auth(request)
-            ccr = ConfidentialComputeRequest.from_json(request.body)
+            # Either profile; the node decides which it takes (the proxy sees ciphertext only).
+            ccr = hardened.parse_request(loads(request.body, what="confidential request"),
+                                         accept_atoma=True)
             units = DEFAULT_MAX_NUM_TOKENS if ccr.num_compute_units is None else ccr.num_compute_units
             stack = self.ledger.stack(ccr.stack_small_id)
             node = self.ledger.node(stack.node_small_id)
@@ -320,14 +323,20 @@ class ProxyService:
                 self.metrics.units_released.inc(lock.max_num_tokens)
                 raise ServiceUnavailableError(f"node of stack {stack.stack_small_id} is down; "
                                               "take a new lock (another node) and seal again")
+            verify: Callable[[bytes, NodeRecord], int]
+            if isinstance(ccr, hardened.HardenedRequest):
+                digest = ccr.request_hash()
+                verify = functools.partial(self._hardened_usage, digest)
+            else:
+                digest, verify = ccr.plaintext_body_hash, self._confidential_usage
             headers = Headers({
                 "content-type": "application/json",
-                "x-signature": self.signer.sign(ccr.plaintext_body_hash).to_base64(),
+                "x-signature": self.signer.sign(digest).to_base64(),
                 "x-user-id": str(user_id),
             })
         return await self._forward_and_settle(
             "confidential", ccr.model_name, lock, node, "/v1/confidential/embeddings",
-            request.body, headers, timing, self._confidential_usage)
+            request.body, headers, timing, verify)
 
     async def _embeddings(self, request: Request) -> Response:
         timing = ServerTiming()
@@ -412,6 +421,22 @@ class ProxyService:
         try:
             verify_sui_signature(answer.signature, answer.response_hash,
                                  expected_address=node.sui_address)
+        except SignatureError as exc:
+            raise PeerProtocolError("node signature does not verify") from exc
+        return answer.usage.total_tokens
+
+    @staticmethod
+    def _hardened_usage(request_hash: bytes, body: bytes, node: NodeRecord) -> int:
+        """A hardened answer must name the request and carry the node's signature over both
+        hashes (checkable without the plaintext); its clear usage is bound for the client."""
+        try:
+            answer = hardened.parse_response(loads(body, what="node response"))
+        except AtomaLabError as exc:
+            raise PeerProtocolError(f"node answer is malformed: {exc.message}") from exc
+        if answer.request_hash != request_hash or answer.usage is None:
+            raise PeerProtocolError("node answer names another request or lacks usage")
+        try:
+            hardened.verify_receipt(request_hash, answer, expected_signer_address=node.sui_address)
         except SignatureError as exc:
             raise PeerProtocolError("node signature does not verify") from exc
         return answer.usage.total_tokens
