@@ -45,6 +45,7 @@ LAYERS: dict[str, int] = {
     "client": 70,
     "sim": 80,
     "standalone": 85,  # proxy and nodes as separate processes (above sim: its embedders)
+    "load": 90,  # a load generator over clients
     "cli": 90,
     "benchreport": 90,
     "measure": 90,
