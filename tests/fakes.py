@@ -14,13 +14,13 @@ import base64
 import hashlib
 import time
 import weakref
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import orjson
 
+from atoma_lab.attacks import InterceptChannel
 from atoma_lab.encoding import loads
 from atoma_lab.protocol.openai import CreateEmbeddingRequest, EmbeddingUsage
 from atoma_lab.services.embedder import CallableEmbedder
@@ -177,32 +177,8 @@ def settlements(net: Network) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class HookChannel:
-    """Wraps a client's channel: ``before(request)`` may replace the request, ``after(request,
-    response)`` may replace the response; every exchange is recorded."""
-
-    inner: Any
-    before: Callable[[Request], Request | None] | None = None
-    after: Callable[[Request, Response], Response | None] | None = None
-    seen: list[tuple[Request, Response]] = field(default_factory=list)
-
-    def request(self, request: Request) -> Response:
-        if self.before is not None:
-            request = self.before(request) or request
-        response = self.inner.request(request)
-        if self.after is not None:
-            response = self.after(request, response) or response
-        self.seen.append((request, response))
-        return response
-
-    def paths(self) -> list[str]:
-        return [r.path for r, _ in self.seen]
-
-    def close(self) -> None:
-        close = getattr(self.inner, "close", None)
-        if close is not None:
-            close()
+# The attacker's channel of atoma_lab.attacks, under the name the tests use.
+HookChannel = InterceptChannel
 
 
 def with_body(resp: Response, body: dict[str, Any]) -> Response:

@@ -46,6 +46,7 @@ LAYERS: dict[str, int] = {
     "sim": 80,
     "standalone": 85,  # proxy and nodes as separate processes (above sim: its embedders)
     "load": 90,  # a load generator over clients
+    "attacks": 90,  # attack scenarios over sim networks
     "cli": 90,
     "benchreport": 90,
     "measure": 90,

@@ -35,6 +35,7 @@ from atoma_lab.errors import (
     InvalidFieldError,
     ModelNotFoundError,
     NodeFailedError,
+    NotFoundError,
     PeerProtocolError,
     ServiceUnavailableError,
     SignatureError,
@@ -116,6 +117,7 @@ class ProxyService:
         self.router.add("GET", "/v1/stacks", self._stack_info)
         self.router.add("GET", "/health", self._health)
         self.router.add("GET", "/metrics", self._metrics)
+        self.router.add("GET", "/openapi.json", self._openapi)
 
     @property
     def address(self) -> str:
@@ -141,7 +143,7 @@ class ProxyService:
         report = evidence.report
         node = self.ledger.node(report.node_small_id)
         if node is None:
-            raise ModelNotFoundError(f"node {report.node_small_id} is not registered")
+            raise NotFoundError(f"node {report.node_small_id} is not registered")
         valid = report.signer_address == node.sui_address
         if valid and self.attestation_policy is not None:
             try:
@@ -202,7 +204,7 @@ class ProxyService:
         Returns whether it is up. A node answering with another identity is down."""
         node = self.ledger.node(node_small_id)
         if node is None:
-            raise ModelNotFoundError(f"node {node_small_id} is not registered")
+            raise NotFoundError(f"node {node_small_id} is not registered")
         try:
             sui_address, evidence = await self._node_evidence(node.address)
             healthy = (sui_address == node.sui_address
@@ -484,7 +486,7 @@ class ProxyService:
                                     field="node_small_id")
         node = self.ledger.node(int(raw))
         if node is None or node.evidence is None:
-            raise ModelNotFoundError(f"node {raw} has no published key")
+            raise NotFoundError(f"node {raw} has no published key")
         return Response.json({"node_small_id": node.node_small_id, "sui_address": node.sui_address,
                               "key_rotation_counter": node.key_rotation_counter,
                               "evidence": loads(node.evidence)})
@@ -495,7 +497,7 @@ class ProxyService:
         evidence = AttestationEvidence.from_json(request.body)
         node = self.ledger.node(evidence.report.node_small_id)
         if node is None:
-            raise ModelNotFoundError(f"node {evidence.report.node_small_id} is not registered")
+            raise NotFoundError(f"node {evidence.report.node_small_id} is not registered")
         sig = request.headers.get("x-signature")
         if sig is None:
             raise AuthenticationError("missing X-Signature")
@@ -520,3 +522,8 @@ class ProxyService:
 
     async def _metrics(self, request: Request) -> Response:
         return Response(200, self.metrics.render(), Headers({"content-type": PROMETHEUS_CONTENT_TYPE}))
+
+    async def _openapi(self, request: Request) -> Response:
+        from atoma_lab.services.openapi import openapi_document
+
+        return Response.json(openapi_document(models=self.ledger.models()))
