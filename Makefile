@@ -11,13 +11,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SDK_VENV := .venv-sdk
 SDK_STAMP := $(SDK_VENV)/.installed
+INFINITY_VENV := .venv-infinity
+INFINITY_STAMP := $(INFINITY_VENV)/.installed
+INFINITY_PYTHON := $(CURDIR)/$(INFINITY_VENV)/bin/python
 # pip on these machines warns about configured local indexes that do not exist; hide that noise.
 PIP_FILTER := 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup sdk-setup demo test test-fast bench notebooks lint clean
+.PHONY: setup sdk-setup infinity-setup demo test test-fast bench notebooks lint clean
 
 setup: $(STAMP)
 
@@ -36,21 +39,32 @@ $(SDK_STAMP): tests/sdk_requirements.txt
 	$(SDK_VENV)/bin/python -m pip install -q -r tests/sdk_requirements.txt $(PIP_FILTER)
 	@touch $(SDK_STAMP)
 
+# infinity-emb, the embedding server a node can forward to (tests/backends, benchmarks), in a venv
+# of its own: it brings its own sentence-transformers and transformers. torch stays pinned.
+infinity-setup: $(INFINITY_STAMP)
+
+$(INFINITY_STAMP): tests/backends/infinity_requirements.txt constraints.txt
+	@test -x $(INFINITY_VENV)/bin/python || $(PYTHON) -m venv $(INFINITY_VENV)
+	$(INFINITY_VENV)/bin/python -m pip install -q -c constraints.txt \
+		-r tests/backends/infinity_requirements.txt $(PIP_FILTER)
+	@touch $(INFINITY_STAMP)
+
 demo: setup
 	$(BIN)/atoma-lab demo
 
 # Everything that runs on a 2-core CPU machine: the unit, integration and SDK tests, then every
 # notebook in quick mode (nbmake). The gpu-marked tests skip themselves without CUDA.
-test: setup sdk-setup
-	ATOMA_LAB_SDK_PYTHON=$(CURDIR)/$(SDK_VENV)/bin/python ATOMA_LAB_QUICK=1 \
+test: setup sdk-setup infinity-setup
+	ATOMA_LAB_SDK_PYTHON=$(CURDIR)/$(SDK_VENV)/bin/python ATOMA_LAB_INFINITY_PYTHON=$(INFINITY_PYTHON) \
+		ATOMA_LAB_QUICK=1 \
 		$(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=600 -p no:cacheprovider
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not integration and not sdk" -x -q
 
-bench: setup
+bench: setup infinity-setup
 	@mkdir -p build/bench
-	$(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-json=build/bench/latest.json -q
+	ATOMA_LAB_INFINITY_PYTHON=$(INFINITY_PYTHON) $(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-json=build/bench/latest.json -q
 	$(BIN)/python -m atoma_lab.benchreport build/bench/latest.json
 
 notebooks: setup
@@ -62,4 +76,4 @@ lint: setup
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(SDK_VENV) build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SDK_VENV) $(INFINITY_VENV) build .pytest_cache .mypy_cache .ruff_cache

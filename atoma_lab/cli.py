@@ -228,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="served model (atoma-lab/fake-embedder: the weightless fake)")
     n.add_argument("--backend", default=None,
                    help="embed on an existing server at this URL instead of in-process")
-    n.add_argument("--backend-api", choices=["openai", "tei"], default="openai")
+    n.add_argument("--backend-api", choices=["openai", "tei", "infinity"], default="openai",
+                   help="the backend's API; --backend is its API root (e.g. http://host:7997)")
     n.add_argument("--grace-window-s", type=float, default=0.0)
     n.add_argument("--rotate-every-s", type=float, default=None, help="rotate the key on a timer")
     n.add_argument("--tee-seed", default=None, help="hex seed of the simulated TEE vendor")

@@ -327,6 +327,33 @@ class InputTooLongError(RequestError):
     code = "INPUT_TOO_LONG"
 
 
+class BackendUnavailableError(InferenceError):
+    """The node's embedding backend (an HTTP server it forwards to) cannot be reached or is
+    overloaded; nothing was embedded.
+
+    The node answers 503; the proxy passes a node's 5xx on as 502 ``NODE_ERROR``.
+    """
+
+    status = 503
+    code = "BACKEND_UNAVAILABLE"
+
+
+class BackendTimeoutError(InferenceError):
+    """The node's embedding backend did not answer in time."""
+
+    status = 504
+    code = "BACKEND_TIMEOUT"
+
+
+class BadBackendResponseError(InferenceError):
+    """The node's embedding backend failed (a 5xx) or answered something unusable: not JSON, the
+    wrong number of vectors, non-finite values, no usage.
+    """
+
+    status = 502
+    code = "BAD_BACKEND_RESPONSE"
+
+
 # --------------------------------------------------------------------------------------------
 # Transport.
 # --------------------------------------------------------------------------------------------
@@ -400,6 +427,9 @@ __all__ = [
     "AtomaLabError",
     "AttestationError",
     "AuthenticationError",
+    "BackendTimeoutError",
+    "BackendUnavailableError",
+    "BadBackendResponseError",
     "BodyTooLargeError",
     "ComputeUnitsExceededError",
     "CryptoError",

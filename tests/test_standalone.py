@@ -117,3 +117,26 @@ def test_a_proxy_trusting_another_vendor_refuses_the_node() -> None:
             proxy.stop()
     finally:
         node.stop()
+
+
+def test_a_node_process_in_front_of_an_embedding_server() -> None:
+    """``atoma-lab node --backend URL``: the node embeds on an existing server (here a fake
+    OpenAI-API server in this process) and the proxy and client see nothing different."""
+    from backends.fake_servers import FakeBackend, fake_tokens, fake_vector
+
+    served = "remote/model"
+    backend = FakeBackend("openai", model=served)
+    try:
+        c = start_cluster(nodes=1, model=served,
+                          node_args={1: ["--backend", backend.url, "--backend-api", "openai"]})
+        try:
+            with _client(c) as client:
+                got = client.confidential_embeddings.create(input=TEXTS, model=served)
+            np.testing.assert_allclose(got.to_numpy(), np.stack([fake_vector(t) for t in TEXTS]),
+                                       atol=1e-6, rtol=0)
+            assert got.usage.total_tokens == sum(fake_tokens(t) for t in TEXTS)
+            assert len(backend.calls("/v1/embeddings")) == 1
+        finally:
+            c.stop()
+    finally:
+        backend.stop()

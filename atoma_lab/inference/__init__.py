@@ -1,7 +1,8 @@
 """Embedding engines, batching and the OpenAI mapping.
 
 Importing this package is light: torch and transformers load only when a
-:class:`TransformersEngine` is built (:func:`load_engine`, :func:`node_embedder`).
+:class:`TransformersEngine` is built (:func:`load_engine`, :func:`node_embedder`), httpx only
+when :class:`RemoteEmbedder` or :func:`remote_embedder` (an embedding server over HTTP) is used.
 
 >>> engine = load_engine()                       # all-MiniLM-L6-v2 from its PyPI package
 >>> engine.embed(["hello", "world"]).vectors.shape
@@ -50,6 +51,7 @@ from atoma_lab.inference.registry import (
 )
 
 if TYPE_CHECKING:
+    from atoma_lab.inference.remote import RemoteEmbedder, remote_embedder
     from atoma_lab.inference.transformers_engine import TransformersEngine
 
 
@@ -99,6 +101,10 @@ def __getattr__(name: str) -> Any:
         from atoma_lab.inference.transformers_engine import TransformersEngine
 
         return TransformersEngine
+    if name in ("RemoteEmbedder", "remote_embedder"):  # httpx loads only when asked for
+        from atoma_lab.inference import remote
+
+        return getattr(remote, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -122,6 +128,7 @@ __all__ = [
     "ModelRegistry",
     "ModelSource",
     "NodeEmbedder",
+    "RemoteEmbedder",
     "SentenceTransformerConfig",
     "TokenizedInputs",
     "TransformersEngine",
@@ -135,6 +142,7 @@ __all__ = [
     "node_embedder",
     "plan_micro_batches",
     "read_sentence_transformers_config",
+    "remote_embedder",
     "resolve_model",
     "split_inputs",
 ]
