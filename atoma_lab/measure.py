@@ -24,11 +24,20 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from atoma_lab.crypto.aead import AesGcmKey
+from atoma_lab.crypto.attestation import (
+    AttestationEvidence,
+    AttestationPolicy,
+    SimulatedTEE,
+    verify_evidence,
+)
 from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.kdf import derive_key
 from atoma_lab.crypto.keys import X25519KeyPair
-from atoma_lab.encoding import b64decode, b64encode, dumps
+from atoma_lab.crypto.signing import SuiSigner
+from atoma_lab.encoding import b64decode, b64encode, dumps, loads
+from atoma_lab.protocol import hardened
 from atoma_lab.protocol.envelope import open_request, open_response, seal_request, seal_response
+from atoma_lab.protocol.messages import ConfidentialComputeRequest, ConfidentialComputeResponse
 
 DEFAULT_SIZES = (64, 1 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20)  # bytes
 
@@ -140,6 +149,74 @@ def envelope_vs_raw(sizes: Iterable[int] = DEFAULT_SIZES, *, repeat: int = 5,
         rows.append({"size": size, "envelope_ns": t_ours.median_ns, "raw_ns": t_raw.median_ns,
                      "ratio": t_ours.median_ns / t_raw.median_ns})
     return rows
+
+
+def profile_round_trip(profile: str, data: bytes, node: X25519KeyPair, signer: SuiSigner,
+                       guard: hardened.ReplayGuard | None = None) -> bytes:
+    """One request and response through ``profile`` ("atoma" or "hardened") as the wire carries
+    them: seal, JSON out and in, open on the node, sealed and signed answer, JSON out and in,
+    opened and signature-checked on the client. Returns the response plaintext."""
+    if profile == "atoma":
+        sealed = seal_request(data, node_public_key=node.public_bytes, stack_small_id=1,
+                              model_name="m")
+        wire = ConfidentialComputeRequest.from_json(sealed.request.to_json())
+        opened = open_request(wire, node)
+        answer = ConfidentialComputeResponse.from_json(
+            seal_response(data, opened.context, signer=signer).to_json())
+        return open_response(answer, sealed.context, require_signature=True,
+                             expected_signer_address=signer.address).plaintext
+    now = time.time()
+    sealed_h = hardened.seal_request(data, node_public_key=node.public_bytes, model_name="m",
+                                     stack_small_id=1, now=now)
+    wire_h = hardened.parse_request(loads(sealed_h.request.to_json()))
+    assert isinstance(wire_h, hardened.HardenedRequest)
+    opened_h = hardened.open_request(wire_h, node, guard=guard or hardened.ReplayGuard(), now=now)
+    answer_h = hardened.parse_response(loads(hardened.seal_response(
+        data, opened_h.context, signer=signer).to_json()))
+    return hardened.open_response(answer_h, sealed_h.context,
+                                  expected_signer_address=signer.address).plaintext
+
+
+def profile_costs(sizes: Iterable[int] = (1 << 10, 64 << 10, 1 << 20), *, repeat: int = 5,
+                  min_time_s: float = 0.02) -> list[dict[str, Any]]:
+    """Atoma's profile against the hardened one, one request round trip each (both signed), per
+    plaintext size: ``size``, ``atoma_ns``, ``hardened_ns``, ``ratio`` (hardened / Atoma)."""
+    node, signer = X25519KeyPair.generate(), SuiSigner.generate()
+    guard = hardened.ReplayGuard()
+    rows = []
+    for size in sizes:
+        data = secrets.token_bytes(size)
+        assert profile_round_trip("atoma", data, node, signer) == data
+        assert profile_round_trip("hardened", data, node, signer, guard) == data
+        t_atoma = time_call(partial(profile_round_trip, "atoma", data, node, signer),
+                            repeat=repeat, min_time_s=min_time_s)
+        t_hard = time_call(partial(profile_round_trip, "hardened", data, node, signer, guard),
+                           repeat=repeat, min_time_s=min_time_s)
+        rows.append({"size": size, "atoma_ns": t_atoma.median_ns, "hardened_ns": t_hard.median_ns,
+                     "ratio": t_hard.median_ns / t_atoma.median_ns})
+    return rows
+
+
+def attestation_cost(*, repeat: int = 5, min_time_s: float = 0.02) -> dict[str, float]:
+    """What a client pays to verify a node key's attestation (vendor signature, measurement,
+    freshness, key binding) once, and then per request from its cache (a dict lookup), in ns."""
+    tee = SimulatedTEE()
+    node = X25519KeyPair.generate()
+    evidence = tee.attest(node_small_id=1, key_rotation_counter=1, rotation_nonce=7,
+                          public_key=node.public_bytes, signer_address=SuiSigner.generate().address,
+                          now=time.time())
+    wire = evidence.to_json()
+    policy = AttestationPolicy.trusting([tee.vendor_address], max_age_s=3600)
+
+    def verify() -> Any:
+        return verify_evidence(AttestationEvidence.from_json(wire), policy,
+                               public_key=node.public_bytes, node_small_id=1, now=time.time())
+
+    cache = {(1, node.public_bytes): verify()}
+    first = time_call(verify, repeat=repeat, min_time_s=min_time_s)
+    cached = time_call(partial(cache.get, (1, node.public_bytes)), repeat=repeat,
+                       min_time_s=min_time_s)
+    return {"verify_ns": first.median_ns, "cached_ns": cached.median_ns}
 
 
 _SPEED_LINE = re.compile(r"^(?P<name>aes-256-gcm|AES-256-GCM)\s+(?P<rates>.+)$", re.IGNORECASE)
