@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 pytest.importorskip("torch")
 pytest.importorskip("httpx")
 
+from bench_support import interleaved, show
 from test_embed import CORPUS_SIZE, make_corpus
 
 from atoma_lab.inference import (
@@ -90,20 +90,6 @@ def _call(loop: asyncio.AbstractEventLoop, embedder: Any) -> Callable[[], Any]:
     return lambda: loop.run_until_complete(embedder.embed(REQUEST))
 
 
-def _interleaved(benchmark: Any, fn: Callable[[], Any], other: Callable[[], Any]) -> list[float]:
-    """Time ``fn`` for ROUNDS rounds, each after an (untimed there, timed here) run of ``other``."""
-    other_s: list[float] = []
-
-    def setup() -> tuple[tuple[()], dict[str, Any]]:
-        start = time.perf_counter()
-        other()
-        other_s.append(time.perf_counter() - start)
-        return (), {}
-
-    benchmark.pedantic(fn, setup=setup, rounds=ROUNDS, warmup_rounds=0)
-    return other_s
-
-
 def _report(role: str, benchmark: Any) -> None:
     benchmark.extra_info.update({"pair": PAIR, "role": role})
     if benchmark.stats is None:  # --benchmark-disable
@@ -123,12 +109,7 @@ def _ratio_report(request: pytest.FixtureRequest) -> Iterator[None]:
              f"  in-process engine {CORPUS_SIZE / base:8.1f} texts/s  (median {base:.2f} s)",
              f"  infinity node     {CORPUS_SIZE / ours:8.1f} texts/s  (median {ours:.2f} s)",
              f"  speed-up of the infinity node: {base / ours:.2f}x (time ratio {ours / base:.2f})"]
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    if capture is None:
-        print("\n".join(lines))
-        return
-    with capture.global_and_fixture_disabled():
-        print("\n".join(lines))
+    show(request, lines)
 
 
 def _vectors(out: Any) -> np.ndarray:
@@ -140,7 +121,7 @@ def test_in_process_engine(benchmark: Any, loop: asyncio.AbstractEventLoop,
                            in_process: NodeEmbedder, infinity_node: RemoteEmbedder) -> None:
     mine, theirs = _call(loop, in_process), _call(loop, infinity_node)
     assert _vectors(mine()).shape == (CORPUS_SIZE, in_process.engine.dimensions)
-    _interleaved(benchmark, mine, theirs)
+    interleaved(benchmark, mine, theirs, rounds=ROUNDS)
     _report("baseline", benchmark)
 
 
@@ -152,6 +133,6 @@ def test_infinity_node(benchmark: Any, loop: asyncio.AbstractEventLoop,
     max_abs = float(np.abs(_vectors(got) - _vectors(want)).max())
     assert max_abs <= TOL
     assert got.usage == want.usage
-    _interleaved(benchmark, mine, theirs)
+    interleaved(benchmark, mine, theirs, rounds=ROUNDS)
     _report("ours", benchmark)
     benchmark.extra_info["max_abs_diff"] = max_abs

@@ -32,7 +32,6 @@ import asyncio
 import json
 import os
 import random
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +46,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 torch = pytest.importorskip("torch")
 st = pytest.importorskip("sentence_transformers")
+
+from bench_support import interleaved, show  # noqa: E402
 
 from atoma_lab.inference import (  # noqa: E402 - after the skips
     DEFAULT_MODEL,
@@ -138,29 +139,7 @@ def _ratio_report(request: pytest.FixtureRequest) -> Iterator[None]:
         lines.append(f"{group:<15}{pair:<44}{m['baseline'] * 1e3:>10.2f}ms{m['ours'] * 1e3:>10.2f}ms"
                      f"{m['baseline'] / m['ours']:>9.2f}x{mins['baseline'] / mins['ours']:>7.2f}x"
                      f"  {extra}")
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    if capture is None:
-        print("\n".join(lines))
-        return
-    with capture.global_and_fixture_disabled():
-        print("\n".join(lines))
-
-
-def _interleaved(benchmark: Any, fn: Callable[[], Any], other: Callable[[], Any], *,
-                 rounds: int) -> list[float]:
-    """Time ``fn`` for ``rounds`` rounds, running ``other`` (untimed by the benchmark, timed
-    here) before each: both members of a pair then see the same machine load, round by round.
-    Returns ``other``'s times."""
-    other_s: list[float] = []
-
-    def setup() -> tuple[tuple[()], dict[str, Any]]:
-        start = time.perf_counter()
-        other()
-        other_s.append(time.perf_counter() - start)
-        return (), {}
-
-    benchmark.pedantic(fn, setup=setup, rounds=rounds, warmup_rounds=0)
-    return other_s
+    show(request, lines)
 
 
 def _paired_speedup(benchmark: Any, other_s: list[float], *, ours_is_timed: bool) -> float:
@@ -238,7 +217,7 @@ EXACT_PAIR = f"{CORPUS_SIZE} texts, fp32 exact"
 def test_st_encode(benchmark: Any, st_model: Any, exact: TransformersEngine) -> None:
     fn = _st_encode(st_model, CORPUS)
     assert fn().shape == (CORPUS_SIZE, exact.dimensions)
-    other = _interleaved(benchmark, fn, _embed(exact, CORPUS), rounds=ROUNDS)
+    other = interleaved(benchmark, fn, _embed(exact, CORPUS), rounds=ROUNDS)
     _record(benchmark, "embed", EXACT_PAIR, "baseline",
             paired_speedup=_paired_speedup(benchmark, other, ours_is_timed=False))
 
@@ -249,7 +228,7 @@ def test_engine_exact(benchmark: Any, exact: TransformersEngine, st_model: Any) 
     got = exact.embed(CORPUS).vectors
     max_abs = float(np.abs(got - st_fn()).max())
     assert max_abs <= TOL
-    other = _interleaved(benchmark, _embed(exact, CORPUS), st_fn, rounds=ROUNDS)
+    other = interleaved(benchmark, _embed(exact, CORPUS), st_fn, rounds=ROUNDS)
     _record(benchmark, "embed", EXACT_PAIR, "ours", target=1.25, max_abs_diff=max_abs,
             paired_speedup=_paired_speedup(benchmark, other, ours_is_timed=True))
 
@@ -273,7 +252,7 @@ def test_engine_fast(benchmark: Any, fast: TransformersEngine, exact: Transforme
     cosines = (got * ref).sum(axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
     min_cos = float(cosines.min())
     assert min_cos >= 0.999
-    other = _interleaved(benchmark, _embed(fast, FAST_TEXTS),
+    other = interleaved(benchmark, _embed(fast, FAST_TEXTS),
                          _st_encode(st_model, FAST_TEXTS), rounds=FAST_ROUNDS)
     _record(benchmark, "embed", FAST_PAIR, "ours", target=2.0, min_cosine=min_cos,
             **({} if ON_CUDA else {"native_bf16": float(cpu_has_native_bf16())}),
@@ -301,7 +280,7 @@ def test_st_encode_fp16(benchmark: Any, half_models: tuple[Any, TransformersEngi
     st_half, engine = half_models
     fn = _st_encode(st_half, CORPUS)
     assert fn().shape == (CORPUS_SIZE, engine.dimensions)
-    other = _interleaved(benchmark, fn, _embed(engine, CORPUS), rounds=ROUNDS)
+    other = interleaved(benchmark, fn, _embed(engine, CORPUS), rounds=ROUNDS)
     _record(benchmark, "embed", HALF_PAIR, "baseline",
             paired_speedup=_paired_speedup(benchmark, other, ours_is_timed=False))
 
@@ -315,7 +294,7 @@ def test_engine_fp16(benchmark: Any, half_models: tuple[Any, TransformersEngine]
     min_cos = float(((got * ref).sum(axis=1) / (np.linalg.norm(got, axis=1)
                                                 * np.linalg.norm(ref, axis=1))).min())
     assert min_cos >= 0.999
-    other = _interleaved(benchmark, _embed(engine, CORPUS), _st_encode(st_half, CORPUS),
+    other = interleaved(benchmark, _embed(engine, CORPUS), _st_encode(st_half, CORPUS),
                          rounds=ROUNDS)
     _record(benchmark, "embed", HALF_PAIR, "ours", min_cosine=min_cos,
             paired_speedup=_paired_speedup(benchmark, other, ours_is_timed=True))
@@ -371,7 +350,7 @@ def test_one_by_one(benchmark: Any, exact: TransformersEngine, batcher: DynamicB
     texts, how, _ = BATCHER_CASES[pair]
     serve = _one_by_one(exact, texts)
     assert len(serve()) == CONCURRENT
-    other = _interleaved(benchmark, serve, _concurrent(batcher, pool, texts, how), rounds=ROUNDS)
+    other = interleaved(benchmark, serve, _concurrent(batcher, pool, texts, how), rounds=ROUNDS)
     _record(benchmark, "embed-batcher", pair, "baseline",
             paired_speedup=_paired_speedup(benchmark, other, ours_is_timed=False))
 
@@ -385,7 +364,7 @@ def test_dynamic_batcher(benchmark: Any, exact: TransformersEngine, batcher: Dyn
     got = np.concatenate(serve())
     assert float(np.abs(got - exact.embed(texts).vectors).max()) <= TOL
     batcher.stats.batches = batcher.stats.requests = 0
-    other = _interleaved(benchmark, serve, _one_by_one(exact, texts), rounds=ROUNDS)
+    other = interleaved(benchmark, serve, _one_by_one(exact, texts), rounds=ROUNDS)
     per_batch = batcher.stats.requests / max(1, batcher.stats.batches)
     _record(benchmark, "embed-batcher", pair, "ours", target=target,
             requests_per_forward=per_batch,

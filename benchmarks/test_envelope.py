@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from bench_support import show
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -96,12 +97,7 @@ def _ratio_report(request: pytest.FixtureRequest) -> Iterator[None]:
         flag = "" if ratio <= TARGET_RATIO else "  above target"
         lines.append(f"{group:<10}{op:<10}{size:>7}{m['raw'] * 1e6:>12.1f}us"
                      f"{m['atoma-lab'] * 1e6:>10.1f}us{ratio:>7.3f}x{ratio_min:>11.3f}x{flag}")
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    if capture is None:
-        print("\n".join(lines))
-        return
-    with capture.global_and_fixture_disabled():
-        print("\n".join(lines))
+    show(request, lines)
 
 
 # ------------------------------------------------------------------------------------------------

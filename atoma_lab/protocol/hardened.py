@@ -84,7 +84,6 @@ from atoma_lab.errors import (
     DecryptionError,
     InvalidFieldError,
     InvalidLengthError,
-    MissingFieldError,
     NodeKeyMismatchError,
     ProfileMismatchError,
     ReplayedRequestError,
@@ -92,7 +91,12 @@ from atoma_lab.errors import (
     ServiceUnavailableError,
     StaleRequestError,
 )
-from atoma_lab.protocol.messages import ConfidentialComputeRequest, Usage
+from atoma_lab.protocol.messages import (  # the strict JSON helpers are shared
+    ConfidentialComputeRequest,
+    Usage,
+    _object,
+    _required,
+)
 
 PROFILE = "atoma-lab/hardened-v1"
 LABEL_C2N = b"atoma-lab/hardened-v1 client->node"  # HKDF info prefix, client -> node key
@@ -162,18 +166,6 @@ def receipt_digest(request_hash: bytes, response_hash: bytes) -> bytes:
 # ------------------------------------------------------------------------------------------------
 # Wire messages
 # ------------------------------------------------------------------------------------------------
-
-
-def _object(data: object, what: str) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise InvalidFieldError(f"{what}: expected a JSON object", field=what)
-    return data
-
-
-def _required(d: dict[str, Any], name: str) -> Any:
-    if name not in d or d[name] is None:
-        raise MissingFieldError(f"{name}: required", field=name)
-    return d[name]
 
 
 def _check_bytes(value: object, name: str, size: int) -> None:
