@@ -10,7 +10,7 @@ retried once with a fresh lock. Every call exposes a :class:`~atoma_lab.trace.Tr
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -115,12 +115,16 @@ class AtomaLabClient:
         verify_attestation: bool | None = None,
         attestation_policy: AttestationPolicy | None = None,
         profile: str = "atoma",
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        if profile not in ("atoma", hardened.PROFILE, "hardened"):
-            raise ValueError(f"profile must be 'atoma' or {hardened.PROFILE!r}")
-        self.profile = "atoma" if profile == "atoma" else hardened.PROFILE
-        if verify_attestation is None:  # the hardened profile verifies by default
-            verify_attestation = self.profile == hardened.PROFILE
+        names = {"atoma": "atoma", "hardened": hardened.PROFILE, "hpke": hardened.PROFILE_HPKE,
+                 **{p: p for p in hardened.PROFILES}}
+        if profile not in names:
+            raise ValueError(f"profile must be one of {sorted(names)}")
+        self.profile = names[profile]
+        self.clock = clock  # the hardened profiles' timestamps, and attestation freshness
+        if verify_attestation is None:  # the hardened profiles verify by default
+            verify_attestation = self.profile != "atoma"
         if channel is None:
             if network is not None:
                 channel = network.channel()
@@ -165,7 +169,7 @@ class AtomaLabClient:
         info = loads(resp.body)
         evidence = AttestationEvidence.from_dict(info.get("evidence"))
         report = verify_evidence(evidence, self.attestation_policy, public_key=public_key,
-                                 node_small_id=node_small_id, now=time.time())
+                                 node_small_id=node_small_id, now=self.clock())
         node = VerifiedNode(node_small_id, public_key, report.signer_address,
                             report.key_rotation_counter)
         self.verified_nodes[(node_small_id, public_key)] = node
@@ -273,11 +277,11 @@ class _ConfidentialEmbeddings:
             t1b = time.perf_counter_ns()
             trace.add("attest", (t1b - t1) / 1e6)
             t1 = t1b
-        if c.profile == hardened.PROFILE:
+        if c.profile != "atoma":
             sealed_h = hardened.seal_request(
                 plaintext, node_public_key=lock.public_key, model_name=req.model,
                 stack_small_id=lock.stack_small_id, num_compute_units=max_num_tokens,
-                now=time.time())
+                now=c.clock(), profile=c.profile)
             body = sealed_h.request.to_json()
         else:
             sealed = seal_request(plaintext, node_public_key=lock.public_key,
@@ -295,7 +299,7 @@ class _ConfidentialEmbeddings:
         clear_usage: Any
         try:  # a malformed answer is the proxy's (or node's) fault, not the caller's
             answer_h = hardened.parse_response(loads(resp.body)) \
-                if c.profile == hardened.PROFILE else None
+                if c.profile != "atoma" else None
             answer = ConfidentialComputeResponse.from_json(resp.body) if answer_h is None else None
         except AtomaLabError as exc:
             raise PeerProtocolError(f"the confidential answer is malformed: {exc.message}") from exc

@@ -113,7 +113,9 @@ class Network:
         return HttpChannel(self.base_url)
 
     def client(self, **options: Any) -> AtomaLabClient:
-        """A client for this network's user (options go to :class:`AtomaLabClient`)."""
+        """A client for this network's user (options go to :class:`AtomaLabClient`); it keeps
+        the network's clock (hardened timestamps, attestation freshness)."""
+        options.setdefault("clock", self.proxy.clock)
         if self.mode == "inprocess":
             return AtomaLabClient(api_key=self.api_key, network=self, **options)
         options.setdefault("attestation_policy", self.attestation_policy())

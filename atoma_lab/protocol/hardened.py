@@ -74,6 +74,7 @@ from typing import Any, NamedTuple
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from atoma_lab.crypto import hpke
 from atoma_lab.crypto.aead import NONCE_SIZE, TAG_SIZE
 from atoma_lab.crypto.hashing import HASH_SIZE, blake2b_256
 from atoma_lab.crypto.kdf import SALT_SIZE, derive_key
@@ -99,6 +100,15 @@ from atoma_lab.protocol.messages import (  # the strict JSON helpers are shared
 )
 
 PROFILE = "atoma-lab/hardened-v1"
+# The same profile with the request sealed by RFC 9180 HPKE base mode (DHKEM(X25519,
+# HKDF-SHA256), HKDF-SHA256, AES-256-GCM) instead of X25519 + HKDF + AES-GCM by hand, as OHTTP
+# (RFC 9458) does; the response key is an HPKE export. Wire fields, AAD, hashes, receipt and
+# replay rules are the hardened profile's.
+PROFILE_HPKE = "atoma-lab/hardened-hpke-v1"
+PROFILES = (PROFILE, PROFILE_HPKE)
+HPKE_INFO = b"atoma-lab/hardened-hpke-v1 request"  # HPKE info prefix (‖ node key id ‖ salt)
+HPKE_EXPORT_N2C = b"atoma-lab/hardened-hpke-v1 node->client"  # exporter context, response key
+HPKE_SUITE = hpke.X25519_SHA256_AES256GCM
 LABEL_C2N = b"atoma-lab/hardened-v1 client->node"  # HKDF info prefix, client -> node key
 LABEL_N2C = b"atoma-lab/hardened-v1 node->client"  # HKDF info prefix, node -> client key
 RECEIPT_LABEL = b"atoma-lab/hardened-v1 receipt"  # domain of the node's signed digest
@@ -193,8 +203,9 @@ def _check_profile(d: dict[str, Any], *, atoma_only: frozenset[str], allowed: fr
             f"{what} has no profile: an Atoma-profile body where {PROFILE} is required",
             field="profile",
         )
-    if profile != PROFILE:
-        raise ProfileMismatchError(f"profile: expected {PROFILE}", field="profile")
+    if profile not in PROFILES:
+        raise ProfileMismatchError(f"profile: expected one of {', '.join(PROFILES)}",
+                                   field="profile")
     for name in sorted(d):
         if name in atoma_only:
             raise ProfileMismatchError(
@@ -204,14 +215,15 @@ def _check_profile(d: dict[str, Any], *, atoma_only: frozenset[str], allowed: fr
             raise InvalidFieldError(f"{name}: unknown field in a {PROFILE} {what}", field=name)
 
 
-def _response_aad(request_id: bytes, request_hash: bytes, nonce: bytes,
+def _response_aad(profile: str, request_id: bytes, request_hash: bytes, nonce: bytes,
                   usage: Usage | None) -> bytes:
     if usage is None:
         bound_usage = b"\x00"
     else:
         bound_usage = (b"\x01" + _u64(usage.prompt_tokens) + _u64(usage.total_tokens)
                        + _opt_u64(usage.completion_tokens))
-    return _PROFILE_PREFIX + _MSG_RESPONSE + request_id + request_hash + nonce + bound_usage
+    prefix = _PROFILE_PREFIX if profile == PROFILE else _str16(profile)
+    return prefix + _MSG_RESPONSE + request_id + request_hash + nonce + bound_usage
 
 
 _REQUEST_FIELDS = frozenset({
@@ -234,8 +246,12 @@ class HardenedRequest:
     request_id: bytes
     ciphertext: bytes = field(repr=False)
     num_compute_units: int | None = None
+    profile: str = PROFILE
 
     def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ProfileMismatchError(f"profile: expected one of {', '.join(PROFILES)}",
+                                       field="profile")
         require_str(self.model_name, field="model_name", allow_empty=False)
         require_int(self.stack_small_id, field="stack_small_id")
         _check_bytes(self.node_key_id, "node_key_id", KEY_ID_SIZE)
@@ -251,7 +267,8 @@ class HardenedRequest:
     def aad(self) -> bytes:
         """The request AAD (layout in the module docstring)."""
         return (
-            _PROFILE_PREFIX + _MSG_REQUEST + _str16(self.model_name) + _u64(self.stack_small_id)
+            (_PROFILE_PREFIX if self.profile == PROFILE else _str16(self.profile))
+            + _MSG_REQUEST + _str16(self.model_name) + _u64(self.stack_small_id)
             + self.node_key_id + self.client_dh_public_key + self.salt + self.nonce
             + _u64(self.timestamp) + self.request_id + _opt_u64(self.num_compute_units)
         )
@@ -286,6 +303,7 @@ class HardenedRequest:
                                  size=REQUEST_ID_SIZE),
             ciphertext=b64decode(_required(d, "ciphertext"), field="ciphertext"),
             num_compute_units=None if ncu is None else require_int(ncu, field="num_compute_units"),
+            profile=d["profile"],
         )
 
     @classmethod
@@ -294,7 +312,7 @@ class HardenedRequest:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "profile": PROFILE,
+            "profile": self.profile,
             "model_name": self.model_name,
             "stack_small_id": self.stack_small_id,
             "node_key_id": b64encode(self.node_key_id),
@@ -328,8 +346,12 @@ class HardenedResponse:
     ciphertext: bytes = field(repr=False)
     signature: str
     usage: Usage | None = None
+    profile: str = PROFILE
 
     def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ProfileMismatchError(f"profile: expected one of {', '.join(PROFILES)}",
+                                       field="profile")
         _check_bytes(self.request_id, "request_id", REQUEST_ID_SIZE)
         _check_bytes(self.request_hash, "request_hash", HASH_SIZE)
         _check_bytes(self.nonce, "nonce", NONCE_SIZE)
@@ -340,7 +362,8 @@ class HardenedResponse:
 
     def aad(self) -> bytes:
         """The response AAD (layout in the module docstring)."""
-        return _response_aad(self.request_id, self.request_hash, self.nonce, self.usage)
+        return _response_aad(self.profile, self.request_id, self.request_hash, self.nonce,
+                             self.usage)
 
     def response_hash(self) -> bytes:
         """BLAKE2b-256(AAD ‖ ciphertext)."""
@@ -361,6 +384,7 @@ class HardenedResponse:
             ciphertext=b64decode(_required(d, "ciphertext"), field="ciphertext"),
             signature=require_str(_required(d, "signature"), field="signature", allow_empty=False),
             usage=None if usage is None else Usage.from_dict(usage),
+            profile=d["profile"],
         )
 
     @classmethod
@@ -369,7 +393,7 @@ class HardenedResponse:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "profile": PROFILE,
+            "profile": self.profile,
             "request_id": b64encode(self.request_id),
             "request_hash": b64encode(self.request_hash),
             "nonce": b64encode(self.nonce),
@@ -588,6 +612,7 @@ class HardenedClientContext:
     request_hash: bytes
     node_public_key: bytes
     _opened: bool = False
+    profile: str = PROFILE
 
     def __repr__(self) -> str:
         return f"HardenedClientContext(request_id={self.request_id.hex()}, <key redacted>)"
@@ -614,12 +639,17 @@ def seal_request(
     nonce: bytes | None = None,
     request_id: bytes | None = None,
     rng: RandomBytes = secrets.token_bytes,
+    profile: str = PROFILE,
 ) -> SealedHardenedRequest:
     """Encrypt ``plaintext`` (the exact OpenAI JSON bytes) for a node key, hardened profile.
 
     ``now`` (Unix seconds) becomes the request's ``timestamp`` (rounded down). A fresh client key,
-    salt, nonce and request id are drawn unless injected (for vectors).
+    salt, nonce and request id are drawn unless injected (for vectors). ``profile=PROFILE_HPKE``
+    seals with HPKE: ``client_key`` is then the HPKE ephemeral key (``client_dh_public_key`` is
+    ``enc``), and ``nonce`` is bound in the AAD but HPKE derives the AEAD nonce itself.
     """
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}")
     if not isinstance(plaintext, bytes):
         raise TypeError("plaintext must be bytes")
     if now < 0:
@@ -629,27 +659,40 @@ def seal_request(
     nonce = _draw(nonce, NONCE_SIZE, "nonce", rng)
     request_id = _draw(request_id, REQUEST_ID_SIZE, "request_id", rng)
     node_public_key = bytes(node_public_key)
-    shared = client_key.exchange(node_public_key)
-    k_c2n, k_n2c = derive_direction_keys(shared, salt, client_key.public_bytes, node_public_key)
+    key_id = node_key_id(node_public_key)
+    hpke_ctx = None
+    client_public = client_key.public_bytes
+    if profile == PROFILE_HPKE:  # enc is the ephemeral key's public bytes (DHKEM(X25519))
+        client_public, hpke_ctx = hpke.setup_base_sender(
+            HPKE_SUITE, node_public_key, HPKE_INFO + key_id + salt, ephemeral_key=client_key)
+    else:
+        shared = client_key.exchange(node_public_key)
+        k_c2n, k_n2c = derive_direction_keys(shared, salt, client_key.public_bytes,
+                                             node_public_key)
     # Every field but the ciphertext, validated by the dataclass; the AAD does not cover the
     # ciphertext, which replaces the tag-sized stand-in below.
     header = HardenedRequest(
         model_name=model_name,
         stack_small_id=stack_small_id,
-        node_key_id=node_key_id(node_public_key),
-        client_dh_public_key=client_key.public_bytes,
+        node_key_id=key_id,
+        client_dh_public_key=client_public,
         salt=salt,
         nonce=nonce,
         timestamp=int(now),
         request_id=request_id,
         ciphertext=bytes(TAG_SIZE),
         num_compute_units=num_compute_units,
+        profile=profile,
     )
-    ciphertext = AESGCM(k_c2n).encrypt(nonce, plaintext, header.aad())
+    if hpke_ctx is not None:
+        ciphertext = hpke_ctx.seal(plaintext, header.aad())
+        k_n2c = hpke_ctx.export(HPKE_EXPORT_N2C, 32)
+    else:
+        ciphertext = AESGCM(k_c2n).encrypt(nonce, plaintext, header.aad())
     request = replace(header, ciphertext=ciphertext)
     context = HardenedClientContext(
         _n2c=AESGCM(k_n2c), request_id=request_id, request_hash=request.request_hash(),
-        node_public_key=node_public_key,
+        node_public_key=node_public_key, profile=profile,
     )
     return SealedHardenedRequest(request=request, context=context)
 
@@ -662,6 +705,7 @@ class HardenedNodeContext:
     request_id: bytes
     request_hash: bytes
     _sealed: bool = False
+    profile: str = PROFILE
 
     def __repr__(self) -> str:
         return f"HardenedNodeContext(request_id={self.request_id.hex()}, <key redacted>)"
@@ -697,15 +741,21 @@ def open_request(
     ring = keys if isinstance(keys, NodeKeyRing) else NodeKeyRing(keys)
     node_key = ring.lookup(request.node_key_id, now=now)
     guard.check_window(request.timestamp, now)
-    shared = node_key.exchange(request.client_dh_public_key)
-    k_c2n, k_n2c = derive_direction_keys(shared, request.salt, request.client_dh_public_key,
-                                         node_key.public_bytes)
     aad = request.aad()
-    plaintext = _decrypt(AESGCM(k_c2n), request.nonce, request.ciphertext, aad)
+    if request.profile == PROFILE_HPKE:
+        hpke_ctx = hpke.setup_base_recipient(HPKE_SUITE, request.client_dh_public_key, node_key,
+                                             HPKE_INFO + request.node_key_id + request.salt)
+        plaintext = hpke_ctx.open(request.ciphertext, aad)
+        k_n2c = hpke_ctx.export(HPKE_EXPORT_N2C, 32)
+    else:
+        shared = node_key.exchange(request.client_dh_public_key)
+        k_c2n, k_n2c = derive_direction_keys(shared, request.salt, request.client_dh_public_key,
+                                             node_key.public_bytes)
+        plaintext = _decrypt(AESGCM(k_c2n), request.nonce, request.ciphertext, aad)
     guard.check(request.replay_key, request.timestamp, now)
     context = HardenedNodeContext(
         _n2c=AESGCM(k_n2c), request_id=request.request_id,
-        request_hash=blake2b_256(aad + request.ciphertext),
+        request_hash=blake2b_256(aad + request.ciphertext), profile=request.profile,
     )
     return OpenedHardenedRequest(plaintext=plaintext, request=request, context=context)
 
@@ -732,12 +782,13 @@ def seal_response(
     context._sealed = True
     if usage is not None and not isinstance(usage, Usage):
         raise TypeError("usage must be a Usage")
-    aad = _response_aad(context.request_id, context.request_hash, nonce, usage)
+    aad = _response_aad(context.profile, context.request_id, context.request_hash, nonce, usage)
     ciphertext = context._n2c.encrypt(nonce, plaintext, aad)
     digest = receipt_digest(context.request_hash, blake2b_256(aad + ciphertext))
     return HardenedResponse(
         request_id=context.request_id, request_hash=context.request_hash, nonce=nonce,
         ciphertext=ciphertext, signature=signer.sign(digest).to_base64(), usage=usage,
+        profile=context.profile,
     )
 
 
@@ -781,6 +832,9 @@ def open_response(
     """
     if context._opened:
         raise ValueError("this context already opened a response")
+    if response.profile != context.profile:
+        raise ProfileMismatchError(f"a {response.profile} response to a {context.profile} "
+                                   "request", field="profile")
     if not hmac.compare_digest(response.request_id, context.request_id):
         raise ResponseMismatchError("response answers another request_id", field="request_id")
     if not hmac.compare_digest(response.request_hash, context.request_hash):
@@ -801,9 +855,13 @@ __all__ = [
     "DEFAULT_KEY_GRACE_S",
     "DEFAULT_REPLAY_CACHE_ENTRIES",
     "DEFAULT_REPLAY_WINDOW_S",
+    "HPKE_EXPORT_N2C",
+    "HPKE_INFO",
     "LABEL_C2N",
     "LABEL_N2C",
     "PROFILE",
+    "PROFILES",
+    "PROFILE_HPKE",
     "RECEIPT_LABEL",
     "HardenedClientContext",
     "HardenedNodeContext",

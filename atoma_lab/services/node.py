@@ -62,7 +62,7 @@ CONFIDENTIAL_EMBEDDINGS_PATH = "/v1/confidential/embeddings"
 DEFAULT_REPLAY_CACHE_SIZE = 1 << 17  # requests one key opens before it is rotated
 ATOMA_PROFILE = "atoma"
 HARDENED_PROFILE = hardened.PROFILE
-PROFILES = (ATOMA_PROFILE, HARDENED_PROFILE)
+PROFILES = (ATOMA_PROFILE, *hardened.PROFILES)
 EMBEDDINGS_PATH = "/v1/embeddings"
 
 
@@ -287,8 +287,8 @@ class NodeService:
                 ccr = hardened.parse_request(loads(request.body, what="confidential request"),
                                              accept_atoma=ATOMA_PROFILE in self.profiles)
                 if isinstance(ccr, hardened.HardenedRequest):
-                    if HARDENED_PROFILE not in self.profiles:
-                        raise ProfileMismatchError(f"this node does not take {HARDENED_PROFILE}",
+                    if ccr.profile not in self.profiles:
+                        raise ProfileMismatchError(f"this node does not take {ccr.profile}",
                                                    field="profile")
                     signed = ccr.request_hash()
                 else:

@@ -23,6 +23,7 @@ from atoma_lab.crypto.attestation import NVIDIA_CC_GPU_DEVICE_SLOT
 from atoma_lab.crypto.hashing import HASH_SIZE
 from atoma_lab.crypto.kdf import SALT_SIZE
 from atoma_lab.crypto.keys import X25519_KEY_SIZE
+from atoma_lab.protocol import hardened
 from atoma_lab.protocol.messages import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_MAX_NUM_TOKENS
 from atoma_lab.protocol.openai import MAX_INPUTS, MAX_TOKEN_ID
 from atoma_lab.services.metrics import PROMETHEUS_CONTENT_TYPE
@@ -130,6 +131,34 @@ def _schemas(models: Sequence[str]) -> dict[str, Any]:
             "signature": sui_signature,
             "usage": _ref("Usage"),
         }, ["nonce", "ciphertext", "response_hash", "signature", "usage"], closed=True),
+        "HardenedComputeRequest": _object({
+            "profile": {"enum": list(hardened.PROFILES)},
+            "model_name": {"type": "string", "minLength": 1},
+            "stack_small_id": _int(),
+            "node_key_id": _b64(hardened.KEY_ID_SIZE,
+                                description="BLAKE2b-256 of the node key it is sealed to"),
+            "client_dh_public_key": _b64(X25519_KEY_SIZE,
+                                         description="ephemeral X25519 key (HPKE enc)"),
+            "salt": _b64(SALT_SIZE, description="HKDF salt"),
+            "nonce": _b64(NONCE_SIZE, description="AES-GCM nonce (bound in the AAD)"),
+            "timestamp": _int(description="client Unix time, seconds (replay window)"),
+            "request_id": _b64(hardened.REQUEST_ID_SIZE, description="random request id"),
+            "num_compute_units": _int(),
+            "ciphertext": _b64(description="AES-256-GCM output with the AAD, tag appended",
+                               min_bytes=TAG_SIZE),
+        }, ["profile", "model_name", "stack_small_id", "node_key_id", "client_dh_public_key",
+            "salt", "nonce", "timestamp", "request_id", "ciphertext"], closed=True,
+            description="atoma-lab's hardened profile (not Atoma's)"),
+        "HardenedComputeResponse": _object({
+            "profile": {"enum": list(hardened.PROFILES)},
+            "request_id": _b64(hardened.REQUEST_ID_SIZE, description="the request it answers"),
+            "request_hash": _b64(HASH_SIZE, description="BLAKE2b-256 of request AAD and ciphertext"),
+            "nonce": _b64(NONCE_SIZE, description="AES-GCM nonce of the response"),
+            "ciphertext": _b64(description="the sealed OpenAI response", min_bytes=TAG_SIZE),
+            "signature": sui_signature,
+            "usage": _ref("Usage"),
+        }, ["profile", "request_id", "request_hash", "nonce", "ciphertext", "signature"],
+            closed=True),
         "Usage": usage,
         "CreateEmbeddingRequest": _object({
             "input": {"anyOf": [
@@ -257,8 +286,10 @@ def openapi_document(*, models: Sequence[str] = (), server_url: str | None = Non
         "/v1/confidential/embeddings": {"post": _operation(
             "Embeddings of a sealed request; the answer is sealed to the client",
             "confidentialEmbeddingsCreate",
-            _responses(_ref("ConfidentialComputeResponse"), _FORWARDED),
-            auth=True, body=_ref("ConfidentialComputeRequest"))},
+            _responses({"oneOf": [_ref("ConfidentialComputeResponse"),
+                                  _ref("HardenedComputeResponse")]}, _FORWARDED),
+            auth=True, body={"oneOf": [_ref("ConfidentialComputeRequest"),
+                                       _ref("HardenedComputeRequest")]})},
         "/v1/embeddings": {"post": _operation(
             "Plain OpenAI embeddings (the proxy and node see the text)", "embeddingsCreate",
             _responses(_ref("SignedEmbeddingResponse"), _FORWARDED),

@@ -148,6 +148,11 @@ def test_real_answers_match_their_schemas(live: Adversary) -> None:
     _validator("Health").validate(orjson.loads(send(a.net, "GET", "/health", token=None).body))
     error = send(a.net, "POST", CONF, b"{", token=None)
     _validator("Error").validate(orjson.loads(error.body))
+    for profile in ("hardened", "hpke"):  # atoma-lab's own profiles, on the same route
+        result = a.net.client(profile=profile).confidential_embeddings.create(input="h",
+                                                                              model=MODEL)
+        _validator("HardenedComputeRequest").validate(result.raw["request"])
+        _validator("HardenedComputeResponse").validate(result.raw["response"])
     a.expire()
 
 

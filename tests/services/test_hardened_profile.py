@@ -49,16 +49,20 @@ def _atoma_body(net: Network, text: str = "sealed by hand") -> bytes:
                         stack_small_id=lock.stack_small_id, model_name=MODEL).request.to_json()
 
 
-def test_both_profiles_give_the_same_answer(make_net: Callable[..., Network], mode: str) -> None:
+@pytest.mark.parametrize("profile", ["hardened", "hpke"])
+def test_both_profiles_give_the_same_answer(make_net: Callable[..., Network], mode: str,
+                                            profile: str) -> None:
     net = make_net(nodes=1, mode=mode)
     atoma = net.client().confidential_embeddings.create(input=TEXTS, model=MODEL)
-    client = net.client(profile="hardened")
-    assert client.verify_attestation  # the hardened client checks attestation by default
+    client = net.client(profile=profile)
+    assert client.verify_attestation  # the hardened clients check attestation by default
     got = client.confidential_embeddings.create(input=TEXTS, model=MODEL)
     np.testing.assert_array_equal(got.to_numpy(), expected_vectors(TEXTS))
     np.testing.assert_array_equal(got.to_numpy(), atoma.to_numpy())
     assert got.usage.total_tokens == atoma.usage.total_tokens == expected_units(TEXTS)
-    assert got.raw["request"]["profile"] == hardened.PROFILE
+    assert got.raw["request"]["profile"] == (hardened.PROFILE if profile == "hardened"
+                                             else hardened.PROFILE_HPKE)
+    assert got.raw["response"]["profile"] == got.raw["request"]["profile"]
     assert "plaintext_body_hash" not in got.raw["request"]  # nothing about the input in clear
     assert [r["units_charged"] for r in settlements(net)] == [expected_units(TEXTS)] * 2
 
@@ -73,6 +77,18 @@ def test_a_hardened_only_network_refuses_atoma_requests(make_net: Callable[..., 
     with pytest.raises(InvalidFieldError) as exc:
         net.client().confidential_embeddings.create(input="downgraded", model=MODEL)
     assert "profile" in exc.value.message
+    assert money(net) == before
+    assert net.ledger.open_locks() == []
+
+
+def test_a_network_limited_to_one_hardened_variant_refuses_the_other(
+        make_net: Callable[..., Network]) -> None:
+    net = make_net(nodes=1, profiles=[hardened.PROFILE_HPKE])
+    assert net.client(profile="hpke").confidential_embeddings.create(
+        input="ok", model=MODEL).usage.total_tokens == expected_units("ok")
+    before = money(net)
+    with pytest.raises(InvalidFieldError):
+        net.client(profile="hardened").confidential_embeddings.create(input="x", model=MODEL)
     assert money(net) == before
     assert net.ledger.open_locks() == []
 
