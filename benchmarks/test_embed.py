@@ -3,7 +3,7 @@
 Groups (``extra_info`` carries ``pair``, ``role`` and ``target`` for ``atoma_lab.benchreport``):
 
 * ``embed``: ``SentenceTransformer.encode(normalize_embeddings=True)`` (baseline) against the
-  engine in exact mode (fp32, target >= 1.25x) and in fast mode (bf16 autocast on CPU / fp16 on
+  engine in exact mode (fp32, target >= 1.25x) and in fast mode (bf16 autocast on CPU / fp16 weights on
   CUDA, target >= 2x, with ``min_cosine`` to the fp32 vectors beside it), on 512 seeded texts of
   4-120 words, same model, same threads, at most 32 rows per forward for both. Fast mode runs on
   the first 64 texts (baseline re-measured on them) when the CPU has no native bf16: there
@@ -203,7 +203,7 @@ def _embed(engine: TransformersEngine, texts: list[str]) -> Callable[[], Any]:
     return _synced(lambda: engine.embed(texts))
 
 
-# Fast mode is fp16 autocast on CUDA, bf16 on the CPU: worth timing on all 512 texts only where
+# Fast mode is fp16 weights on CUDA, bf16 autocast on the CPU: worth timing on all 512 texts only where
 # the CPU has native bf16 (elsewhere it is several times slower than fp32).
 FAST_TEXTS = CORPUS if ON_CUDA or cpu_has_native_bf16() else CORPUS[:64]
 FAST_PAIR = (f"{len(FAST_TEXTS)} texts, fp32 vs fast mode"
