@@ -97,12 +97,90 @@ def test_slow_peer_is_a_timeout(server: tuple[str, Mirror, ServerGroup]) -> None
     ch.close()
 
 
-def test_the_async_client_is_reused_and_closed(server: tuple[str, Mirror, ServerGroup]) -> None:
+def test_connections_are_kept_alive_and_closed(server: tuple[str, Mirror, ServerGroup]) -> None:
+    """Consecutive requests reuse one open connection (the same socket), both for the async
+    transport and the sync channel; ``aclose``/``close`` drop the idle ones."""
     url, _, group = server
     t = HttpTransport()
-    group.run(t.send(url, Request("GET", "/a")))
-    first = t._client
-    group.run(t.send(url, Request("GET", "/b")))
-    assert t._client is first is not None
+    sockets = []
+    for path in ("/a", "/b", "/c"):
+        group.run(t.send(url, Request("GET", path)))
+        [[(_, writer)]] = t._idle.values()
+        sockets.append(writer.get_extra_info("socket").fileno())
+    assert len(set(sockets)) == 1
     group.run(t.aclose())
-    assert t._client is None
+    assert t._idle == {}
+    ch = HttpChannel(url)
+    socks = []
+    for path in ("/a", "/b", "/c"):
+        ch.request(Request("GET", path))
+        [conn] = ch._idle
+        socks.append(conn.sock)
+    assert socks[0] is socks[1] is socks[2] is not None
+    ch.close()
+    assert ch._idle == []
+
+
+def test_a_connection_the_server_closed_is_replaced() -> None:
+    """The server restarts between two requests: the idle connection is dead, and a new one is
+    opened instead of failing."""
+    mirror = Mirror()
+    first = ServerGroup([(asgi_app(mirror), "127.0.0.1", 0)])
+    [url] = first.start()
+    t = HttpTransport()
+    ch = HttpChannel(url)
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(t.send(url, Request("GET", "/before"))).status == 201
+        assert ch.request(Request("GET", "/before")).status == 201
+        first.stop()
+        second = ServerGroup([(asgi_app(mirror), "127.0.0.1", int(url.rsplit(":", 1)[1]))])
+        second.start()
+        try:
+            assert loop.run_until_complete(t.send(url, Request("GET", "/after"))).status == 201
+            assert ch.request(Request("GET", "/after")).status == 201
+        finally:
+            loop.run_until_complete(t.aclose())
+            second.stop()
+    finally:
+        ch.close()
+        loop.close()
+    assert [r.path for r in mirror.got] == ["/before", "/before", "/after", "/after"]
+
+
+def test_the_sync_channel_is_safe_to_share_between_threads(
+        server: tuple[str, Mirror, ServerGroup]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, _, _ = server
+    ch = HttpChannel(url)
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda i: ch.request(Request("POST", f"/t{i}", body=str(i).encode())),
+                            range(40)))
+    assert [r.body for r in got] == [b"body:" + str(i).encode() for i in range(40)]
+    assert 1 <= len(ch._idle) <= 8
+    ch.close()
+
+
+def test_keep_alive_holds_for_descriptors_above_1024(server: tuple[str, Mirror, ServerGroup]) -> None:
+    """A busy process has sockets numbered above select()'s limit; the idle-connection check
+    must still see them as alive (it once declared every such connection dropped)."""
+    import os
+    import resource
+
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 1200:
+        pytest.skip("the descriptor limit is below 1200 here")
+    url, _, _ = server
+    spare = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    ch = HttpChannel(url)
+    try:
+        ch.request(Request("GET", "/high"))
+        [conn] = ch._idle
+        assert conn.sock is not None and conn.sock.fileno() > 1024
+        first = conn.sock
+        ch.request(Request("GET", "/again"))
+        assert ch._idle[0].sock is first
+    finally:
+        ch.close()
+        for fd in spare:
+            os.close(fd)
