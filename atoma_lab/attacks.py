@@ -31,7 +31,7 @@ from atoma_lab.inference import FAKE_MODEL
 from atoma_lab.protocol import envelope, hardened
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
 from atoma_lab.services.http import Headers, Request, Response
-from atoma_lab.sim import Network, build_network, default_embedder
+from atoma_lab.sim import Network, build_network
 from atoma_lab.transport.inprocess import Fault
 
 CONF = "/v1/confidential/embeddings"
@@ -77,8 +77,8 @@ class Setup:
 
     def network(self) -> Network:
         profiles = ["atoma"] if self.profile == "atoma" else [hardened.PROFILE]
-        return build_network(nodes=1, model=FAKE_MODEL, embedder=default_embedder(FAKE_MODEL),
-                             profiles=profiles, replay_protection=self.replay_protection)
+        return build_network(nodes=1, model=FAKE_MODEL, profiles=profiles,  # owns its embedder
+                             replay_protection=self.replay_protection)
 
     def client(self, net: Network, channel: Any = None) -> AtomaLabClient:
         strict = self.strict_client
@@ -120,6 +120,27 @@ def _units_charged(net: Network) -> int:
     return sum(int(str(s["units_charged"])) for s in net.ledger.settlements())
 
 
+def with_json(response: Response, body: Any) -> Response:
+    """``response`` with ``body`` as its JSON (status and headers kept)."""
+    return Response(response.status, orjson.dumps(body), Headers(response.headers))
+
+
+def _against_the_client(setup: Setup, name: str,
+                        after: Callable[[Request, Response], Response | None], accepted: str, *,
+                        earlier: str | None = None) -> AttackOutcome:
+    """The proxy rewrites answers on their way back (``after``); after an optional ``earlier``
+    request, does the client accept its answer to the secret one?"""
+    with setup.network() as net:
+        client = setup.client(net, InterceptChannel(net.channel(), after=after))
+        if earlier is not None:
+            client.confidential_embeddings.create(input=earlier, model=FAKE_MODEL)
+        try:
+            client.confidential_embeddings.create(input=SECRET, model=FAKE_MODEL)
+        except AtomaLabError as exc:
+            return AttackOutcome(name, setup.name, True, f"client refused: {_code(exc)}")
+    return AttackOutcome(name, setup.name, False, accepted)
+
+
 # ------------------------------------------------------------------------------------- attacks
 
 
@@ -150,7 +171,7 @@ def key_substitution(setup: Setup) -> AttackOutcome:
             return None
         body = orjson.loads(response.body)
         body["public_key"] = b64encode(attacker.public_bytes)
-        return Response(response.status, orjson.dumps(body), Headers(response.headers))
+        return with_json(response, body)
 
     def before(request: Request) -> Request | None:
         if request.path == CONF:
@@ -195,15 +216,9 @@ def response_swap(setup: Setup) -> AttackOutcome:
             return None
         return stored[0]
 
-    name = "swap responses between requests"
-    with setup.network() as net:
-        client = setup.client(net, InterceptChannel(net.channel(), after=after))
-        client.confidential_embeddings.create(input="an earlier, harmless query", model=FAKE_MODEL)
-        try:
-            client.confidential_embeddings.create(input=SECRET, model=FAKE_MODEL)
-        except AtomaLabError as exc:
-            return AttackOutcome(name, setup.name, True, f"client refused: {_code(exc)}")
-    return AttackOutcome(name, setup.name, False, "client accepted another request's vectors")
+    return _against_the_client(setup, "swap responses between requests", after,
+                               "client accepted another request's vectors",
+                               earlier="an earlier, harmless query")
 
 
 def stack_splice(setup: Setup) -> AttackOutcome:
@@ -256,16 +271,10 @@ def usage_inflation(setup: Setup) -> AttackOutcome:
         body = orjson.loads(response.body)
         body["usage"]["prompt_tokens"] += 1000
         body["usage"]["total_tokens"] += 1000
-        return Response(response.status, orjson.dumps(body), Headers(response.headers))
+        return with_json(response, body)
 
-    name = "inflate the clear usage"
-    with setup.network() as net:
-        client = setup.client(net, InterceptChannel(net.channel(), after=after))
-        try:
-            client.confidential_embeddings.create(input=SECRET, model=FAKE_MODEL)
-        except AtomaLabError as exc:
-            return AttackOutcome(name, setup.name, True, f"client refused: {_code(exc)}")
-    return AttackOutcome(name, setup.name, False, "client accepted 1000 extra tokens")
+    return _against_the_client(setup, "inflate the clear usage", after,
+                               "client accepted 1000 extra tokens")
 
 
 def downgrade(setup: Setup) -> AttackOutcome:
@@ -312,4 +321,5 @@ __all__ = [
     "Setup",
     "outcome_table",
     "run_attacks",
+    "with_json",
 ]

@@ -14,8 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,7 +31,6 @@ class LoadResult:
     wall_s: float
     concurrency: int
     confidential: bool
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def requests(self) -> int:

@@ -26,26 +26,29 @@ from atoma_lab.services.ledger import STACK_SIZE_TO_BUY, Ledger
 from atoma_lab.services.node import PROFILES, Embedder, NodeService
 from atoma_lab.services.proxy import ProxyService
 from atoma_lab.transport.inprocess import InProcessTransport
+from atoma_lab.transport.loop import BackgroundTasks
 
 Mode = Literal["inprocess", "http"]
 PROXY_ADDRESS = "inproc://proxy"
 
 
-class _LoopThread:
+class _LoopThread(BackgroundTasks):
     """An event loop on a daemon thread, so synchronous callers (and Jupyter, whose own loop is
     already running) can drive async services."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="atoma-lab-sim",
+        super().__init__()
+        self._loop = self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="atoma-lab-sim",
                                         daemon=True)
         self._thread.start()
 
     def run(self, coro: Awaitable[Any], timeout_s: float | None = None) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)  # type: ignore[arg-type]
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout_s)  # type: ignore[arg-type]
 
     def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.cancel_background()
+        self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 
 
@@ -89,15 +92,11 @@ class Network:
         self.node_urls = node_urls
         self.owns_embedders = False
         self._closed = False
-        self._background: list[Any] = []
 
     def start_health_checks(self, interval_s: float) -> None:
         """Have the proxy probe every node each ``interval_s`` seconds (marking them up or down
         and taking rotated keys) until :meth:`close`."""
-        loop = getattr(self._runner, "loop", None)
-        assert loop is not None
-        self._background.append(
-            asyncio.run_coroutine_threadsafe(self.proxy.run_health_checks(interval_s), loop))
+        self._runner.spawn(self.proxy.run_health_checks(interval_s))
 
     # ------------------------------------------------------------------ driving
     def run(self, coro: Awaitable[Any], timeout_s: float | None = None) -> Any:
@@ -165,11 +164,7 @@ class Network:
         if self._closed:
             return
         self._closed = True
-        for task in self._background:
-            task.cancel()
-        if self._background:  # let the loop finish the cancelled tasks before it stops
-            with contextlib.suppress(Exception):
-                self.run(asyncio.sleep(0.01), timeout_s=2)
+        self._runner.cancel_background()  # before the proxy's connections close
         aclose = getattr(getattr(self.proxy.send, "__self__", None), "aclose", None)
         if aclose is not None:  # the proxy's pooled HTTP client to the nodes
             with contextlib.suppress(Exception):  # best effort while shutting down

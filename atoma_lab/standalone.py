@@ -22,7 +22,6 @@ carries instead:
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import secrets
 import time
@@ -61,27 +60,17 @@ class _Service:
 
     def __init__(self, handler: Any, host: str, port: int, allow_public: bool) -> None:
         self._group = ServerGroup([(asgi_app(handler), host, port)], allow_public=allow_public)
-        self._background: list[concurrent.futures.Future[Any]] = []
         self.url: str | None = None
 
     def _start(self) -> str:
         self.url = self._group.start()[0]
         return self.url
 
-    def _spawn(self, coro: Any) -> None:
-        """Run ``coro`` in the server's loop until :meth:`stop`."""
-        assert self._group.loop is not None
-        self._background.append(asyncio.run_coroutine_threadsafe(coro, self._group.loop))
-
     def run(self, coro: Any, timeout_s: float | None = None) -> Any:
         return self._group.run(coro, timeout_s)
 
     def _stop(self, aclose: Any = None) -> None:
-        for task in self._background:
-            task.cancel()
-        if self._background and self._group.loop is not None:  # let the cancellations land
-            with contextlib.suppress(Exception):
-                self._group.run(asyncio.sleep(0.01), 2)
+        self._group.cancel_background()
         if aclose is not None and self._group.loop is not None:
             with contextlib.suppress(Exception):  # best effort while shutting down
                 self._group.run(aclose(), 5)
@@ -113,7 +102,7 @@ class NodeServer(_Service):
     def start(self) -> str:
         url = self._start()
         if self.rotate_every_s is not None:
-            self._spawn(self._rotate_forever(self.rotate_every_s))
+            self._group.spawn(self._rotate_forever(self.rotate_every_s))
         return url
 
     async def _rotate_forever(self, every_s: float) -> None:
@@ -178,7 +167,7 @@ class ProxyServer(_Service):
             self.stop()
             raise
         if self.health_interval_s > 0:
-            self._spawn(self.proxy.run_health_checks(self.health_interval_s))
+            self._group.spawn(self.proxy.run_health_checks(self.health_interval_s))
         return url
 
     def stop(self) -> None:

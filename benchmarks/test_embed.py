@@ -213,13 +213,27 @@ EXACT_PAIR = f"{CORPUS_SIZE} texts, fp32 exact"
 # ------------------------------------------------------------------------------------ embed
 
 
+def _time_member(benchmark: Any, pair: str, role: str, ours: Callable[[], Any],
+                 baseline: Callable[[], Any], *, rounds: int = ROUNDS,
+                 target: float | None = None, **extra: float) -> None:
+    """Time the ``role`` member of an ``embed`` pair, each round after a round of the other,
+    and record it with the paired speed-up."""
+    timed, other = (ours, baseline) if role == "ours" else (baseline, ours)
+    other_s = interleaved(benchmark, timed, other, rounds=rounds)
+    _record(benchmark, "embed", pair, role, target=target, **extra,
+            paired_speedup=_paired_speedup(benchmark, other_s, ours_is_timed=role == "ours"))
+
+
+def _min_cosine(got: np.ndarray, ref: np.ndarray) -> float:
+    return float(((got * ref).sum(axis=1) / (np.linalg.norm(got, axis=1)
+                                              * np.linalg.norm(ref, axis=1))).min())
+
+
 @pytest.mark.benchmark(group="embed")
 def test_st_encode(benchmark: Any, st_model: Any, exact: TransformersEngine) -> None:
     fn = _st_encode(st_model, CORPUS)
     assert fn().shape == (CORPUS_SIZE, exact.dimensions)
-    other = interleaved(benchmark, fn, _embed(exact, CORPUS), rounds=ROUNDS)
-    _record(benchmark, "embed", EXACT_PAIR, "baseline",
-            paired_speedup=_paired_speedup(benchmark, other, ours_is_timed=False))
+    _time_member(benchmark, EXACT_PAIR, "baseline", _embed(exact, CORPUS), fn)
 
 
 @pytest.mark.benchmark(group="embed")
@@ -228,9 +242,8 @@ def test_engine_exact(benchmark: Any, exact: TransformersEngine, st_model: Any) 
     got = exact.embed(CORPUS).vectors
     max_abs = float(np.abs(got - st_fn()).max())
     assert max_abs <= TOL
-    other = interleaved(benchmark, _embed(exact, CORPUS), st_fn, rounds=ROUNDS)
-    _record(benchmark, "embed", EXACT_PAIR, "ours", target=1.25, max_abs_diff=max_abs,
-            paired_speedup=_paired_speedup(benchmark, other, ours_is_timed=True))
+    _time_member(benchmark, EXACT_PAIR, "ours", _embed(exact, CORPUS), st_fn, target=1.25,
+                 max_abs_diff=max_abs)
 
 
 FAST_ROUNDS = ROUNDS if len(FAST_TEXTS) == CORPUS_SIZE else 2
@@ -247,16 +260,12 @@ def test_st_encode_for_fast_mode(benchmark: Any, st_model: Any) -> None:
 @pytest.mark.benchmark(group="embed")
 def test_engine_fast(benchmark: Any, fast: TransformersEngine, exact: TransformersEngine,
                      st_model: Any) -> None:
-    ref = exact.embed(FAST_TEXTS).vectors
-    got = fast.embed(FAST_TEXTS).vectors
-    cosines = (got * ref).sum(axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
-    min_cos = float(cosines.min())
+    min_cos = _min_cosine(fast.embed(FAST_TEXTS).vectors, exact.embed(FAST_TEXTS).vectors)
     assert min_cos >= 0.999
-    other = interleaved(benchmark, _embed(fast, FAST_TEXTS),
-                         _st_encode(st_model, FAST_TEXTS), rounds=FAST_ROUNDS)
-    _record(benchmark, "embed", FAST_PAIR, "ours", target=2.0, min_cosine=min_cos,
-            **({} if ON_CUDA else {"native_bf16": float(cpu_has_native_bf16())}),
-            paired_speedup=_paired_speedup(benchmark, other, ours_is_timed=True))
+    _time_member(benchmark, FAST_PAIR, "ours", _embed(fast, FAST_TEXTS),
+                 _st_encode(st_model, FAST_TEXTS), rounds=FAST_ROUNDS, target=2.0,
+                 min_cosine=min_cos,
+                 **({} if ON_CUDA else {"native_bf16": float(cpu_has_native_bf16())}))
 
 
 HALF_PAIR = f"{CORPUS_SIZE} texts, fp16 weights (CUDA)"
@@ -280,24 +289,17 @@ def test_st_encode_fp16(benchmark: Any, half_models: tuple[Any, TransformersEngi
     st_half, engine = half_models
     fn = _st_encode(st_half, CORPUS)
     assert fn().shape == (CORPUS_SIZE, engine.dimensions)
-    other = interleaved(benchmark, fn, _embed(engine, CORPUS), rounds=ROUNDS)
-    _record(benchmark, "embed", HALF_PAIR, "baseline",
-            paired_speedup=_paired_speedup(benchmark, other, ours_is_timed=False))
+    _time_member(benchmark, HALF_PAIR, "baseline", _embed(engine, CORPUS), fn)
 
 
 @pytest.mark.benchmark(group="embed")
 def test_engine_fp16(benchmark: Any, half_models: tuple[Any, TransformersEngine],
                      exact: TransformersEngine) -> None:
     st_half, engine = half_models
-    ref = exact.embed(CORPUS).vectors
-    got = engine.embed(CORPUS).vectors
-    min_cos = float(((got * ref).sum(axis=1) / (np.linalg.norm(got, axis=1)
-                                                * np.linalg.norm(ref, axis=1))).min())
+    min_cos = _min_cosine(engine.embed(CORPUS).vectors, exact.embed(CORPUS).vectors)
     assert min_cos >= 0.999
-    other = interleaved(benchmark, _embed(engine, CORPUS), _st_encode(st_half, CORPUS),
-                         rounds=ROUNDS)
-    _record(benchmark, "embed", HALF_PAIR, "ours", min_cosine=min_cos,
-            paired_speedup=_paired_speedup(benchmark, other, ours_is_timed=True))
+    _time_member(benchmark, HALF_PAIR, "ours", _embed(engine, CORPUS), _st_encode(st_half, CORPUS),
+                 min_cosine=min_cos)
 
 
 # ------------------------------------------------------------------------------------ batcher

@@ -18,20 +18,14 @@ Both members of a pair are checked once before timing. Timing is reported, never
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import pytest
 
-from atoma_lab.crypto.attestation import (
-    AttestationEvidence,
-    AttestationPolicy,
-    SimulatedTEE,
-    verify_evidence,
-)
+from atoma_lab.crypto.attestation import AttestationPolicy
 from atoma_lab.crypto.keys import X25519KeyPair
 from atoma_lab.crypto.signing import SuiSigner
-from atoma_lab.measure import profile_round_trip
+from atoma_lab.measure import attested_node_key, profile_round_trip, verify_node_key
 from atoma_lab.protocol import hardened
 
 SIZES = {"1KiB": 1 << 10, "64KiB": 1 << 16, "1MiB": 1 << 20}
@@ -52,17 +46,7 @@ def test_profile_round_trip(benchmark: Any, profile: str, size: str) -> None:
 
 @pytest.fixture(scope="module")
 def evidence() -> tuple[bytes, AttestationPolicy, bytes]:
-    tee = SimulatedTEE()
-    node = X25519KeyPair.generate()
-    ev = tee.attest(node_small_id=1, key_rotation_counter=1, rotation_nonce=7,
-                    public_key=node.public_bytes, signer_address=SIGNER.address, now=time.time())
-    return ev.to_json(), AttestationPolicy.trusting([tee.vendor_address], max_age_s=3600), \
-        node.public_bytes
-
-
-def _verify(wire: bytes, policy: AttestationPolicy, key: bytes) -> Any:
-    return verify_evidence(AttestationEvidence.from_json(wire), policy, public_key=key,
-                           node_small_id=1, now=time.time())
+    return attested_node_key()
 
 
 @pytest.mark.benchmark(group="attestation")
@@ -70,10 +54,10 @@ def _verify(wire: bytes, policy: AttestationPolicy, key: bytes) -> Any:
 def test_attestation(benchmark: Any, evidence: tuple[bytes, AttestationPolicy, bytes],
                      step: str) -> None:
     wire, policy, key = evidence
-    report = _verify(wire, policy, key)
+    report = verify_node_key(wire, policy, key)
     assert report.public_key == key
     if step == "verify":
-        benchmark(_verify, wire, policy, key)
+        benchmark(verify_node_key, wire, policy, key)
     else:
         cache = {(1, key): report}
         assert cache.get((1, key)) is report

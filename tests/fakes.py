@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from atoma_lab.attacks import InterceptChannel
+from atoma_lab.attacks import InterceptChannel, with_json
 from atoma_lab.encoding import loads
 from atoma_lab.protocol.openai import CreateEmbeddingRequest, EmbeddingUsage
 from atoma_lab.services.embedder import CallableEmbedder
@@ -181,5 +181,4 @@ def settlements(net: Network) -> list[dict[str, Any]]:
 HookChannel = InterceptChannel
 
 
-def with_body(resp: Response, body: dict[str, Any]) -> Response:
-    return Response(resp.status, orjson.dumps(body), Headers(resp.headers))
+with_body = with_json  # a response with another JSON body (atoma_lab.attacks)

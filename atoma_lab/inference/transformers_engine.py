@@ -19,10 +19,10 @@ normalisation. What makes it faster:
 * ``torch.inference_mode``.
 
 ``mode="fast"`` trades exactness for speed: on CUDA the weights are float16 (no autocast: on a
-GPU a small encoder is bound by the host, and autocast's casts are extra kernel launches; measured
-on an H200, float16 weights beat float16 autocast by 15-25%); on CPU, bfloat16 autocast (worth it
-only where the CPU has native bf16, AVX512-BF16 or AMX). Pooling and normalisation run in float32
-either way.
+GPU a small encoder is bound by the host, and autocast's casts are extra kernel launches; on an
+H200 float16 weights took 15% less time than float16 autocast on MiniLM and 21% less on a
+BERT-large shape); on CPU, bfloat16 autocast (worth it only where the CPU has native bf16,
+AVX512-BF16 or AMX). Pooling and normalisation run in float32 either way.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ from typing import Any
 
 import uvicorn
 
+from atoma_lab.transport.loop import BackgroundTasks
+
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -21,7 +23,7 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-class ServerGroup:
+class ServerGroup(BackgroundTasks):
     """Start apps on ``(host, port)`` pairs (port 0 picks a free one), in one event loop thread.
 
     Binding anything but loopback needs ``allow_public=True``: a research box should not expose
@@ -33,6 +35,7 @@ class ServerGroup:
         for _, host, _ in apps:
             if host not in _LOOPBACK and not allow_public:
                 raise ValueError(f"refusing to bind {host}: pass allow_public=True to serve beyond loopback")
+        super().__init__()
         self._configs = [uvicorn.Config(app, host=host, port=port, log_level="warning",
                                         lifespan="off", access_log=False, timeout_keep_alive=30,
                                         loop="auto", http="auto")
@@ -94,6 +97,7 @@ class ServerGroup:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)  # type: ignore[arg-type]
 
     def stop(self, timeout_s: float = 10.0) -> None:
+        self.cancel_background()
         for s in self._servers:
             s.should_exit = True
         if self._thread is not None:

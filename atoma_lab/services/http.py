@@ -18,6 +18,7 @@ from atoma_lab.errors import (
     AtomaLabError,
     AuthenticationError,
     BodyTooLargeError,
+    InvalidFieldError,
     MethodNotAllowedError,
     NotFoundError,
 )
@@ -69,6 +70,13 @@ class Request:
 
     def json(self) -> Any:
         return loads(self.body)
+
+    def query_int(self, name: str) -> int:
+        """The non-negative integer query parameter ``name``, or :class:`InvalidFieldError`."""
+        raw = self.query.get(name, "")
+        if not (raw.isascii() and raw.isdigit()):
+            raise InvalidFieldError(f"{name}: expected an integer query parameter", field=name)
+        return int(raw)
 
     def bearer_token(self) -> str:
         """The token of ``Authorization: Bearer <token>`` or :class:`AuthenticationError`."""

@@ -61,7 +61,6 @@ from atoma_lab.trace import ServerTiming
 CONFIDENTIAL_EMBEDDINGS_PATH = "/v1/confidential/embeddings"
 DEFAULT_REPLAY_CACHE_SIZE = 1 << 17  # requests one key opens before it is rotated
 ATOMA_PROFILE = "atoma"
-HARDENED_PROFILE = hardened.PROFILE
 PROFILES = (ATOMA_PROFILE, *hardened.PROFILES)
 EMBEDDINGS_PATH = "/v1/embeddings"
 
@@ -224,27 +223,18 @@ class NodeService:
             self.on_rotate(self)
         return evidence
 
-    def _key_for(self, public_key: bytes) -> _NodeKey:
+    def _key_for(self, field: str, value: bytes) -> _NodeKey:
+        """The live key (current, or retired within the grace window) whose public key
+        (``field="node_dh_public_key"``) or key id (``field="node_key_id"``, the hardened
+        profile) is ``value``; else 409 ``STALE_NODE_KEY`` naming that field."""
         now = self.clock()
         for k in reversed(self._keys):
-            if k.pair.public_bytes == public_key and (
-                k.retired_at is None or now - k.retired_at < self.grace_window_s
-            ):
+            ours = k.pair.public_bytes if field == "node_dh_public_key" else k.key_id
+            if ours == value and (k.retired_at is None or now - k.retired_at < self.grace_window_s):
                 return k
         raise NodeKeyMismatchError(
-            "node_dh_public_key is not this node's current key (rotated?); take a new lock and "
-            "seal again",
-            field="node_dh_public_key",
-        )
-
-    def _hardened_key(self, key_id: bytes) -> X25519KeyPair:
-        now = self.clock()
-        for k in reversed(self._keys):
-            if k.key_id == key_id and (k.retired_at is None
-                                       or now - k.retired_at < self.grace_window_s):
-                return k.pair
-        raise NodeKeyMismatchError("node_key_id names no current key of this node (rotated?); "
-                                   "take a new lock and seal again", field="node_key_id")
+            f"{field} names no current key of this node (rotated?); take a new lock and seal "
+            "again", field=field)
 
     def _remember(self, key: _NodeKey, marker: bytes) -> None:
         """Refuse a request this key has opened before; rotate a key whose memory is full."""
@@ -298,10 +288,11 @@ class NodeService:
             with timing.stage("node_open"):
                 opened: Any
                 if isinstance(ccr, hardened.HardenedRequest):
-                    opened = hardened.open_request(ccr, self._hardened_key(ccr.node_key_id),
-                                                   guard=self.replay_guard, now=self.clock())
+                    key = self._key_for("node_key_id", ccr.node_key_id)
+                    opened = hardened.open_request(ccr, key.pair, guard=self.replay_guard,
+                                                   now=self.clock())
                 else:
-                    key = self._key_for(ccr.node_dh_public_key)
+                    key = self._key_for("node_dh_public_key", ccr.node_dh_public_key)
                     opened = open_request(ccr, key.pair)
                     if self.replay_protection:
                         self._remember(key, ccr.salt + ccr.nonce)

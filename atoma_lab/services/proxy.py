@@ -241,19 +241,21 @@ class ProxyService:
             raise AuthenticationError("invalid API token")
         return user_id
 
-    async def _revive(self, model: str) -> None:
-        """When no node serving ``model`` is up, probe those marked down (a fault may have
-        passed) rather than refuse until the next scheduled health check."""
-        if self.ledger.nodes_for_model(model, confidential=True):
-            return
-        down = [n.node_small_id for n in self.ledger.nodes() if model in n.models and not n.healthy]
-        if down:
-            await asyncio.gather(*(self.refresh_node(i) for i in down))
+    async def _lock(self, user_id: int, model: str, max_num_tokens: int,
+                    timeout_s: float) -> tuple[StackRecord, LockRecord, NodeRecord, bool]:
+        """Lock units for one request; the last item says whether a stack was bought for it.
 
-    def _lock(self, user_id: int, model: str, max_num_tokens: int, timeout_s: float,
-              now: float) -> tuple[StackRecord, LockRecord, NodeRecord, bool]:
-        """Lock units for one request; the last item says whether a stack was bought for it."""
+        When no node serving ``model`` is up, the ones marked down are probed first (a fault
+        may have passed) rather than refusing until the next scheduled health check.
+        """
         eligible = self.ledger.nodes_for_model(model, confidential=True)
+        if not eligible:
+            down = [n.node_small_id for n in self.ledger.nodes()
+                    if model in n.models and not n.healthy]
+            if down:
+                await asyncio.gather(*(self.refresh_node(i) for i in down))
+                eligible = self.ledger.nodes_for_model(model, confidential=True)
+        now = self.clock()
         if not eligible:
             if model not in self.ledger.models():
                 raise ModelNotFoundError(f"no node serves model {model!r}", field="model")
@@ -269,6 +271,12 @@ class ProxyService:
         stack, lock = found
         node = next(n for n in eligible if n.node_small_id == stack.node_small_id)
         return stack, lock, node, bought
+
+    def _give_back(self, lock: LockRecord, route: str, outcome: str) -> None:
+        """A failed request: release all of its lock, charge nothing, count the failure."""
+        self.ledger.release(lock.lock_id, route=route, outcome=outcome, now=self.clock())
+        self.metrics.failed.labels(outcome).inc()
+        self.metrics.units_released.inc(lock.max_num_tokens)
 
     async def _forward(self, node: NodeRecord, path: str, body: bytes, headers: Headers) -> Response:
         req = Request("POST", path, headers, body)
@@ -295,9 +303,9 @@ class ProxyService:
     async def _nodes_lock(self, request: Request) -> Response:
         user_id = self._auth(request)
         body = NodesCreateLockRequest.from_json(request.body)
-        await self._revive(body.model)
-        stack, _, node, bought = self._lock(user_id, body.model, body.effective_max_num_tokens,
-                                            body.effective_timeout_s, self.clock())
+        stack, _, node, bought = await self._lock(user_id, body.model,
+                                                  body.effective_max_num_tokens,
+                                                  body.effective_timeout_s)
         assert node.public_key is not None
         return Response.json(NodesCreateLockResponse(
             public_key=node.public_key, node_small_id=node.node_small_id,
@@ -319,10 +327,7 @@ class ProxyService:
             lock = self.ledger.consume_lock(stack_small_id=ccr.stack_small_id, user_id=user_id,
                                             num_compute_units=units, now=self.clock())
             if node is None or not node.healthy:  # the request was sealed for it: give back
-                self.ledger.release(lock.lock_id, route="confidential",
-                                    outcome="SERVICE_UNAVAILABLE", now=self.clock())
-                self.metrics.failed.labels("SERVICE_UNAVAILABLE").inc()
-                self.metrics.units_released.inc(lock.max_num_tokens)
+                self._give_back(lock, "confidential", ServiceUnavailableError.code)
                 raise ServiceUnavailableError(f"node of stack {stack.stack_small_id} is down; "
                                               "take a new lock (another node) and seal again")
             verify: Callable[[bytes, NodeRecord], int]
@@ -351,9 +356,8 @@ class ProxyService:
                 raise InvalidFieldError(
                     f"input: may need {reserve} compute units, more than a stack holds",
                     field="input")
-            await self._revive(oai.model)
-            stack, open_lock, node, _ = self._lock(user_id, oai.model, reserve, PLAIN_LOCK_TIMEOUT_S,
-                                                   self.clock())
+            stack, open_lock, node, _ = await self._lock(user_id, oai.model, reserve,
+                                                         PLAIN_LOCK_TIMEOUT_S)
             lock = self.ledger.start_lock(open_lock.lock_id)
             body = serde_compact(parsed)
             headers = Headers({
@@ -391,9 +395,7 @@ class ProxyService:
         except AtomaLabError as exc:
             if isinstance(exc, TransportError):  # down or hung: no new locks until a probe
                 self.ledger.set_node_health(node.node_small_id, False)
-            self.ledger.release(lock.lock_id, route=route, outcome=exc.code, now=self.clock())
-            self.metrics.failed.labels(exc.code).inc()
-            self.metrics.units_released.inc(lock.max_num_tokens)
+            self._give_back(lock, route, exc.code)
             failed = error_response(exc)
             failed.headers["server-timing"] = timing.header()
             return failed
@@ -480,13 +482,10 @@ class ProxyService:
 
     async def _node_attestation(self, request: Request) -> Response:
         """Public: a node's current key, signing address and evidence, for clients to verify."""
-        raw = request.query.get("node_small_id", "")
-        if not (raw.isascii() and raw.isdigit()):
-            raise InvalidFieldError("node_small_id: expected an integer query parameter",
-                                    field="node_small_id")
-        node = self.ledger.node(int(raw))
+        node_small_id = request.query_int("node_small_id")
+        node = self.ledger.node(node_small_id)
         if node is None or node.evidence is None:
-            raise NotFoundError(f"node {raw} has no published key")
+            raise NotFoundError(f"node {node_small_id} has no published key")
         return Response.json({"node_small_id": node.node_small_id, "sui_address": node.sui_address,
                               "key_rotation_counter": node.key_rotation_counter,
                               "evidence": loads(node.evidence)})
@@ -508,11 +507,7 @@ class ProxyService:
 
     async def _stack_info(self, request: Request) -> Response:
         """Public, as on chain: a stack's owner and node (nodes elsewhere check stacks here)."""
-        raw = request.query.get("stack_small_id", "")
-        if not (raw.isascii() and raw.isdigit()):
-            raise InvalidFieldError("stack_small_id: expected an integer query parameter",
-                                    field="stack_small_id")
-        stack = self.ledger.stack(int(raw))  # StackNotFoundError: 404
+        stack = self.ledger.stack(request.query_int("stack_small_id"))  # unknown: 404
         return Response.json({"stack_small_id": stack.stack_small_id,
                               "owner_address": stack.owner_address,
                               "node_small_id": stack.node_small_id})

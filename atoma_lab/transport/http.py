@@ -8,8 +8,9 @@ three HTTP exchanges that in-process mode does not have (lock, request, proxy to
 * :class:`HttpChannel` is the standard library's ``http.client`` with a small pool of kept-alive
   connections, safe to share between threads.
 
-On a 2-core machine, with client, proxy and node in one process, they took about 1.9 ms and
-1.5 ms off the HTTP path of a confidential request against httpx (see the README's benchmarks).
+In ``benchmarks/test_e2e.py`` (interleaved, 2-core machine, client, proxy and node in one
+process) loopback HTTP added 7.8 ms to a confidential request with httpx on both sides and
+1.8-2.1 ms with these (README, "Benchmarks").
 A connection found closed by the peer while idle is replaced before use; one that fails after the
 request went out is an error, never silently retried (the request may have been served).
 Connection failures raise :class:`TransportError` (503), timeouts :class:`TransportTimeoutError`

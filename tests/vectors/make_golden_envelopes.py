@@ -273,22 +273,28 @@ def render() -> str:
     return json.dumps(build(), ensure_ascii=False, indent=2) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def write_or_check(text: str, out: Path, *, doc: str, script: str,
+                   argv: list[str] | None = None) -> int:
+    """The generators' command line: write ``text`` to ``out``, or with ``--check`` exit 1 when
+    the file differs from it."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if the file is out of date")
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--out", type=Path, default=out)
     args = parser.parse_args(argv)
-    text = render()
     if args.check:
         current = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
         if current != text:
-            print(f"{args.out} is out of date; run {Path(__file__).name}", file=sys.stderr)
+            print(f"{args.out} is out of date; run {script}", file=sys.stderr)
             return 1
         print(f"{args.out} is up to date")
         return 0
     args.out.write_text(text, encoding="utf-8")
     print(f"wrote {args.out}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return write_or_check(render(), OUT, doc=__doc__ or "", script=Path(__file__).name, argv=argv)
 
 
 if __name__ == "__main__":

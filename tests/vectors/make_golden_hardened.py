@@ -28,7 +28,6 @@ Usage (from the repository root)::
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import json
@@ -41,13 +40,19 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when a test loads this file
+# The RFC 7748 section 6.1 keys, the RFC 8032 TEST 1 seed and the command line are shared.
+from make_golden_envelopes import (
+    ALICE_SK,
+    BOB_SK,
+    ED25519_SEED,
+    MINILM,
+    write_or_check,
+)
+
 OUT = Path(__file__).with_name("golden_hardened.json")
 
 PROFILE = "atoma-lab/hardened-v1"
-ALICE_SK = "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"  # RFC 7748 6.1
-BOB_SK = "5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb"  # RFC 7748 6.1
-ED25519_SEED = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"  # RFC 8032 T1
-MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 CASES = [
     {
@@ -236,21 +241,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if the file is out of date")
-    parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        current = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
-        if current != text:
-            print(f"{args.out} is out of date; run {Path(__file__).name}", file=sys.stderr)
-            return 1
-        print(f"{args.out} is up to date")
-        return 0
-    args.out.write_text(text, encoding="utf-8")
-    print(f"wrote {args.out}")
-    return 0
+    return write_or_check(render(), OUT, doc=__doc__ or "", script=Path(__file__).name, argv=argv)
 
 
 if __name__ == "__main__":
