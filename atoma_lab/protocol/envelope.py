@@ -21,25 +21,28 @@ import hmac
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from hashlib import blake2b as _blake2b
 from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from atoma_lab.crypto.aead import NONCE_SIZE
-from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.kdf import SALT_SIZE, derive_key
 from atoma_lab.crypto.keys import X25519KeyPair
 from atoma_lab.crypto.signing import SuiSignature, SuiSigner, verify_sui_signature
+from atoma_lab.encoding import require_int, require_str
 from atoma_lab.errors import (
     DecryptionError,
     HashMismatchError,
+    InvalidFieldError,
     NodeKeyMismatchError,
     PeerProtocolError,
 )
 from atoma_lab.protocol.messages import ConfidentialComputeRequest, ConfidentialComputeResponse, Usage
 
 RandomBytes = Callable[[int], bytes]
+_new_tuple = tuple.__new__
 
 
 def _decrypt(cipher: AESGCM, nonce: bytes, ciphertext: bytes) -> bytes:
@@ -50,32 +53,41 @@ def _decrypt(cipher: AESGCM, nonce: bytes, ciphertext: bytes) -> bytes:
         raise DecryptionError("AES-256-GCM authentication failed") from exc
 
 
-@dataclass(slots=True, repr=False)
 class _KeyState:
     """An AES key and every nonce used under it so far."""
 
-    cipher: AESGCM  # pyca's, called directly on the hot path (nonce sizes are ours to check)
-    used_nonces: set[bytes] = field(default_factory=set)
+    __slots__ = ("cipher", "used_nonces")
+
+    def __init__(self, cipher: AESGCM, first_nonce: bytes | None = None) -> None:
+        self.cipher = cipher  # pyca's, called directly on the hot path (nonce sizes are ours)
+        self.used_nonces: set[bytes] = set() if first_nonce is None else {first_nonce}
+
+    def __repr__(self) -> str:
+        return f"_KeyState(<key redacted>, {len(self.used_nonces)} nonces used)"
 
     def take(self, nonce: bytes | None, rng: RandomBytes) -> bytes:
         used = self.used_nonces
         if nonce is None:
-            # A 96-bit random nonce colliding is astronomically unlikely; with an injected rng
-            # (tests) it is not, so draw again rather than ever reuse one under this key.
-            for _ in range(8):
-                nonce = rng(NONCE_SIZE)
-                if len(nonce) != NONCE_SIZE:
-                    raise ValueError(f"rng must return {NONCE_SIZE} bytes")
-                if nonce not in used:
-                    break
-            else:
-                raise ValueError("rng keeps returning nonces already used under this key")
+            nonce = rng(NONCE_SIZE)
+            if len(nonce) != NONCE_SIZE or nonce in used:
+                nonce = self._draw_again(rng)
         elif len(nonce) != NONCE_SIZE:
             raise ValueError(f"nonce must be {NONCE_SIZE} bytes, got {len(nonce)}")
         elif nonce in used:
             raise ValueError("nonce already used under this key")
         used.add(nonce)
         return nonce
+
+    def _draw_again(self, rng: RandomBytes) -> bytes:
+        # A 96-bit random nonce colliding is astronomically unlikely; with an injected rng (tests)
+        # it is not, so draw again rather than ever reuse one under this key.
+        for _ in range(8):
+            nonce = rng(NONCE_SIZE)
+            if len(nonce) != NONCE_SIZE:
+                raise ValueError(f"rng must return {NONCE_SIZE} bytes")
+            if nonce not in self.used_nonces:
+                return nonce
+        raise ValueError("rng keeps returning nonces already used under this key")
 
 
 @dataclass(slots=True, repr=False)
@@ -131,26 +143,26 @@ def seal_request(
     salt = rng(SALT_SIZE) if salt is None else salt
     if len(salt) != SALT_SIZE:
         raise ValueError(f"salt must be {SALT_SIZE} bytes, got {len(salt)}")
-    shared = client_key.exchange(node_public_key)
+    shared = client_key.exchange(node_public_key)  # checks its size and type
+    node_public_key = bytes(node_public_key)
     keys = _KeyState(AESGCM(derive_key(shared, salt)))
     nonce = keys.take(nonce, rng)
-    body_hash = blake2b_256(plaintext)
+    body_hash = _blake2b(plaintext, digest_size=32).digest()  # blake2b_256
     ciphertext = keys.cipher.encrypt(nonce, plaintext, None)
-    request = ConfidentialComputeRequest(
-        ciphertext=ciphertext,
-        stack_small_id=stack_small_id,
-        nonce=nonce,
-        salt=salt,
-        client_dh_public_key=client_key.public_bytes,
-        node_dh_public_key=bytes(node_public_key),
-        plaintext_body_hash=body_hash,
-        model_name=model_name,
-        stream=stream,
-        num_compute_units=num_compute_units,
+    # The byte fields were made or size-checked just above; check what the caller passed.
+    require_int(stack_small_id, field="stack_small_id")
+    require_str(model_name, field="model_name")
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidFieldError("stream: expected a boolean", field="stream")
+    if num_compute_units is not None:
+        require_int(num_compute_units, field="num_compute_units")
+    request = ConfidentialComputeRequest.trusted(
+        ciphertext, stack_small_id, nonce, salt, client_key.public_bytes, node_public_key,
+        body_hash, model_name, stream, num_compute_units,
     )
     context = ClientContext(
         _keys=keys,
-        node_public_key=bytes(node_public_key),
+        node_public_key=node_public_key,
         client_public_key=client_key.public_bytes,
         salt=salt,
         request_nonce=nonce,
@@ -197,10 +209,10 @@ def open_request(request: ConfidentialComputeRequest, node_key: X25519KeyPair) -
             field="node_dh_public_key",
         )
     shared = node_key.exchange(request.client_dh_public_key)
-    keys = _KeyState(AESGCM(derive_key(shared, request.salt)))
-    keys.used_nonces.add(request.nonce)
+    keys = _KeyState(AESGCM(derive_key(shared, request.salt)), request.nonce)
     plaintext = _decrypt(keys.cipher, request.nonce, request.ciphertext)
-    if not hmac.compare_digest(blake2b_256(plaintext), request.plaintext_body_hash):
+    if not hmac.compare_digest(_blake2b(plaintext, digest_size=32).digest(),
+                               request.plaintext_body_hash):
         raise HashMismatchError("plaintext does not match plaintext_body_hash",
                                 field="plaintext_body_hash")
     context = NodeContext(
@@ -230,10 +242,11 @@ def seal_response(
         raise TypeError("plaintext must be bytes")
     if context._sealed:
         raise ValueError("this request's response was already sealed")
-    nonce = context._keys.take(nonce, rng)
+    keys = context._keys
+    nonce = keys.take(nonce, rng)
     context._sealed = True
-    response_hash = blake2b_256(plaintext)
-    ciphertext = context._keys.cipher.encrypt(nonce, plaintext, None)
+    response_hash = _blake2b(plaintext, digest_size=32).digest()  # blake2b_256, inlined
+    ciphertext = keys.cipher.encrypt(nonce, plaintext, None)
     signature = signer.sign(response_hash).to_base64() if signer is not None else None
     # Every field was made just above with the right size: skip re-validating it.
     return ConfidentialComputeResponse.trusted(nonce, ciphertext, response_hash, signature, usage)
@@ -272,12 +285,16 @@ def open_response(
     """
     if context._opened:
         raise ValueError("this context already opened a response")
-    if response.nonce in context._keys.used_nonces:
+    keys, nonce = context._keys, response.nonce
+    if nonce in keys.used_nonces:
         raise DecryptionError("response nonce was already used under this key", field="nonce")
-    plaintext = _decrypt(context._keys.cipher, response.nonce, response.ciphertext)
-    context._keys.used_nonces.add(response.nonce)
+    try:  # _decrypt, inlined: this is the hot path
+        plaintext = keys.cipher.decrypt(nonce, response.ciphertext, None)
+    except InvalidTag as exc:
+        raise DecryptionError("AES-256-GCM authentication failed") from exc
+    keys.used_nonces.add(nonce)
     context._opened = True
-    digest = blake2b_256(plaintext)
+    digest = _blake2b(plaintext, digest_size=32).digest()
     if response.response_hash is None:
         if require_hash:
             raise PeerProtocolError("response has no response_hash")
@@ -291,4 +308,4 @@ def open_response(
         signer = verify_sui_signature(
             response.signature, digest, expected_address=expected_signer_address
         )
-    return OpenedResponse(plaintext=plaintext, response_hash=digest, signer=signer)
+    return _new_tuple(OpenedResponse, (plaintext, digest, signer))  # OpenedResponse(...), cheaper

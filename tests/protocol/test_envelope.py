@@ -26,6 +26,7 @@ from atoma_lab.errors import (
     AtomaLabError,
     DecryptionError,
     HashMismatchError,
+    InvalidFieldError,
     InvalidPublicKeyError,
     NodeKeyMismatchError,
     PeerProtocolError,
@@ -618,6 +619,29 @@ def test_seal_request_argument_misuse() -> None:
         seal_request(REQUEST_PLAINTEXT, rng=lambda n: bytes(n - 1), **common)
     with pytest.raises(ValueError):
         seal_request(REQUEST_PLAINTEXT, **{**common, "node_public_key": bytes(31)})
+    with pytest.raises(TypeError):
+        seal_request(REQUEST_PLAINTEXT, **{**common, "node_public_key": "ab" * 16})
+    # The request is built without re-checking the fields seal_request made itself, so the
+    # caller's own fields are checked on the way in, as the wire model would check them.
+    for name, bad in [("stack_small_id", -1), ("stack_small_id", True), ("stack_small_id", "1"),
+                      ("model_name", 7), ("stream", "yes"), ("num_compute_units", -5),
+                      ("num_compute_units", 2**64)]:
+        with pytest.raises(InvalidFieldError) as caught:
+            seal_request(REQUEST_PLAINTEXT, **{**common, name: bad})
+        assert caught.value.field == name
+
+
+def test_seal_request_takes_a_bytearray_key_and_keeps_bytes() -> None:
+    node = X25519KeyPair.from_private_bytes(NODE_SK)
+    sealed = seal_request(REQUEST_PLAINTEXT, node_public_key=bytearray(node.public_bytes),
+                          stack_small_id=1, model_name="m", stream=False, num_compute_units=9)
+    request = sealed.request
+    assert type(request.node_dh_public_key) is bytes and type(sealed.context.node_public_key) is bytes
+    # Equal to the same request built through the checked constructor, and through the wire.
+    fields_ = {f: getattr(request, f) for f in request.__dataclass_fields__}
+    assert ConfidentialComputeRequest(**fields_) == request
+    assert ConfidentialComputeRequest.from_json(request.to_json()) == request
+    assert open_request(request, node).plaintext == REQUEST_PLAINTEXT
 
 
 # ------------------------------------------------------------------------------------------------
