@@ -59,3 +59,20 @@ def test_render_and_main(tmp_path, capsys) -> None:  # type: ignore[no-untyped-d
     assert "seal 1 KiB" in capsys.readouterr().out
     assert (tmp_path / "b.md").read_text().startswith("Benchmarks of")
     assert main([]) == 2
+
+
+def test_a_paired_figure_decides_the_verdict() -> None:
+    data = json.loads(json.dumps(DATA))
+    ours = data["benchmarks"][1]
+    ours["stats"]["median"] = 0.02  # the medians say 2x ...
+    ours["extra_info"]["paired_ratio"] = 1.1  # ... the interleaved rounds say 1.1x
+    (row,) = [r for r in rows(data) if r.group == "envelope"]
+    assert row.verdict == "met (<= 1.15x time, paired)"
+    ours["extra_info"]["paired_ratio"] = 1.2
+    (row,) = [r for r in rows(data) if r.group == "envelope"]
+    assert row.verdict.startswith("MISSED")
+    data["benchmarks"][3]["extra_info"]["paired_speedup"] = 1.2  # medians say 2x speed
+    data["benchmarks"][5]["extra_info"]["paired_added_ms"] = 3.5  # medians say +2 ms
+    got = {r.group: r.verdict for r in rows(data)}
+    assert got["embed"] == "MISSED (>= 1.25x speed, paired)"
+    assert got["e2e"] == "MISSED (<= +3 ms, paired)"
