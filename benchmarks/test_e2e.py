@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from bench_support import interleaved
+from bench_support import interleaved, paired_added_ms, pool_rounds
 
 from atoma_lab.client import DEFAULT_MODEL
 from atoma_lab.sim import Network, build_network, default_embedder
@@ -71,12 +71,15 @@ def test_confidential_vs_plain(benchmark: Any, inprocess: Network, route: str, c
                        warmup_rounds=3)
 
 
+HTTP_PAIR = "confidential over HTTP vs in-process, 1 short input"
+
+
 @pytest.mark.benchmark(group="e2e-http")
 @pytest.mark.parametrize("mode", ["inprocess", "http"])
 def test_http_vs_inprocess(benchmark: Any, inprocess: Network, http: Network, mode: str) -> None:
     """Interleaved: each timed round of one mode follows a round of the other, so both see the
     same machine (the model's own time varies by more than the 3 ms at stake);
-    ``paired_added_ms`` is the median of the per-round differences."""
+    ``paired_added_ms`` is the median of the per-round differences, both modes' runs pooled."""
     clients = {"http": http.client(), "inprocess": inprocess.client()}
     other = "inprocess" if mode == "http" else "http"
     reference = inprocess.client().embeddings.create(input=SHORT).to_numpy()
@@ -84,7 +87,7 @@ def test_http_vs_inprocess(benchmark: Any, inprocess: Network, http: Network, mo
         assert np.array_equal(c.confidential_embeddings.create(input=SHORT).to_numpy(), reference)
         for _ in range(5):
             c.confidential_embeddings.create(input=SHORT)
-    benchmark.extra_info.update(pair="confidential over HTTP vs in-process, 1 short input",
+    benchmark.extra_info.update(pair=HTTP_PAIR,
                                 role="ours" if mode == "http" else "baseline")
     if mode == "http":
         benchmark.extra_info.update(target=3, target_kind="max_added_ms")
@@ -92,7 +95,6 @@ def test_http_vs_inprocess(benchmark: Any, inprocess: Network, http: Network, mo
                           lambda: clients[mode].confidential_embeddings.create(input=SHORT),
                           lambda: clients[other].confidential_embeddings.create(input=SHORT),
                           rounds=100)
-    if benchmark.stats is not None:
-        timed = list(benchmark.stats.stats.data)
-        diffs = [(t - o) if mode == "http" else (o - t) for t, o in zip(timed, other_s, strict=False)]
-        benchmark.extra_info["paired_added_ms"] = float(np.median(diffs)) * 1e3
+    pool_rounds(benchmark, ("e2e-http", HTTP_PAIR),
+                "ours" if mode == "http" else "baseline", other_s, name="paired_added_ms",
+                figure=paired_added_ms)

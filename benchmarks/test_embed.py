@@ -18,7 +18,8 @@ Groups (``extra_info`` carries ``pair``, ``role`` and ``target`` for ``atoma_lab
 
 Each pair asserts its result once before timing. The model pairs are interleaved: every timed
 round of one member runs after an (untimed there, timed here) round of the other, so both see
-the same load on a shared machine; ``paired_speedup`` is the median of the per-round ratios and
+the same load on a shared machine; ``paired_speedup`` is the median of the per-round ratios, both
+members' runs pooled (what benchreport judges the target on), and
 ``speedup_of_min`` the ratio of the fastest rounds, beside benchreport's ratio of medians.
 Timing is reported, never asserted. ``ATOMA_LAB_BENCH_EMBED_ROUNDS`` (default 5) and
 ``ATOMA_LAB_BENCH_THREADS`` (default: all cores) adjust the run.
@@ -47,7 +48,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch = pytest.importorskip("torch")
 st = pytest.importorskip("sentence_transformers")
 
-from bench_support import interleaved, show  # noqa: E402
+from bench_support import interleaved, paired_speedup, pool_rounds, show  # noqa: E402
 
 from atoma_lab.inference import (  # noqa: E402 - after the skips
     DEFAULT_MODEL,
@@ -142,14 +143,12 @@ def _ratio_report(request: pytest.FixtureRequest) -> Iterator[None]:
     show(request, lines)
 
 
-def _paired_speedup(benchmark: Any, other_s: list[float], *, ours_is_timed: bool) -> float:
-    """median(baseline / ours) over the interleaved rounds."""
-    if benchmark.stats is None:
-        return float("nan")
-    timed = list(benchmark.stats.stats.data)
-    pairs = zip(other_s, timed, strict=False) if ours_is_timed else zip(timed, other_s,
-                                                                          strict=False)
-    return float(np.median([b / o for b, o in pairs]))
+def _pool(benchmark: Any, group: str, pair: str, role: str, other_s: list[float]) -> None:
+    """The pair's ``paired_speedup`` from both members' interleaved runs (bench_support)."""
+    value = pool_rounds(benchmark, (group, pair), role, other_s, name="paired_speedup",
+                        figure=paired_speedup)
+    if value is not None:
+        _EXTRA.setdefault((group, pair), {})["paired_speedup"] = value
 
 
 # ------------------------------------------------------------------------------------ fixtures
@@ -220,8 +219,8 @@ def _time_member(benchmark: Any, pair: str, role: str, ours: Callable[[], Any],
     and record it with the paired speed-up."""
     timed, other = (ours, baseline) if role == "ours" else (baseline, ours)
     other_s = interleaved(benchmark, timed, other, rounds=rounds)
-    _record(benchmark, "embed", pair, role, target=target, **extra,
-            paired_speedup=_paired_speedup(benchmark, other_s, ours_is_timed=role == "ours"))
+    _record(benchmark, "embed", pair, role, target=target, **extra)
+    _pool(benchmark, "embed", pair, role, other_s)
 
 
 def _min_cosine(got: np.ndarray, ref: np.ndarray) -> float:
@@ -353,8 +352,8 @@ def test_one_by_one(benchmark: Any, exact: TransformersEngine, batcher: DynamicB
     serve = _one_by_one(exact, texts)
     assert len(serve()) == CONCURRENT
     other = interleaved(benchmark, serve, _concurrent(batcher, pool, texts, how), rounds=ROUNDS)
-    _record(benchmark, "embed-batcher", pair, "baseline",
-            paired_speedup=_paired_speedup(benchmark, other, ours_is_timed=False))
+    _record(benchmark, "embed-batcher", pair, "baseline")
+    _pool(benchmark, "embed-batcher", pair, "baseline", other)
 
 
 @pytest.mark.benchmark(group="embed-batcher")
@@ -369,8 +368,8 @@ def test_dynamic_batcher(benchmark: Any, exact: TransformersEngine, batcher: Dyn
     other = interleaved(benchmark, serve, _one_by_one(exact, texts), rounds=ROUNDS)
     per_batch = batcher.stats.requests / max(1, batcher.stats.batches)
     _record(benchmark, "embed-batcher", pair, "ours", target=target,
-            requests_per_forward=per_batch,
-            paired_speedup=_paired_speedup(benchmark, other, ours_is_timed=True))
+            requests_per_forward=per_batch)
+    _pool(benchmark, "embed-batcher", pair, "ours", other)
 
 
 # ------------------------------------------------------------------------------------ JSON

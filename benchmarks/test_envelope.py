@@ -25,12 +25,11 @@ import hashlib
 import hmac
 import os
 import secrets
-import statistics
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from bench_support import interleaved, show
+from bench_support import interleaved, paired_ratio, pool_rounds, pooled, show
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -53,8 +52,6 @@ _NODE_RAW = X25519PrivateKey.from_private_bytes(_NODE.private_bytes())
 # (group, operation, size) -> {"atoma-lab": seconds, "raw": seconds}
 _MEDIANS: dict[tuple[str, str, str], dict[str, float]] = {}
 _MINIMA: dict[tuple[str, str, str], dict[str, float]] = {}
-# (group, operation, size) -> atoma-lab / raw per interleaved round, both members' runs pooled
-_PAIRED: dict[tuple[str, str, str], list[float]] = {}
 
 
 def _plaintext(size: str) -> bytes:
@@ -65,11 +62,18 @@ _LABEL = {"request": "seal_request+open_request", "response": "seal_response+ope
           "encrypt": "AES-256-GCM encrypt", "decrypt": "AES-256-GCM decrypt"}
 
 
+_ROLE = {"atoma-lab": "ours", "raw": "baseline"}
+
+
+def _pair_name(op: str, size: str) -> str:
+    return f"{_LABEL[op]} {size}"
+
+
 def _record(benchmark: Any, group: str, op: str, size: str, impl: str) -> None:
     """Tag the benchmark for ``atoma_lab.benchreport`` (pair, role, target) and keep its times."""
     benchmark.extra_info.update({
-        "pair": f"{_LABEL[op]} {size}",
-        "role": "ours" if impl == "atoma-lab" else "baseline",
+        "pair": _pair_name(op, size),
+        "role": _ROLE[impl],
         "target": TARGET_RATIO,
         "target_kind": "max",
     })
@@ -83,8 +87,6 @@ def _record(benchmark: Any, group: str, op: str, size: str, impl: str) -> None:
         # The median ratio is benchreport's; the ratio of minima and the paired ratio (median
         # over interleaved rounds) are steadier on a busy machine.
         benchmark.extra_info["ratio_of_min"] = minima["atoma-lab"] / minima["raw"]
-        if (group, op, size) in _PAIRED:
-            benchmark.extra_info["paired_ratio"] = statistics.median(_PAIRED[(group, op, size)])
 
 
 Setup = Callable[[], tuple[Any, ...]]
@@ -97,12 +99,9 @@ def _time_pair(benchmark: Any, op: str, size: str, impl: str,
     (fn, setup), (other, other_setup) = members[impl], members[other_impl]
     other_s = interleaved(benchmark, fn, other, rounds=PEDANTIC_ROUNDS[size], setup=setup,
                           other_setup=other_setup, warmup_rounds=5)
-    if benchmark.stats is not None:
-        timed = list(benchmark.stats.stats.data)
-        ours, raw = (timed, other_s) if impl == "atoma-lab" else (other_s, timed)
-        _PAIRED.setdefault(("envelope", op, size), []).extend(
-            o / r for o, r in zip(ours, raw, strict=True))
     _record(benchmark, "envelope", op, size, impl)
+    pool_rounds(benchmark, ("envelope", _pair_name(op, size)), _ROLE[impl], other_s,
+                name="paired_ratio", figure=paired_ratio)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -122,8 +121,8 @@ def _ratio_report(request: pytest.FixtureRequest) -> Iterator[None]:
     for (group, op, size), m in rows:
         ratio = m["atoma-lab"] / m["raw"]
         ratio_min = _MINIMA[(group, op, size)]["atoma-lab"] / _MINIMA[(group, op, size)]["raw"]
-        paired = _PAIRED.get((group, op, size))
-        judged = statistics.median(paired) if paired else ratio
+        paired = pooled((group, _pair_name(op, size)))
+        judged = paired_ratio(paired) if paired else ratio
         flag = "" if judged <= TARGET_RATIO else "  above target"
         shown = f"{judged:>8.3f}x" if paired else f"{'-':>9}"
         lines.append(f"{group:<10}{op:<10}{size:>7}{m['raw'] * 1e6:>12.1f}us"
