@@ -24,6 +24,4 @@ def derive_key(shared_secret: bytes, salt: bytes, *, info: bytes = b"") -> bytes
     """
     if len(salt) != SALT_SIZE:
         raise ValueError(f"salt must be {SALT_SIZE} bytes, got {len(salt)}")
-    # hkdf_sha256's checks hold here by construction; this runs twice per request.
-    return HKDF(algorithm=_SHA256, length=AES256_KEY_SIZE, salt=salt, info=info).derive(
-        bytes(shared_secret))
+    return hkdf_sha256(shared_secret, salt=salt, info=info, length=AES256_KEY_SIZE)

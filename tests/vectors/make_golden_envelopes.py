@@ -137,8 +137,9 @@ def blake2b_256(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=32).digest()
 
 
-def hkdf_sha256(shared: bytes, salt: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=b"").derive(shared)
+def hkdf_sha256(shared: bytes, salt: bytes, info: bytes = b"") -> bytes:
+    """Atoma's key (empty info); the hardened generator passes its direction labels."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(shared)
 
 
 def compact(obj: dict) -> str:

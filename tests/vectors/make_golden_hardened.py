@@ -28,25 +28,26 @@ Usage (from the repository root)::
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import sys
 from pathlib import Path
 
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when a test loads this file
-# The RFC 7748 section 6.1 keys, the RFC 8032 TEST 1 seed and the command line are shared.
+# The RFC 7748 section 6.1 keys, the RFC 8032 TEST 1 seed, the primitives' helpers and the command
+# line are shared.
 from make_golden_envelopes import (
     ALICE_SK,
     BOB_SK,
     ED25519_SEED,
     MINILM,
+    b64,
+    blake2b_256,
+    compact,
+    hkdf_sha256,
     write_or_check,
 )
 
@@ -93,14 +94,6 @@ CASES = [
 ]
 
 
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def blake2b_256(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=32).digest()
-
-
 def str16(data: bytes) -> bytes:
     return len(data).to_bytes(2, "big") + data
 
@@ -111,14 +104,6 @@ def u64(value: int) -> bytes:
 
 def opt_u64(value: int | None) -> bytes:
     return b"\x00" if value is None else b"\x01" + u64(value)
-
-
-def hkdf(shared: bytes, salt: bytes, info: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(shared)
-
-
-def compact(obj: dict) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
 def build() -> dict:
@@ -137,8 +122,8 @@ def build() -> dict:
     cases = []
     for case in CASES:
         salt, nonce, request_id = case["salt"], case["nonce"], case["request_id"]
-        k_c2n = hkdf(shared, salt, b"atoma-lab/hardened-v1 client->node" + client_pk + node_pk)
-        k_n2c = hkdf(shared, salt, b"atoma-lab/hardened-v1 node->client" + client_pk + node_pk)
+        k_c2n = hkdf_sha256(shared, salt, b"atoma-lab/hardened-v1 client->node" + client_pk + node_pk)
+        k_n2c = hkdf_sha256(shared, salt, b"atoma-lab/hardened-v1 node->client" + client_pk + node_pk)
         request_aad = (
             profile + b"\x01" + str16(case["model_name"].encode()) + u64(case["stack_small_id"])
             + key_id + client_pk + salt + nonce + u64(case["timestamp"]) + request_id
