@@ -65,11 +65,11 @@ test-fast: setup
 bench: setup infinity-setup
 	@mkdir -p build/bench
 	ATOMA_LAB_INFINITY_PYTHON=$(INFINITY_PYTHON) $(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-json=build/bench/latest.json -q
-	$(BIN)/python -m atoma_lab.benchreport build/bench/latest.json
+	$(BIN)/python -m atoma_lab.tools.benchreport build/bench/latest.json
 
 notebooks: setup
 	@mkdir -p build/notebooks
-	ATOMA_LAB_QUICK=0 $(BIN)/python -m atoma_lab.notebook_runner notebooks build/notebooks
+	ATOMA_LAB_QUICK=0 $(BIN)/python -m atoma_lab.tools.notebook_runner notebooks build/notebooks
 
 lint: setup
 	$(BIN)/ruff check atoma_lab tests benchmarks

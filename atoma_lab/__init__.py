@@ -13,9 +13,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "AtomaLabClient": "atoma_lab.client",
     "AtomaLabError": "atoma_lab.errors",
-    "Network": "atoma_lab.sim",
-    "Trace": "atoma_lab.trace",
-    "build_network": "atoma_lab.sim",
+    "Network": "atoma_lab.lab.network",
+    "Trace": "atoma_lab.services.trace",
+    "build_network": "atoma_lab.lab.network",
 }
 
 __all__ = sorted([*_LAZY, "__version__"])

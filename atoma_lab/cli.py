@@ -37,7 +37,7 @@ def _short(data: bytes | str, n: int = 72) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from atoma_lab.sim import build_network
+    from atoma_lab.lab.network import build_network
 
     net = build_network(nodes=args.nodes, mode="http", model=args.model, api_key=args.api_key,
                         host=args.host, port=args.port, ledger_path=args.ledger,
@@ -81,13 +81,13 @@ def _node_embedder(args: argparse.Namespace) -> Any:
         from atoma_lab.inference.remote import remote_embedder
 
         return remote_embedder(args.backend, api=args.backend_api, model=args.model)
-    from atoma_lab.sim import default_embedder
+    from atoma_lab.lab.network import default_embedder
 
     return default_embedder(args.model)
 
 
 def cmd_node(args: argparse.Namespace) -> int:
-    from atoma_lab.standalone import NodeServer
+    from atoma_lab.server.standalone import NodeServer
 
     server = NodeServer(node_small_id=args.node_id, embedder=_node_embedder(args),
                         proxy_url=args.proxy, host=args.host, port=args.port,
@@ -107,7 +107,7 @@ def cmd_node(args: argparse.Namespace) -> int:
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:
-    from atoma_lab.standalone import ProxyServer, vendor_policy
+    from atoma_lab.server.standalone import ProxyServer, vendor_policy
 
     server = ProxyServer(node_urls=args.node, host=args.host, port=args.port,
                          api_key=args.api_key, ledger_path=args.ledger,
@@ -127,7 +127,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
 
 def _client(args: argparse.Namespace) -> tuple[Any, Any]:
     from atoma_lab.client import AtomaLabClient
-    from atoma_lab.sim import build_network
+    from atoma_lab.lab.network import build_network
 
     if args.base_url:
         if not args.api_key:
@@ -156,7 +156,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from atoma_lab.sim import build_network
+    from atoma_lab.lab.network import build_network
 
     texts = list(args.text) or ["Confidential embeddings keep the text away from the proxy.",
                                 "Les empreintes restent chiffrées de bout en bout."]

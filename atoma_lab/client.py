@@ -4,7 +4,7 @@
 Over and above Atoma's SDKs it checks ``response_hash`` always, the node's signature by default,
 and, when asked, the node's attestation before trusting the key the proxy hands out (with a cache
 of verified keys). A request sealed to a key that rotated meanwhile (409 ``STALE_NODE_KEY``) is
-retried once with a fresh lock. Every call exposes a :class:`~atoma_lab.trace.Trace`.
+retried once with a fresh lock. Every call exposes a :class:`~atoma_lab.services.trace.Trace`.
 """
 
 from __future__ import annotations
@@ -26,22 +26,22 @@ from atoma_lab.errors import (
     error_from_response,
 )
 from atoma_lab.protocol import hardened
-from atoma_lab.protocol.envelope import open_response, seal_request
-from atoma_lab.protocol.messages import (
+from atoma_lab.protocol.atoma.envelope import open_response, seal_request
+from atoma_lab.protocol.atoma.messages import (
     ConfidentialComputeResponse,
     NodesCreateLockRequest,
     NodesCreateLockResponse,
 )
 from atoma_lab.protocol.openai import CreateEmbeddingRequest, CreateEmbeddingResponse, EmbeddingInput
-from atoma_lab.services.http import Headers, Request, Response
-from atoma_lab.trace import ServerTiming, Trace
+from atoma_lab.services.trace import ServerTiming, Trace
+from atoma_lab.transport.base import Headers, Request, Response
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 class Channel(Protocol):
     """A synchronous line to the proxy: HTTP (:class:`~atoma_lab.transport.http.HttpChannel`) or
-    an in-process network (``atoma_lab.sim``)."""
+    an in-process network (``atoma_lab.lab.network``)."""
 
     def request(self, request: Request) -> Response: ...
 

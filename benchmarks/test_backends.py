@@ -1,7 +1,7 @@
 """A node's embedder backed by infinity-emb (over loopback HTTP) against the in-process engine,
 same model, same corpus, measured in one run.
 
-Group ``backends`` (``extra_info`` carries ``pair`` and ``role`` for ``atoma_lab.benchreport``):
+Group ``backends`` (``extra_info`` carries ``pair`` and ``role`` for ``atoma_lab.tools.benchreport``):
 the baseline is what a node serves by default (:func:`~atoma_lab.inference.node_embedder`: the
 transformers engine behind its dynamic batcher), ours a
 :class:`~atoma_lab.inference.RemoteEmbedder` forwarding to ``infinity_emb v2`` (torch, CPU,

@@ -23,7 +23,7 @@ import pytest
 from bench_support import interleaved, paired_added_ms, pool_rounds
 
 from atoma_lab.client import DEFAULT_MODEL
-from atoma_lab.sim import Network, build_network, default_embedder
+from atoma_lab.lab.network import Network, build_network, default_embedder
 
 SHORT = ["Confidential embeddings keep the text away from the proxy."]
 BATCH = [f"Sentence number {i} about private retrieval, {'detail ' * (i % 7)}." for i in range(32)]

@@ -1,6 +1,6 @@
 """The embedding engine against sentence-transformers and the naive ways, measured in one run.
 
-Groups (``extra_info`` carries ``pair``, ``role`` and ``target`` for ``atoma_lab.benchreport``):
+Groups (``extra_info`` carries ``pair``, ``role`` and ``target`` for ``atoma_lab.tools.benchreport``):
 
 * ``embed``: ``SentenceTransformer.encode(normalize_embeddings=True)`` (baseline) against the
   engine in exact mode (fp32, target >= 1.25x) and in fast mode (bf16 autocast on CPU / fp16 weights on

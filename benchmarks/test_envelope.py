@@ -12,7 +12,7 @@ The ``envelope`` pairs run interleaved: each round of one member comes after a r
 (each with a fresh setup), so both see the same load and the same cache state; ``paired`` is the
 median over rounds of atoma-lab / raw, and is what the target is judged on. Every pair asserts
 its result once before timing. ``extra_info`` carries ``pair``, ``role``
-(``ours`` / ``baseline``) and ``target`` (1.15, ``max``) for ``python -m atoma_lab.benchreport``;
+(``ours`` / ``baseline``) and ``target`` (1.15, ``max``) for ``python -m atoma_lab.tools.benchreport``;
 the ratios atoma-lab / raw (median, and of minima) are also printed at the end of the module.
 Timing is reported, never asserted.
 
@@ -70,7 +70,7 @@ def _pair_name(op: str, size: str) -> str:
 
 
 def _record(benchmark: Any, group: str, op: str, size: str, impl: str) -> None:
-    """Tag the benchmark for ``atoma_lab.benchreport`` (pair, role, target) and keep its times."""
+    """Tag the benchmark for ``atoma_lab.tools.benchreport`` (pair, role, target) and keep its times."""
     benchmark.extra_info.update({
         "pair": _pair_name(op, size),
         "role": _ROLE[impl],

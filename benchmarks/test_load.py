@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from atoma_lab.inference import FAKE_MODEL
-from atoma_lab.load import LoadResult, run_load
-from atoma_lab.sim import Network, build_network, default_embedder
+from atoma_lab.lab.load import LoadResult, run_load
+from atoma_lab.lab.network import Network, build_network, default_embedder
 
 MODEL = os.environ.get("ATOMA_LAB_BENCH_LOAD_MODEL") or FAKE_MODEL
 REQUESTS = int(os.environ.get("ATOMA_LAB_BENCH_LOAD_REQUESTS", "1000"))

@@ -1,9 +1,9 @@
 """The hardened profile's cost per request against Atoma's, and what attestation costs a client.
 
-Groups (``extra_info`` carries ``pair`` and ``role`` for ``python -m atoma_lab.benchreport``):
+Groups (``extra_info`` carries ``pair`` and ``role`` for ``python -m atoma_lab.tools.benchreport``):
 
 * ``profile``: one request and its response through each profile as the wire carries them
-  (``atoma_lab.measure.profile_round_trip``: seal, JSON out and in, open on the node, sealed and
+  (``atoma_lab.lab.measure.profile_round_trip``: seal, JSON out and in, open on the node, sealed and
   signed answer, JSON out and in, opened with the signature pinned), at 1 KiB, 64 KiB and 1 MiB;
   Atoma's profile is the baseline, so the reported speed-up is Atoma / hardened (below 1: the
   hardened profile costs more);
@@ -25,7 +25,7 @@ import pytest
 from atoma_lab.crypto.attestation import AttestationPolicy
 from atoma_lab.crypto.keys import X25519KeyPair
 from atoma_lab.crypto.signing import SuiSigner
-from atoma_lab.measure import attested_node_key, profile_round_trip, verify_node_key
+from atoma_lab.lab.measure import attested_node_key, profile_round_trip, verify_node_key
 from atoma_lab.protocol import hardened
 
 SIZES = {"1KiB": 1 << 10, "64KiB": 1 << 16, "1MiB": 1 << 20}

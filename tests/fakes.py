@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 import orjson
 
-from atoma_lab.attacks import InterceptChannel, with_json
 from atoma_lab.encoding import loads
+from atoma_lab.lab.attacks import InterceptChannel, with_json
+from atoma_lab.lab.network import Network, build_network
 from atoma_lab.protocol.openai import CreateEmbeddingRequest, EmbeddingUsage
-from atoma_lab.services.embedder import CallableEmbedder
-from atoma_lab.services.http import Headers, Request, Response
-from atoma_lab.sim import Network, build_network
+from atoma_lab.services.embedders import CallableEmbedder
+from atoma_lab.transport.base import Headers, Request, Response
 
 MODEL = "fake/embedder-32"
 DIM = 32  # floats per fake vector
@@ -177,8 +177,8 @@ def settlements(net: Network) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------------
 
 
-# The attacker's channel of atoma_lab.attacks, under the name the tests use.
+# The attacker's channel of atoma_lab.lab.attacks, under the name the tests use.
 HookChannel = InterceptChannel
 
 
-with_body = with_json  # a response with another JSON body (atoma_lab.attacks)
+with_body = with_json  # a response with another JSON body (atoma_lab.lab.attacks)

@@ -28,9 +28,9 @@ from atoma_lab.errors import (
     ModelNotFoundError,
     StackUnavailableError,
 )
+from atoma_lab.lab.network import Network
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
-from atoma_lab.services.http import Headers, Request, Response
-from atoma_lab.sim import Network
+from atoma_lab.transport.base import Headers, Request, Response
 
 CONF = "/v1/confidential/embeddings"
 MODES = ["inprocess", pytest.param("http", marks=pytest.mark.integration)]
@@ -123,7 +123,7 @@ def test_every_request_uses_fresh_randomness(client: AtomaLabClient) -> None:
 
 def test_result_is_ordered_by_index() -> None:
     from atoma_lab.protocol.openai import CreateEmbeddingResponse
-    from atoma_lab.trace import Trace
+    from atoma_lab.services.trace import Trace
 
     payload = {"object": "list", "model": MODEL, "usage": {"prompt_tokens": 2, "total_tokens": 2},
                "data": [{"index": 1, "embedding": [1.0, 1.0]}, {"index": 0, "embedding": [0.0, 0.5]}]}

@@ -29,32 +29,29 @@ import pytest
 PACKAGE = "atoma_lab"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / PACKAGE
 
-# Layer of each top-level module or package of atoma_lab, low to high. A module may import its own
-# layer and lower ones. Names not listed (new modules) count as the top layer, so a lower layer
-# importing one fails until it is given a place here.
+# The layers, low to high. A module's layer is the folder it sits in under atoma_lab/ (so a new
+# module is placed by where it is put); the few modules at the package top name their own. A
+# module may import its own layer and lower ones. A folder or top module not listed counts as the
+# top layer, so a lower layer importing one fails until it is given a place here.
 LAYERS: dict[str, int] = {
-    "errors": 0,
-    "encoding": 0,
-    "crypto": 10,
-    "protocol": 20,
-    "trace": 25,  # per-stage timings; reads the clock, so above the pure layers
-    "inference": 30,
-    "services": 40,
-    "transport": 50,
-    "server": 60,
-    "client": 70,
-    "sim": 80,
-    "standalone": 85,  # proxy and nodes as separate processes (above sim: its embedders)
-    "load": 90,  # a load generator over clients
-    "attacks": 90,  # attack scenarios over sim networks
+    "errors": 0,  # the exception tree
+    "encoding": 0,  # strict base64, canonical JSON
+    "crypto": 10,  # one room per primitive
+    "protocol": 20,  # wire models, Atoma's envelope, the hardened profile
+    "inference": 30,  # engines, batching, remote backends
+    "transport": 40,  # the Transport seam and its implementations
+    "services": 50,  # node, proxy, ledger, metrics
+    "server": 60,  # ASGI app, runners, standalone processes
+    "client": 70,  # sync and async clients
+    "lab": 80,  # network builder, attacks, load, measurement, notebook helpers
+    "tools": 90,  # developer tools (benchmark report, notebook runner)
     "cli": 90,
-    "benchreport": 90,
-    "measure": 90,
-    "notebook_runner": 90,
-    "notebook_support": 90,
     "__main__": 100,
     "__init__": 100,  # the package root re-exports; nothing inside may import it
 }
+# The only modules at the package top; everything else lives in a layer's folder.
+TOP_MODULES = frozenset({"__init__", "__main__", "client", "cli", "encoding", "errors"})
+MAX_TOP_MODULES = 6
 TOP_LAYER = max(LAYERS.values())
 
 PURE_PACKAGES = ("crypto", "protocol")
@@ -220,7 +217,7 @@ def test_checker_catches_io_builtins_in_pure_layers(call):
 @pytest.mark.parametrize(
     ("module", "source"),
     [
-        ("atoma_lab.crypto.keys", "from atoma_lab.protocol import envelope"),
+        ("atoma_lab.crypto.keys", "from atoma_lab.protocol.atoma import envelope"),
         ("atoma_lab.crypto.keys", "import atoma_lab.inference.engine"),
         ("atoma_lab.crypto.keys", "from atoma_lab import server"),
         ("atoma_lab.crypto.keys", "from ..protocol.envelope import seal_request"),
@@ -228,20 +225,23 @@ def test_checker_catches_io_builtins_in_pure_layers(call):
         ("atoma_lab.crypto.keys", "from atoma_lab import X25519KeyPair"),  # the package root
         ("atoma_lab.errors", "from atoma_lab.crypto import keys"),
         ("atoma_lab.encoding", "import atoma_lab.crypto"),
-        ("atoma_lab.protocol.envelope", "from atoma_lab.inference import engine"),
-        ("atoma_lab.protocol.envelope", "from atoma_lab.trace import Trace"),
+        ("atoma_lab.protocol.atoma.envelope", "from atoma_lab.inference import engine"),
+        ("atoma_lab.protocol.atoma.envelope", "from atoma_lab.services.trace import Trace"),
         ("atoma_lab.protocol", "from .. import client"),
         ("atoma_lab.inference.engine", "from atoma_lab.services.node import NodeService"),
         ("atoma_lab.inference.engine", "import atoma_lab.transport"),
         ("atoma_lab.inference.engine", "from atoma_lab.server import app"),
         ("atoma_lab.inference.engine", "from atoma_lab.client import AtomaLabClient"),
-        ("atoma_lab.inference.engine", "from atoma_lab.sim import local_network"),
+        ("atoma_lab.inference.engine", "from atoma_lab.lab.network import local_network"),
         ("atoma_lab.inference.engine", "from atoma_lab import cli"),
-        ("atoma_lab.services.node", "from atoma_lab.transport.http import HttpTransport"),
+        ("atoma_lab.transport.http", "from atoma_lab.services.node import NodeService"),
+        ("atoma_lab.transport.base", "from atoma_lab.services.routing import Router"),
+        ("atoma_lab.services.proxy", "from atoma_lab.lab.network import Network"),
+        ("atoma_lab.lab.network", "from atoma_lab.tools.benchreport import main"),
         ("atoma_lab.transport.http", "from atoma_lab.server.app import asgi_app"),
         ("atoma_lab.server.app", "from atoma_lab.client import AtomaLabClient"),
-        ("atoma_lab.client", "from atoma_lab.sim import local_network"),
-        ("atoma_lab.sim", "from atoma_lab.cli import main"),
+        ("atoma_lab.client", "from atoma_lab.lab.network import local_network"),
+        ("atoma_lab.lab.network", "from atoma_lab.cli import main"),
         ("atoma_lab.services.node", "from atoma_lab.newthing import x"),  # unknown = top layer
     ],
 )
@@ -279,15 +279,15 @@ def test_checker_catches_heavy_imports_outside_inference(module, source):
         ("atoma_lab.crypto.keys", "from .aead import AesGcmKey"),
         ("atoma_lab.crypto", "from .keys import X25519KeyPair"),
         ("atoma_lab.crypto", "from . import keys"),
-        ("atoma_lab.protocol.envelope", "from atoma_lab.crypto.aead import AesGcmKey"),
-        ("atoma_lab.protocol.envelope", "from ..crypto import keys"),
-        ("atoma_lab.protocol.envelope", "import numpy as np\nimport orjson"),
-        ("atoma_lab.protocol.envelope", "def f(x):\n    return x.open()"),  # a method, not open()
+        ("atoma_lab.protocol.atoma.envelope", "from atoma_lab.crypto.aead import AesGcmKey"),
+        ("atoma_lab.protocol.atoma.envelope", "from ..crypto import keys"),
+        ("atoma_lab.protocol.atoma.envelope", "import numpy as np\nimport orjson"),
+        ("atoma_lab.protocol.atoma.envelope", "def f(x):\n    return x.open()"),  # a method, not open()
         ("atoma_lab.inference.engine", "import torch\nfrom atoma_lab.protocol import openai"),
-        ("atoma_lab.services.node", "import time, asyncio, os\nfrom atoma_lab.trace import T"),
+        ("atoma_lab.services.node", "import time, asyncio, os\nfrom atoma_lab.services.trace import T"),
         ("atoma_lab.server.app", "import logging\nfrom atoma_lab.services.node import NodeService"),
-        ("atoma_lab.sim", "from atoma_lab.client import AtomaLabClient"),
-        ("atoma_lab", "from atoma_lab.sim import local_network\nfrom . import client"),
+        ("atoma_lab.lab.network", "from atoma_lab.client import AtomaLabClient"),
+        ("atoma_lab", "from atoma_lab.lab.network import local_network\nfrom . import client"),
     ],
 )
 def test_checker_accepts_allowed_imports(module, source):
@@ -318,10 +318,22 @@ def test_atoma_lab_respects_its_layers():
     assert not violations, "\n" + "\n".join(map(str, violations))
 
 
-def test_every_top_level_module_has_a_layer():
-    """New top-level modules should be placed in LAYERS deliberately (absent ones are fine)."""
+def test_every_folder_and_top_module_has_a_layer():
+    """A new folder (layer) or top-level module is placed in LAYERS deliberately."""
     tops = {_top_level(module) for module, _, _ in package_modules()}
     assert tops - set(LAYERS) == set(), "add these to LAYERS in tests/test_layering.py"
+
+
+def test_the_package_top_holds_few_modules_and_the_rest_are_folders():
+    """``ls atoma_lab/`` shows the layers: at most six modules sit at the top, each on purpose."""
+    top_files = {p.stem for p in PACKAGE_DIR.glob("*.py")}
+    assert len(top_files) <= MAX_TOP_MODULES, sorted(top_files)
+    assert top_files == TOP_MODULES, "move new modules into the folder of their layer"
+    folders = {p.name for p in PACKAGE_DIR.iterdir() if (p / "__init__.py").is_file()}
+    assert folders and folders <= set(LAYERS), sorted(folders - set(LAYERS))
+    # Each folder is one layer; the layer of a module deep inside is still its top folder's.
+    assert _top_level("atoma_lab.protocol.atoma.envelope") == "protocol"
+    assert layer_of("lab") > layer_of("client") > layer_of("server") > layer_of("services")
 
 
 _IMPORT_PROBE = """

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import atoma_lab.services.http
 import atoma_lab.services.proxy  # noqa: F401
 from atoma_lab.errors import error_table
 

@@ -16,7 +16,7 @@ class AesGcmKey:
     """An AES-256-GCM key with its cipher context built once.
 
     It exposes no way to pick a nonce except as an argument the caller must vary; the envelope
-    layer (:mod:`atoma_lab.protocol.envelope`) is the API that chooses nonces.
+    layer (:mod:`atoma_lab.protocol.atoma.envelope`) is the API that chooses nonces.
     """
 
     __slots__ = ("_aead",)

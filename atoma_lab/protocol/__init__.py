@@ -1,6 +1,6 @@
 """Wire models, the confidential envelope, and lock/stack rules. Pure: no I/O."""
 
-from atoma_lab.protocol.envelope import (
+from atoma_lab.protocol.atoma.envelope import (
     ClientContext,
     NodeContext,
     OpenedRequest,
@@ -11,18 +11,18 @@ from atoma_lab.protocol.envelope import (
     seal_request,
     seal_response,
 )
-from atoma_lab.protocol.hardened import (
-    HardenedRequest,
-    HardenedResponse,
-    NodeKeyRing,
-    ReplayGuard,
-)
-from atoma_lab.protocol.messages import (
+from atoma_lab.protocol.atoma.messages import (
     ConfidentialComputeRequest,
     ConfidentialComputeResponse,
     NodesCreateLockRequest,
     NodesCreateLockResponse,
     Usage,
+)
+from atoma_lab.protocol.hardened import (
+    HardenedRequest,
+    HardenedResponse,
+    NodeKeyRing,
+    ReplayGuard,
 )
 from atoma_lab.protocol.openai import (
     CreateEmbeddingRequest,

@@ -1,6 +1,6 @@
 """A hardened confidential envelope beside Atoma's: profile ``atoma-lab/hardened-v1``. Pure.
 
-Atoma's envelope (:mod:`atoma_lab.protocol.envelope`, atoma-protocol.md section 9) has no replay
+Atoma's envelope (:mod:`atoma_lab.protocol.atoma.envelope`, atoma-protocol.md section 9) has no replay
 protection, no binding of a response to its request, one AES key for both directions and no AAD.
 This profile keeps Atoma's primitives (X25519, HKDF-SHA256, AES-256-GCM, BLAKE2b-256, Sui Ed25519
 signatures) and fixes those four points, in the manner of Phala's E2EE v2 (timestamp window plus
@@ -92,7 +92,7 @@ from atoma_lab.errors import (
     ServiceUnavailableError,
     StaleRequestError,
 )
-from atoma_lab.protocol.messages import (  # the strict JSON helpers are shared
+from atoma_lab.protocol.atoma.messages import (  # the strict JSON helpers are shared
     ConfidentialComputeRequest,
     Usage,
     _object,

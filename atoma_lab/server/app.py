@@ -17,7 +17,7 @@ from starlette.responses import Response as StarletteResponse
 from starlette.routing import Route
 
 from atoma_lab.errors import AtomaLabError, BodyTooLargeError
-from atoma_lab.services.http import MAX_BODY_BYTES, Handler, Headers, Request, error_response
+from atoma_lab.transport.base import MAX_BODY_BYTES, Handler, Headers, Request, error_response
 
 log = logging.getLogger("atoma_lab.server")
 

@@ -51,12 +51,13 @@ from atoma_lab.errors import (
 )
 from atoma_lab.inference.openai import EmbedResponse
 from atoma_lab.protocol import hardened
-from atoma_lab.protocol.envelope import open_request, seal_response
-from atoma_lab.protocol.messages import DEFAULT_MAX_NUM_TOKENS, Usage
+from atoma_lab.protocol.atoma.envelope import open_request, seal_response
+from atoma_lab.protocol.atoma.messages import DEFAULT_MAX_NUM_TOKENS, Usage
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
-from atoma_lab.services.http import Headers, Request, Response, Router, Send, error_response
 from atoma_lab.services.metrics import PROMETHEUS_CONTENT_TYPE, ServiceMetrics
-from atoma_lab.trace import ServerTiming
+from atoma_lab.services.routing import Router
+from atoma_lab.services.trace import ServerTiming
+from atoma_lab.transport.base import Headers, Request, Response, Send, error_response
 
 CONFIDENTIAL_EMBEDDINGS_PATH = "/v1/confidential/embeddings"
 DEFAULT_REPLAY_CACHE_SIZE = 1 << 17  # requests one key opens before it is rotated

@@ -24,7 +24,7 @@ from atoma_lab.crypto.hashing import HASH_SIZE
 from atoma_lab.crypto.kdf import SALT_SIZE
 from atoma_lab.crypto.keys import X25519_KEY_SIZE
 from atoma_lab.protocol import hardened
-from atoma_lab.protocol.messages import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_MAX_NUM_TOKENS
+from atoma_lab.protocol.atoma.messages import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_MAX_NUM_TOKENS
 from atoma_lab.protocol.openai import MAX_INPUTS, MAX_TOKEN_ID
 from atoma_lab.services.metrics import PROMETHEUS_CONTENT_TYPE
 

@@ -43,17 +43,18 @@ from atoma_lab.errors import (
     TransportTimeoutError,
 )
 from atoma_lab.protocol import hardened
-from atoma_lab.protocol.messages import (
+from atoma_lab.protocol.atoma.messages import (
     DEFAULT_MAX_NUM_TOKENS,
     ConfidentialComputeResponse,
     NodesCreateLockRequest,
     NodesCreateLockResponse,
 )
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
-from atoma_lab.services.http import Headers, Request, Response, Router, Send, error_response
 from atoma_lab.services.ledger import STACK_SIZE_TO_BUY, Ledger, LockRecord, NodeRecord, StackRecord
 from atoma_lab.services.metrics import PROMETHEUS_CONTENT_TYPE, ServiceMetrics
-from atoma_lab.trace import ServerTiming
+from atoma_lab.services.routing import Router
+from atoma_lab.services.trace import ServerTiming
+from atoma_lab.transport.base import Headers, Request, Response, Send, error_response
 
 MODELS_CREATED = 1686935002  # the fixed "created" Atoma's /v1/models reports
 PLAIN_UNITS_PER_INPUT_CAP = 8192  # compute units reserved at most per input on the plain route

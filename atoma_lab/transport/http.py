@@ -30,7 +30,7 @@ from urllib.parse import urlencode, urlsplit
 import httptools
 
 from atoma_lab.errors import TransportError, TransportTimeoutError
-from atoma_lab.services.http import Headers, Request, Response
+from atoma_lab.transport.base import Headers, Request, Response
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host",
                "proxy-connection", "te", "trailer", "upgrade"}

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from atoma_lab.errors import AtomaLabError, TransportError, TransportTimeoutError
-from atoma_lab.services.http import Handler, Headers, Request, Response, error_response
+from atoma_lab.transport.base import Handler, Headers, Request, Response, error_response
 
 log = logging.getLogger("atoma_lab.transport")
 

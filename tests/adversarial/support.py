@@ -21,11 +21,11 @@ from fakes import MODEL, FakeClock, expected_vectors, fake_embedder, full_state,
 from atoma_lab.client import AtomaLabClient
 from atoma_lab.inference.fake import FakeEngine
 from atoma_lab.inference.openai import NodeEmbedder
-from atoma_lab.protocol.envelope import seal_request
-from atoma_lab.protocol.messages import NodesCreateLockResponse
+from atoma_lab.lab.network import Network, build_network
+from atoma_lab.protocol.atoma.envelope import seal_request
+from atoma_lab.protocol.atoma.messages import NodesCreateLockResponse
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
-from atoma_lab.services.http import Response
-from atoma_lab.sim import Network, build_network
+from atoma_lab.transport.base import Response
 
 MODES = ["inprocess", pytest.param("http", marks=pytest.mark.integration)]
 CONF = "/v1/confidential/embeddings"

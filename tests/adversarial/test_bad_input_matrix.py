@@ -27,7 +27,7 @@ from atoma_lab.crypto.keys import X25519KeyPair
 from atoma_lab.crypto.signing import SuiSigner
 from atoma_lab.encoding import MAX_JSON_DEPTH, loads
 from atoma_lab.protocol.openai import MAX_INPUTS
-from atoma_lab.services.http import MAX_BODY_BYTES, Response
+from atoma_lab.transport.base import MAX_BODY_BYTES, Response
 
 from .support import CONF, LOCK, LONG_MAX_TOKENS, LONG_MODEL, PLAINTEXT, SECRET, Adversary
 
@@ -154,7 +154,7 @@ def unknown_node_evidence(a: Adversary) -> Response:
 def without_lock(who: str, stack: Callable[[Adversary], int]) -> Make:
     """A request sealed to node 1's current key for ``stack`` with no lock taken."""
     def make(a: Adversary) -> Response:
-        from atoma_lab.protocol.envelope import seal_request
+        from atoma_lab.protocol.atoma.envelope import seal_request
 
         body = seal_request(PLAINTEXT, node_public_key=a.net.nodes[0].public_key,
                             stack_small_id=stack(a), model_name=MODEL).request.to_json()

@@ -29,12 +29,13 @@ from atoma_lab.crypto.keys import X25519KeyPair
 from atoma_lab.crypto.signing import SuiSigner
 from atoma_lab.encoding import b64decode, b64encode
 from atoma_lab.errors import AtomaLabError, AttestationError
-from atoma_lab.protocol import envelope
-from atoma_lab.protocol.envelope import open_request, open_response, seal_request, seal_response
-from atoma_lab.protocol.messages import ConfidentialComputeRequest, ConfidentialComputeResponse
+from atoma_lab.lab.network import PROXY_ADDRESS
+from atoma_lab.protocol.atoma import envelope
+from atoma_lab.protocol.atoma.envelope import open_request, open_response, seal_request, seal_response
+from atoma_lab.protocol.atoma.messages import ConfidentialComputeRequest, ConfidentialComputeResponse
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
-from atoma_lab.services.http import Request, Response, Router
-from atoma_lab.sim import PROXY_ADDRESS
+from atoma_lab.services.routing import Router
+from atoma_lab.transport.base import Request, Response
 
 from .support import CONF, LOCK, LONG_MODEL, SECRET, Adversary, start_adversary
 from .test_bad_input_matrix import CASES

@@ -27,10 +27,10 @@ from hypothesis import strategies as st
 
 from atoma_lab.client import AtomaLabClient
 from atoma_lab.errors import AtomaLabError, error_table
-from atoma_lab.protocol.envelope import open_response, seal_request
-from atoma_lab.protocol.messages import ConfidentialComputeRequest, ConfidentialComputeResponse
+from atoma_lab.protocol.atoma.envelope import open_response, seal_request
+from atoma_lab.protocol.atoma.messages import ConfidentialComputeRequest, ConfidentialComputeResponse
 from atoma_lab.protocol.openai import CreateEmbeddingRequest, CreateEmbeddingResponse
-from atoma_lab.services.http import Request, Response
+from atoma_lab.transport.base import Request, Response
 
 from .support import CONF, Adversary, start_adversary
 

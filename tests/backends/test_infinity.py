@@ -22,8 +22,8 @@ from atoma_lab.inference import (
     remote_embedder,
     resolve_model,
 )
+from atoma_lab.lab.network import build_network
 from atoma_lab.protocol.openai import CreateEmbeddingRequest, CreateEmbeddingResponse
-from atoma_lab.sim import build_network
 
 from .infinity_server import InfinityServer, in_ci, infinity_python
 

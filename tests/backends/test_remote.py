@@ -24,10 +24,10 @@ from atoma_lab.errors import (
     ModelNotFoundError,
 )
 from atoma_lab.inference import RemoteEmbedder, apply_dimensions, encode_embeddings_response
-from atoma_lab.protocol.envelope import seal_request
+from atoma_lab.lab.network import Network, build_network
+from atoma_lab.protocol.atoma.envelope import seal_request
 from atoma_lab.protocol.openai import CreateEmbeddingRequest, CreateEmbeddingResponse
-from atoma_lab.services.http import Response
-from atoma_lab.sim import Network, build_network
+from atoma_lab.transport.base import Response
 
 from .fake_servers import DIM, MAX_WORDS, FakeBackend, closed_port_url, fake_tokens, fake_vector
 

@@ -34,9 +34,9 @@ from atoma_lab.errors import (
     SignatureError,
     StaleRequestError,
 )
-from atoma_lab.protocol import envelope
 from atoma_lab.protocol import hardened as h
-from atoma_lab.protocol.messages import ConfidentialComputeRequest, Usage
+from atoma_lab.protocol.atoma import envelope
+from atoma_lab.protocol.atoma.messages import ConfidentialComputeRequest, Usage
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "golden_hardened.json"
 GOLDEN: dict[str, Any] = json.loads(VECTORS.read_text(encoding="utf-8"))

@@ -19,7 +19,7 @@ from atoma_lab.errors import (
     ReplayedRequestError,
 )
 from atoma_lab.protocol import hardened
-from atoma_lab.protocol.messages import Usage
+from atoma_lab.protocol.atoma.messages import Usage
 
 NOW = 1_750_000_000.0
 NODE = X25519KeyPair.generate()

@@ -78,7 +78,7 @@ def test_official_sdk_against_atoma_lab_serve(server: str, sdk_python: Path) -> 
     assert done.returncode == 0, done.stderr[-3000:]
     got = json.loads(done.stdout)
 
-    from atoma_lab.sim import build_network
+    from atoma_lab.lab.network import build_network
 
     with build_network(nodes=1) as net:
         client = net.client(verify_attestation=True)

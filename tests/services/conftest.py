@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fakes import network
 
-from atoma_lab.sim import Network
+from atoma_lab.lab.network import Network
 
 MODES = ["inprocess", pytest.param("http", marks=pytest.mark.integration)]
 

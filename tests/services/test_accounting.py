@@ -12,7 +12,7 @@ from fakes import MODEL, expected_units, network, settlements
 
 from atoma_lab.client import AtomaLabClient
 from atoma_lab.crypto.signing import SuiSigner
-from atoma_lab.sim import Network
+from atoma_lab.lab.network import Network
 
 STACK = 60  # compute units per stack: small, so that a run needs several stacks
 PRICES = [2_000_000, 1_000_000]  # USDC per million units: node 2 is cheaper

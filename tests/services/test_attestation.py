@@ -23,10 +23,10 @@ from atoma_lab.errors import (
     PeerProtocolError,
     SignatureError,
 )
-from atoma_lab.protocol.envelope import open_request
-from atoma_lab.protocol.messages import ConfidentialComputeRequest
-from atoma_lab.services.http import Request, Response
-from atoma_lab.sim import Network
+from atoma_lab.lab.network import Network
+from atoma_lab.protocol.atoma.envelope import open_request
+from atoma_lab.protocol.atoma.messages import ConfidentialComputeRequest
+from atoma_lab.transport.base import Request, Response
 
 CONF = "/v1/confidential/embeddings"
 LOCK = "/v1/nodes/lock"
@@ -78,7 +78,7 @@ def test_a_key_made_up_by_the_proxy_is_caught_before_sealing(make_net: Callable[
 
 
 def test_in_process_fault_on_the_proxy_is_caught_too(make_net: Callable[..., Network]) -> None:
-    from atoma_lab.sim import PROXY_ADDRESS
+    from atoma_lab.lab.network import PROXY_ADDRESS
     from atoma_lab.transport.inprocess import Fault
 
     net = make_net(nodes=1)
@@ -145,7 +145,7 @@ def test_node_answer_signed_by_another_key_is_502(make_net: Callable[..., Networ
     _resign_node_with(net, 0, SuiSigner.generate())
     if route == "confidential":
         lock = client.nodes.lock(MODEL)
-        from atoma_lab.protocol.envelope import seal_request
+        from atoma_lab.protocol.atoma.envelope import seal_request
 
         body = seal_request(b'{"input":"x","model":"' + MODEL.encode() + b'"}',
                             node_public_key=lock.public_key, stack_small_id=lock.stack_small_id,

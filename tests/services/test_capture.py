@@ -12,7 +12,7 @@ import orjson
 import pytest
 from fakes import MODEL, expected_vectors
 
-from atoma_lab.sim import PROXY_ADDRESS, Network
+from atoma_lab.lab.network import PROXY_ADDRESS, Network
 from atoma_lab.transport.inprocess import CapturedMessage
 
 CONF = "/v1/confidential/embeddings"

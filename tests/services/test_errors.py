@@ -20,11 +20,11 @@ from fakes import MODEL, FakeClock, error_of, full_state, network, send, settlem
 from atoma_lab.client import AtomaLabClient
 from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.encoding import loads
-from atoma_lab.protocol.envelope import seal_request
-from atoma_lab.protocol.messages import NodesCreateLockResponse
+from atoma_lab.lab.network import Network
+from atoma_lab.protocol.atoma.envelope import seal_request
+from atoma_lab.protocol.atoma.messages import NodesCreateLockResponse
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
-from atoma_lab.services.http import Response
-from atoma_lab.sim import Network
+from atoma_lab.transport.base import Response
 
 SECRET = "confidential input 7f3a"
 PLAINTEXT = CreateEmbeddingRequest(input=[SECRET, "second"], model=MODEL).to_json()
@@ -432,7 +432,7 @@ def test_node_plain_route_with_odd_headers(env: Env, header: str, value: str,
                                            expected: tuple[int, str] | None) -> None:
     """A request to the node, signed by the proxy as the node requires."""
     from atoma_lab.encoding import serde_compact
-    from atoma_lab.services.http import Headers, Request
+    from atoma_lab.transport.base import Headers, Request
 
     net = env.net
     stack = net.ledger.stacks()[0]

@@ -11,11 +11,11 @@ import pytest
 from fakes import MODEL, FakeClock, error_of, expected_units, fake_embed, money, send, settlements
 
 from atoma_lab.errors import InferenceError, ServiceUnavailableError, TransportTimeoutError
-from atoma_lab.protocol.envelope import seal_request
+from atoma_lab.lab.network import Network
+from atoma_lab.protocol.atoma.envelope import seal_request
 from atoma_lab.protocol.openai import CreateEmbeddingRequest, EmbeddingUsage
-from atoma_lab.services.embedder import CallableEmbedder
-from atoma_lab.services.http import Response
-from atoma_lab.sim import Network
+from atoma_lab.services.embedders import CallableEmbedder
+from atoma_lab.transport.base import Response
 from atoma_lab.transport.inprocess import Fault
 
 CONF = "/v1/confidential/embeddings"

@@ -24,11 +24,11 @@ from fakes import (
 
 from atoma_lab.client import AtomaLabClient
 from atoma_lab.errors import InvalidFieldError, PeerProtocolError, SignatureError
+from atoma_lab.lab.network import Network
 from atoma_lab.protocol import hardened
-from atoma_lab.protocol.envelope import seal_request
+from atoma_lab.protocol.atoma.envelope import seal_request
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
-from atoma_lab.services.http import Request, Response
-from atoma_lab.sim import Network
+from atoma_lab.transport.base import Request, Response
 
 CONF = "/v1/confidential/embeddings"
 TEXTS = ["hardened one", "hardened two words"]

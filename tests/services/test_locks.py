@@ -15,10 +15,10 @@ from atoma_lab.errors import (
     ModelNotFoundError,
     ServiceUnavailableError,
 )
-from atoma_lab.protocol.envelope import seal_request
-from atoma_lab.protocol.messages import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_MAX_NUM_TOKENS
+from atoma_lab.lab.network import Network
+from atoma_lab.protocol.atoma.envelope import seal_request
+from atoma_lab.protocol.atoma.messages import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_MAX_NUM_TOKENS
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
-from atoma_lab.sim import Network
 from atoma_lab.transport.inprocess import Fault
 
 PLAINTEXT = CreateEmbeddingRequest(input="lock me", model=MODEL).to_json()

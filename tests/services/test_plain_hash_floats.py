@@ -12,7 +12,7 @@ import orjson
 from fakes import MODEL, network
 
 from atoma_lab.protocol.openai import CreateEmbeddingRequest, EmbeddingUsage
-from atoma_lab.services.embedder import CallableEmbedder
+from atoma_lab.services.embedders import CallableEmbedder
 
 # Values across the layouts: tiny, around 1e-6 .. 1e-5 (where orjson's f32 and f64 writers
 # disagree), ordinary, and large.

@@ -9,10 +9,10 @@ import pytest
 from fakes import MODEL, error_of, expected_units, money, send
 
 from atoma_lab.errors import ReplayedRequestError
-from atoma_lab.protocol.envelope import seal_request
+from atoma_lab.lab.network import Network
+from atoma_lab.protocol.atoma.envelope import seal_request
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
 from atoma_lab.services.node import NodeService
-from atoma_lab.sim import Network
 
 CONF = "/v1/confidential/embeddings"
 

@@ -23,10 +23,10 @@ from fakes import (
 from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.signing import SuiSigner
 from atoma_lab.errors import NodeKeyMismatchError
-from atoma_lab.protocol.envelope import seal_request
+from atoma_lab.lab.network import Network
+from atoma_lab.protocol.atoma.envelope import seal_request
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
-from atoma_lab.services.http import Headers, Request, Response
-from atoma_lab.sim import Network
+from atoma_lab.transport.base import Headers, Request, Response
 
 PLAINTEXT = CreateEmbeddingRequest(input="rotate me", model=MODEL).to_json()
 CONF = "/v1/confidential/embeddings"

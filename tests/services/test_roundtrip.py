@@ -11,9 +11,9 @@ from fakes import MODEL, expected_units, expected_vectors, fake_embed, fake_embe
 from prometheus_client.parser import text_string_to_metric_families
 
 from atoma_lab.encoding import loads
+from atoma_lab.lab.network import Network
 from atoma_lab.protocol.openai import CreateEmbeddingRequest, CreateEmbeddingResponse
-from atoma_lab.services.http import Request
-from atoma_lab.sim import Network
+from atoma_lab.transport.base import Request
 
 INPUTS = ["hello world", "the quick brown fox jumps", "x"]
 
@@ -151,7 +151,7 @@ def test_node_metrics_after_a_request(net: Network) -> None:
 def test_failed_requests_are_counted_in_metrics(net: Network) -> None:
     client = net.client()
     lock = client.nodes.lock(MODEL)
-    from atoma_lab.protocol.envelope import seal_request
+    from atoma_lab.protocol.atoma.envelope import seal_request
 
     sealed = seal_request(b'{"input":"a","model":"' + MODEL.encode() + b'"}',
                           node_public_key=bytes(32 * [9]), stack_small_id=lock.stack_small_id,

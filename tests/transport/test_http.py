@@ -10,7 +10,7 @@ import pytest
 
 from atoma_lab.errors import TransportError, TransportTimeoutError
 from atoma_lab.server import ServerGroup, asgi_app
-from atoma_lab.services.http import Headers, Request, Response
+from atoma_lab.transport.base import Headers, Request, Response
 from atoma_lab.transport.http import HttpChannel, HttpTransport
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import pytest
 
 from atoma_lab.errors import AtomaLabError, TransportError, TransportTimeoutError
-from atoma_lab.services.http import Headers, Request, Response
+from atoma_lab.transport.base import Headers, Request, Response
 from atoma_lab.transport.inprocess import CapturedMessage, Fault, InProcessTransport
 
 ADDR = "inproc://echo"

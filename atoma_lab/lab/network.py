@@ -21,10 +21,10 @@ from atoma_lab.client import DEFAULT_MODEL, AtomaLabClient
 from atoma_lab.crypto.attestation import AttestationEvidence, AttestationPolicy, SimulatedTEE
 from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.signing import SuiSigner
-from atoma_lab.services.http import Headers, Request, Response
 from atoma_lab.services.ledger import STACK_SIZE_TO_BUY, Ledger
 from atoma_lab.services.node import PROFILES, Embedder, NodeService
 from atoma_lab.services.proxy import ProxyService
+from atoma_lab.transport.base import Headers, Request, Response
 from atoma_lab.transport.inprocess import InProcessTransport
 from atoma_lab.transport.loop import BackgroundTasks
 

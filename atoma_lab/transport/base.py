@@ -1,4 +1,4 @@
-"""The message shapes services speak, in-process and over HTTP alike.
+"""The transport seam: the message shapes services speak, in-process and over HTTP alike.
 
 A service is an ``async`` function from :class:`Request` to :class:`Response`. The in-process
 transport calls it directly; the ASGI server turns HTTP into these objects and back. Errors become
@@ -17,10 +17,7 @@ from atoma_lab.encoding import dumps, loads
 from atoma_lab.errors import (
     AtomaLabError,
     AuthenticationError,
-    BodyTooLargeError,
     InvalidFieldError,
-    MethodNotAllowedError,
-    NotFoundError,
 )
 
 JSON = "application/json"
@@ -130,40 +127,3 @@ Send = Callable[[str, Request, float | None], Awaitable[Response]]
 def error_response(exc: AtomaLabError) -> Response:
     """The one mapping from an error to HTTP: its status and ``{"error": {code, message}}``."""
     return Response.json(exc.to_dict(), status=exc.status)
-
-
-class Router:
-    """Exact-path routing to handlers; unknown paths are 404, wrong methods 405; every
-    :class:`AtomaLabError` a handler raises becomes its JSON error response."""
-
-    def __init__(self, *, max_body_bytes: int = MAX_BODY_BYTES) -> None:
-        self._routes: dict[tuple[str, str], Handler] = {}
-        self.max_body_bytes = max_body_bytes
-
-    def add(self, method: str, path: str, handler: Handler) -> None:
-        self._routes[(method.upper(), path)] = handler
-
-    @property
-    def paths(self) -> list[tuple[str, str]]:
-        return sorted(self._routes)
-
-    async def __call__(self, request: Request) -> Response:
-        try:
-            if len(request.body) > self.max_body_bytes:
-                raise BodyTooLargeError(
-                    f"body is {len(request.body)} bytes; the limit is {self.max_body_bytes}"
-                )
-            method = request.method.upper()
-            handler = self._routes.get((method, request.path))
-            if handler is None and method == "HEAD":  # HEAD is GET without the body (RFC 9110)
-                get = self._routes.get(("GET", request.path))
-                if get is not None:
-                    resp = await get(request)
-                    return Response(resp.status, b"", resp.headers)
-            if handler is None:
-                if any(p == request.path for _, p in self._routes):
-                    raise MethodNotAllowedError(f"{request.method} is not allowed on {request.path}")
-                raise NotFoundError(f"no route {request.path}")
-            return await handler(request)
-        except AtomaLabError as exc:
-            return error_response(exc)

@@ -11,9 +11,9 @@ import pytest
 from fakes import MODEL, expected_vectors, fake_embedder, network
 
 from atoma_lab.crypto.attestation import SimulatedTEE
-from atoma_lab.services.http import Request
+from atoma_lab.lab.network import PROXY_ADDRESS, Network, build_network
 from atoma_lab.services.ledger import NodeRecord
-from atoma_lab.sim import PROXY_ADDRESS, Network, build_network
+from atoma_lab.transport.base import Request
 
 
 def record(net: Network, node_small_id: int) -> NodeRecord:

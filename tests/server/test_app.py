@@ -14,9 +14,10 @@ from starlette.testclient import TestClient
 
 from atoma_lab.encoding import loads
 from atoma_lab.errors import InvalidFieldError
+from atoma_lab.lab.network import Network
 from atoma_lab.server import ServerGroup, asgi_app
-from atoma_lab.services.http import Request, Response, Router
-from atoma_lab.sim import Network
+from atoma_lab.services.routing import Router
+from atoma_lab.transport.base import Request, Response
 
 
 def _service() -> Router:

@@ -14,7 +14,7 @@ from cluster import FAKE, Cluster, Service, free_port, start_cluster
 
 from atoma_lab.client import AtomaLabClient
 from atoma_lab.inference import FakeEngine
-from atoma_lab.standalone import vendor_policy
+from atoma_lab.server.standalone import vendor_policy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from atoma_lab.attacks import ATTACKS, SETUPS, AttackOutcome, outcome_table, run_attacks
+from atoma_lab.lab.attacks import ATTACKS, SETUPS, AttackOutcome, outcome_table, run_attacks
 
 ATOMA, OURS, HARDENED = (s.name for s in SETUPS)
 

@@ -28,10 +28,11 @@ from atoma_lab.crypto.keys import X25519KeyPair
 from atoma_lab.encoding import b64encode, loads
 from atoma_lab.errors import AtomaLabError
 from atoma_lab.inference import FAKE_MODEL
-from atoma_lab.protocol import envelope, hardened
+from atoma_lab.lab.network import Network, build_network
+from atoma_lab.protocol import hardened
+from atoma_lab.protocol.atoma import envelope
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
-from atoma_lab.services.http import Headers, Request, Response
-from atoma_lab.sim import Network, build_network
+from atoma_lab.transport.base import Headers, Request, Response
 from atoma_lab.transport.inprocess import Fault
 
 CONF = "/v1/confidential/embeddings"

@@ -36,8 +36,8 @@ from atoma_lab.crypto.keys import X25519KeyPair
 from atoma_lab.crypto.signing import SuiSigner
 from atoma_lab.encoding import b64decode, b64encode, dumps, loads
 from atoma_lab.protocol import hardened
-from atoma_lab.protocol.envelope import open_request, open_response, seal_request, seal_response
-from atoma_lab.protocol.messages import ConfidentialComputeRequest, ConfidentialComputeResponse
+from atoma_lab.protocol.atoma.envelope import open_request, open_response, seal_request, seal_response
+from atoma_lab.protocol.atoma.messages import ConfidentialComputeRequest, ConfidentialComputeResponse
 
 DEFAULT_SIZES = (64, 1 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20)  # bytes
 

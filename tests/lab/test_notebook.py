@@ -1,4 +1,4 @@
-"""The helpers the notebooks call (atoma_lab.notebook_support) and the notebook runner.
+"""The helpers the notebooks call (atoma_lab.lab.notebook) and the notebook runner.
 
 Networks here serve the fake embedder (tests/fakes.py): these tests are about bytes, tables and
 status codes, not vectors.
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from fakes import MODEL, network
 
-from atoma_lab import notebook_runner
-from atoma_lab.notebook_support import (
+from atoma_lab.lab.network import Network
+from atoma_lab.lab.notebook import (
     NEGATIVE_CASES,
     STAGE_GROUPS,
     NegativeCase,
@@ -43,9 +43,9 @@ from atoma_lab.notebook_support import (
     synthetic_texts,
     wire_fields,
 )
-from atoma_lab.protocol.envelope import seal_request
-from atoma_lab.services.http import Response
-from atoma_lab.sim import Network
+from atoma_lab.protocol.atoma.envelope import seal_request
+from atoma_lab.tools import notebook_runner
+from atoma_lab.transport.base import Response
 
 SECRET = "confidential «texte» 7f3a"
 
@@ -329,7 +329,7 @@ def test_runner_executes_renders_and_fails_loudly(tmp_path: Path) -> None:
               "import pathlib\npathlib.Path(os.environ['ATOMA_LAB_FIGURES_DIR'], '01_ok.png')"
               ".write_bytes(b'png')")
     _notebook(src / "02_bad.ipynb", "raise RuntimeError('boom')", "print('never')")
-    done = subprocess.run([sys.executable, "-m", "atoma_lab.notebook_runner", str(src), str(out),
+    done = subprocess.run([sys.executable, "-m", "atoma_lab.tools.notebook_runner", str(src), str(out),
                            "--quick"], capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "FAILED 02_bad.ipynb" in done.stderr and "RuntimeError" in done.stderr

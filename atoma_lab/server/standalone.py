@@ -4,7 +4,7 @@
     atoma-lab node  --port 8102 --node-id 2 --proxy http://127.0.0.1:8080
     atoma-lab proxy --port 8080 --node http://127.0.0.1:8101 --node http://127.0.0.1:8102
 
-:class:`build_network <atoma_lab.sim.build_network>` runs everything in one process; here each
+:class:`build_network <atoma_lab.lab.network.build_network>` runs everything in one process; here each
 service stands alone, as in Atoma, and the same :class:`~atoma_lab.services.proxy.ProxyService`
 and :class:`~atoma_lab.services.node.NodeService` answer. What one process shared, the wire
 carries instead:

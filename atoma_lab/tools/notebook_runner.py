@@ -1,6 +1,6 @@
 """Execute the notebooks and render them for reading (``make notebooks``).
 
-``python -m atoma_lab.notebook_runner notebooks build/notebooks`` runs every ``*.ipynb`` of the
+``python -m atoma_lab.tools.notebook_runner notebooks build/notebooks`` runs every ``*.ipynb`` of the
 first folder, in name order, with nbclient, in full mode (``ATOMA_LAB_QUICK=0`` unless the
 variable is already set, or ``--quick``), and writes into the second folder, for each notebook,
 the executed ``.ipynb`` and an ``.html`` with its plots embedded. ``ATOMA_LAB_FIGURES_DIR`` points
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from atoma_lab.notebook_support import FIGURES_ENV
+from atoma_lab.lab.notebook import FIGURES_ENV
 
 QUICK_ENV = "ATOMA_LAB_QUICK"
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"  # plots become PNG outputs
@@ -94,7 +94,7 @@ def run_all(src: Path, out_dir: Path, *, quick: bool | None = None,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m atoma_lab.notebook_runner",
+    parser = argparse.ArgumentParser(prog="python -m atoma_lab.tools.notebook_runner",
                                      description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("src", type=Path, help="folder of notebooks (e.g. notebooks)")
     parser.add_argument("out", type=Path, help="output folder (e.g. build/notebooks)")

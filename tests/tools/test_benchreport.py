@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from atoma_lab.benchreport import main, render, rows
+from atoma_lab.tools.benchreport import main, render, rows
 
 
 def _bench(name: str, group: str, median: float, **info: object) -> dict[str, object]:

@@ -37,7 +37,7 @@ from atoma_lab.errors import (
     NodeKeyMismatchError,
     PeerProtocolError,
 )
-from atoma_lab.protocol.messages import (
+from atoma_lab.protocol.atoma.messages import (
     ConfidentialComputeRequest,
     ConfidentialComputeResponse,
     Usage,

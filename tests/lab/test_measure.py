@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from atoma_lab.measure import crypto_costs, envelope_vs_raw, parse_openssl_speed, time_call
+from atoma_lab.lab.measure import crypto_costs, envelope_vs_raw, parse_openssl_speed, time_call
 
 OPENSSL_OUTPUT = """\
 version: 3.0.19

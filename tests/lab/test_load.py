@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from fakes import MODEL, expected_units, expected_vectors, network
 
-from atoma_lab.load import run_load
+from atoma_lab.lab.load import run_load
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

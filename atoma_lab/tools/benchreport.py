@@ -115,7 +115,7 @@ def render(data: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m atoma_lab.benchreport BENCH.json", file=sys.stderr)
+        print("usage: python -m atoma_lab.tools.benchreport BENCH.json", file=sys.stderr)
         return 2
     data = json.loads(Path(args[0]).read_text())
     table = render(data)
