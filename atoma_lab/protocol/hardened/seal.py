@@ -1,0 +1,306 @@
+"""Seal and open a hardened request and its response (client and node sides). Pure."""
+
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from atoma_lab.crypto import hpke
+from atoma_lab.crypto.aead import NONCE_SIZE, TAG_SIZE
+from atoma_lab.crypto.hashing import blake2b_256
+from atoma_lab.crypto.kdf import SALT_SIZE
+from atoma_lab.crypto.keys import X25519KeyPair
+from atoma_lab.crypto.signing import SuiSignature, SuiSigner, verify_sui_signature
+from atoma_lab.errors import (
+    DecryptionError,
+    ProfileMismatchError,
+    ResponseMismatchError,
+)
+from atoma_lab.protocol.atoma.messages import (  # the strict JSON helpers are shared
+    Usage,
+)
+from atoma_lab.protocol.hardened.keys import NodeKeyRing
+from atoma_lab.protocol.hardened.layout import (
+    HPKE_EXPORT_N2C,
+    HPKE_INFO,
+    HPKE_SUITE,
+    PROFILE,
+    PROFILE_HPKE,
+    PROFILES,
+    REQUEST_ID_SIZE,
+    RandomBytes,
+    _response_aad,
+    derive_direction_keys,
+    node_key_id,
+    receipt_digest,
+)
+from atoma_lab.protocol.hardened.messages import HardenedRequest, HardenedResponse
+from atoma_lab.protocol.hardened.replay import ReplayGuard
+
+
+def _decrypt(cipher: AESGCM, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+    try:
+        return cipher.decrypt(nonce, ciphertext, aad)
+    except InvalidTag as exc:
+        raise DecryptionError("AES-256-GCM authentication failed") from exc
+
+
+def _draw(value: bytes | None, size: int, name: str, rng: RandomBytes) -> bytes:
+    out = rng(size) if value is None else value
+    if not isinstance(out, bytes) or len(out) != size:
+        raise ValueError(f"{name} must be {size} bytes")
+    return out
+
+
+@dataclass(slots=True, repr=False)
+class HardenedClientContext:
+    """What the client keeps to open the one response to a sealed request. Single use."""
+
+    _n2c: AESGCM
+    request_id: bytes
+    request_hash: bytes
+    node_public_key: bytes
+    _opened: bool = False
+    profile: str = PROFILE
+
+    def __repr__(self) -> str:
+        return f"HardenedClientContext(request_id={self.request_id.hex()}, <key redacted>)"
+
+
+@dataclass(frozen=True, slots=True)
+class SealedHardenedRequest:
+    """A sealed request and the client context needed to open its response."""
+
+    request: HardenedRequest
+    context: HardenedClientContext
+
+
+def seal_request(
+    plaintext: bytes,
+    *,
+    node_public_key: bytes,
+    model_name: str,
+    stack_small_id: int,
+    now: float,
+    num_compute_units: int | None = None,
+    client_key: X25519KeyPair | None = None,
+    salt: bytes | None = None,
+    nonce: bytes | None = None,
+    request_id: bytes | None = None,
+    rng: RandomBytes = secrets.token_bytes,
+    profile: str = PROFILE,
+) -> SealedHardenedRequest:
+    """Encrypt ``plaintext`` (the exact OpenAI JSON bytes) for a node key, hardened profile.
+
+    ``now`` (Unix seconds) becomes the request's ``timestamp`` (rounded down). A fresh client key,
+    salt, nonce and request id are drawn unless injected (for vectors). ``profile=PROFILE_HPKE``
+    seals with HPKE: ``client_key`` is then the HPKE ephemeral key (``client_dh_public_key`` is
+    ``enc``), and ``nonce`` is bound in the AAD but HPKE derives the AEAD nonce itself.
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}")
+    if not isinstance(plaintext, bytes):
+        raise TypeError("plaintext must be bytes")
+    if now < 0:
+        raise ValueError("now must be a Unix time in seconds")
+    client_key = client_key or X25519KeyPair.generate()
+    salt = _draw(salt, SALT_SIZE, "salt", rng)
+    nonce = _draw(nonce, NONCE_SIZE, "nonce", rng)
+    request_id = _draw(request_id, REQUEST_ID_SIZE, "request_id", rng)
+    node_public_key = bytes(node_public_key)
+    key_id = node_key_id(node_public_key)
+    hpke_ctx = None
+    client_public = client_key.public_bytes
+    if profile == PROFILE_HPKE:  # enc is the ephemeral key's public bytes (DHKEM(X25519))
+        client_public, hpke_ctx = hpke.setup_base_sender(
+            HPKE_SUITE, node_public_key, HPKE_INFO + key_id + salt, ephemeral_key=client_key)
+    else:
+        shared = client_key.exchange(node_public_key)
+        k_c2n, k_n2c = derive_direction_keys(shared, salt, client_key.public_bytes,
+                                             node_public_key)
+    # Every field but the ciphertext, validated by the dataclass; the AAD does not cover the
+    # ciphertext, which replaces the tag-sized stand-in below.
+    header = HardenedRequest(
+        model_name=model_name,
+        stack_small_id=stack_small_id,
+        node_key_id=key_id,
+        client_dh_public_key=client_public,
+        salt=salt,
+        nonce=nonce,
+        timestamp=int(now),
+        request_id=request_id,
+        ciphertext=bytes(TAG_SIZE),
+        num_compute_units=num_compute_units,
+        profile=profile,
+    )
+    if hpke_ctx is not None:
+        ciphertext = hpke_ctx.seal(plaintext, header.aad())
+        k_n2c = hpke_ctx.export(HPKE_EXPORT_N2C, 32)
+    else:
+        ciphertext = AESGCM(k_c2n).encrypt(nonce, plaintext, header.aad())
+    request = replace(header, ciphertext=ciphertext)
+    context = HardenedClientContext(
+        _n2c=AESGCM(k_n2c), request_id=request_id, request_hash=request.request_hash(),
+        node_public_key=node_public_key, profile=profile,
+    )
+    return SealedHardenedRequest(request=request, context=context)
+
+
+@dataclass(slots=True, repr=False)
+class HardenedNodeContext:
+    """What the node keeps to seal the one response to an opened request. Single use."""
+
+    _n2c: AESGCM
+    request_id: bytes
+    request_hash: bytes
+    _sealed: bool = False
+    profile: str = PROFILE
+
+    def __repr__(self) -> str:
+        return f"HardenedNodeContext(request_id={self.request_id.hex()}, <key redacted>)"
+
+
+class OpenedHardenedRequest(NamedTuple):
+    """A request the node has authenticated, decrypted and recorded in its replay guard."""
+
+    plaintext: bytes
+    request: HardenedRequest
+    context: HardenedNodeContext
+
+    def __repr__(self) -> str:
+        return f"OpenedHardenedRequest(<{len(self.plaintext)} bytes>, {self.context!r})"
+
+
+def open_request(
+    request: HardenedRequest,
+    keys: NodeKeyRing | X25519KeyPair,
+    *,
+    guard: ReplayGuard,
+    now: float,
+) -> OpenedHardenedRequest:
+    """Open a hardened request on the node, checks in this order:
+
+    1. ``node_key_id`` names a key of the ring, current or within grace
+       (:class:`NodeKeyMismatchError`);
+    2. ``timestamp`` within the guard's window (:class:`StaleRequestError`);
+    3. X25519 + HKDF + AES-256-GCM with the request AAD (:class:`InvalidPublicKeyError`,
+       :class:`DecryptionError`);
+    4. not seen before (:class:`ReplayedRequestError`); recorded only now that it authenticated.
+    """
+    ring = keys if isinstance(keys, NodeKeyRing) else NodeKeyRing(keys)
+    node_key = ring.lookup(request.node_key_id, now=now)
+    guard.check_window(request.timestamp, now)
+    aad = request.aad()
+    if request.profile == PROFILE_HPKE:
+        hpke_ctx = hpke.setup_base_recipient(HPKE_SUITE, request.client_dh_public_key, node_key,
+                                             HPKE_INFO + request.node_key_id + request.salt)
+        plaintext = hpke_ctx.open(request.ciphertext, aad)
+        k_n2c = hpke_ctx.export(HPKE_EXPORT_N2C, 32)
+    else:
+        shared = node_key.exchange(request.client_dh_public_key)
+        k_c2n, k_n2c = derive_direction_keys(shared, request.salt, request.client_dh_public_key,
+                                             node_key.public_bytes)
+        plaintext = _decrypt(AESGCM(k_c2n), request.nonce, request.ciphertext, aad)
+    guard.check(request.replay_key, request.timestamp, now)
+    context = HardenedNodeContext(
+        _n2c=AESGCM(k_n2c), request_id=request.request_id,
+        request_hash=blake2b_256(aad + request.ciphertext), profile=request.profile,
+    )
+    return OpenedHardenedRequest(plaintext=plaintext, request=request, context=context)
+
+
+def seal_response(
+    plaintext: bytes,
+    context: HardenedNodeContext,
+    *,
+    signer: SuiSigner,
+    usage: Usage | None = None,
+    nonce: bytes | None = None,
+    rng: RandomBytes = secrets.token_bytes,
+) -> HardenedResponse:
+    """Encrypt the response under the node->client key, bound to the request, and sign the receipt.
+
+    ``usage`` travels in clear for the proxy and is bound into the AAD, so the client sees what
+    the node reported.
+    """
+    if not isinstance(plaintext, bytes):
+        raise TypeError("plaintext must be bytes")
+    if context._sealed:
+        raise ValueError("this request's response was already sealed")
+    nonce = _draw(nonce, NONCE_SIZE, "nonce", rng)
+    context._sealed = True
+    if usage is not None and not isinstance(usage, Usage):
+        raise TypeError("usage must be a Usage")
+    aad = _response_aad(context.profile, context.request_id, context.request_hash, nonce, usage)
+    ciphertext = context._n2c.encrypt(nonce, plaintext, aad)
+    digest = receipt_digest(context.request_hash, blake2b_256(aad + ciphertext))
+    return HardenedResponse(
+        request_id=context.request_id, request_hash=context.request_hash, nonce=nonce,
+        ciphertext=ciphertext, signature=signer.sign(digest).to_base64(), usage=usage,
+        profile=context.profile,
+    )
+
+
+class OpenedHardenedResponse(NamedTuple):
+    """A decrypted response whose binding and signature were checked."""
+
+    plaintext: bytes
+    request_hash: bytes
+    response_hash: bytes
+    signer: SuiSignature
+    usage: Usage | None
+
+    def __repr__(self) -> str:
+        return (f"OpenedHardenedResponse(<{len(self.plaintext)} bytes>, "
+                f"response_hash={self.response_hash.hex()})")
+
+
+def verify_receipt(request_hash: bytes, response: HardenedResponse, *,
+                   expected_signer_address: str | None = None) -> SuiSignature:
+    """Check the node's signature over the receipt of ``response`` to the request with
+    ``request_hash``; needs no key, so a proxy can run it. :class:`SignatureError` if it fails."""
+    digest = receipt_digest(request_hash, response.response_hash())
+    return verify_sui_signature(response.signature, digest,
+                                expected_address=expected_signer_address)
+
+
+def open_response(
+    response: HardenedResponse,
+    context: HardenedClientContext,
+    *,
+    expected_signer_address: str | None = None,
+) -> OpenedHardenedResponse:
+    """Open a hardened response on the client:
+
+    1. it must name this context's request id and request hash (:class:`ResponseMismatchError`);
+    2. the node's signature over the receipt must verify, by ``expected_signer_address`` if given
+       (:class:`SignatureError`);
+    3. AES-256-GCM under the node->client key with the response AAD (:class:`DecryptionError`).
+
+    The context opens one response; a second call is a ``ValueError``.
+    """
+    if context._opened:
+        raise ValueError("this context already opened a response")
+    if response.profile != context.profile:
+        raise ProfileMismatchError(f"a {response.profile} response to a {context.profile} "
+                                   "request", field="profile")
+    if not hmac.compare_digest(response.request_id, context.request_id):
+        raise ResponseMismatchError("response answers another request_id", field="request_id")
+    if not hmac.compare_digest(response.request_hash, context.request_hash):
+        raise ResponseMismatchError("response answers another request", field="request_hash")
+    aad = response.aad()
+    response_hash = blake2b_256(aad + response.ciphertext)
+    signer = verify_sui_signature(
+        response.signature, receipt_digest(context.request_hash, response_hash),
+        expected_address=expected_signer_address,
+    )
+    plaintext = _decrypt(context._n2c, response.nonce, response.ciphertext, aad)
+    context._opened = True
+    return OpenedHardenedResponse(plaintext=plaintext, request_hash=context.request_hash,
+                                  response_hash=response_hash, signer=signer, usage=response.usage)
