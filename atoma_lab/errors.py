@@ -375,14 +375,18 @@ class TransportTimeoutError(TransportError):
 
 
 class APIError(AtomaLabError):
-    """An error answer from a server whose code no local class claims."""
+    """An error answer whose code no local class claims, carried on with its status and code: a
+    client meeting an unknown code (the server's fault by default), or the proxy passing on a
+    node's refusal that was the caller's fault (``fault="caller"``)."""
 
-    fault = "peer"
+    fault: ClassVar[Fault] = "peer"
 
-    def __init__(self, message: str, *, status: int, code: str) -> None:
+    def __init__(self, message: str, *, status: int, code: str, fault: Fault | None = None) -> None:
         super().__init__(message)
         self.status = status  # type: ignore[misc]
         self.code = code  # type: ignore[misc]
+        if fault is not None:
+            self.fault = fault  # type: ignore[misc]
 
 
 def _all_error_classes() -> list[type[AtomaLabError]]:

@@ -15,7 +15,7 @@ _RAW = serialization.Encoding.Raw
 
 
 def _check_size(data: bytes, what: str) -> None:
-    if not isinstance(data, (bytes, bytearray, memoryview)):  # a tuple: 60 ns, a union 155 ns
+    if not isinstance(data, (bytes, bytearray, memoryview)):  # a tuple: cheaper than a union
         raise TypeError(f"{what} must be bytes, not {type(data).__name__}")
     if len(data) != X25519_KEY_SIZE:
         raise ValueError(f"{what} must be {X25519_KEY_SIZE} bytes, got {len(data)}")

@@ -29,6 +29,7 @@ from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.signing import SuiSigner, verify_sui_signature
 from atoma_lab.encoding import b64decode, loads, require_int, serde_compact
 from atoma_lab.errors import (
+    APIError,
     AtomaLabError,
     AttestationError,
     AuthenticationError,
@@ -60,17 +61,6 @@ MODELS_CREATED = 1686935002  # the fixed "created" Atoma's /v1/models reports
 PLAIN_UNITS_PER_INPUT_CAP = 8192  # compute units reserved at most per input on the plain route
 PLAIN_LOCK_TIMEOUT_S = 60  # seconds a plain-route reservation may stay in flight
 NODE_PROBE_TIMEOUT_S = 5.0  # a health probe's limit
-
-
-class NodeRejectedError(AtomaLabError):
-    """A node refused the request for the caller's fault: its status and code pass through."""
-
-    fault = "caller"
-
-    def __init__(self, message: str, *, status: int, code: str) -> None:
-        super().__init__(message)
-        self.status = status  # type: ignore[misc]
-        self.code = code  # type: ignore[misc]
 
 
 def estimate_plain_units(request: CreateEmbeddingRequest) -> int:
@@ -297,7 +287,7 @@ class ProxyService:
         except (AtomaLabError, AttributeError):
             code, message = "NODE_ERROR", "node answered without a JSON error body"
         if 400 <= resp.status < 500:
-            return NodeRejectedError(message, status=resp.status, code=code)
+            return APIError(message, status=resp.status, code=code, fault="caller")
         return NodeFailedError(f"node failed with {resp.status}: {message}")
 
     # ------------------------------------------------------------------ routes

@@ -22,6 +22,10 @@ class Router:
     def add(self, method: str, path: str, handler: Handler) -> None:
         self._routes[(method.upper(), path)] = handler
 
+    def route(self, method: str, path: str) -> Handler:
+        """The handler of ``method path`` (``KeyError`` if there is none)."""
+        return self._routes[(method.upper(), path)]
+
     @property
     def paths(self) -> list[tuple[str, str]]:
         return sorted(self._routes)

@@ -302,5 +302,5 @@ def open_response(
         signer = verify_sui_signature(
             response.signature, digest, expected_address=expected_signer_address
         )
-    # tuple.__new__ skips the named tuple's __new__: 0.16 us against 0.52 us with keywords.
+    # tuple.__new__ skips the named tuple's keyword-parsing __new__ on this hot path.
     return _new_tuple(OpenedResponse, (plaintext, digest, signer))
