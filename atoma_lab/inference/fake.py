@@ -5,13 +5,19 @@ one special token before and one after, like ``[CLS] ... [SEP]``; a vector is a 
 from a generator seeded with BLAKE2b of the token sequence. Equal token sequences give equal
 vectors, in any batch, on any machine. Truncation, ``dimensions``, token-id inputs and their
 errors behave as in the real engine, so the OpenAI mapping and the batcher can be tested on it.
+
+With ``tokens_per_s`` it behaves like a device of that capacity: each forward takes (at least)
+its token count divided by the rate, the remainder slept off outside the GIL, so a node that owns
+one processes its queue in order at that rate whatever the host CPU. That is how a 2-core machine
+simulates a network of GPU nodes for scaling experiments.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -28,14 +34,23 @@ class FakeEngine(EmbeddingEngine):
     """Hash-based vectors and whitespace token counts.
 
     ``forward_sizes`` records how many sequences each :meth:`embed_tokens` call received (the
-    batcher tests read it).
+    batcher tests read it). ``tokens_per_s`` (``None``: as fast as the host) gives the engine a
+    device's capacity; ``clock`` and ``sleep`` are injectable for tests.
     """
 
     def __init__(self, *, model_name: str = FAKE_MODEL, dimensions: int = 32,
                  max_seq_length: int = 512, vocab_size: int = 30_000, truncate: bool = True,
-                 prompts: dict[str, str] | None = None) -> None:
+                 prompts: dict[str, str] | None = None, tokens_per_s: float | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         if dimensions < 1 or max_seq_length < 3 or vocab_size <= FIRST_WORD_ID:
             raise ValueError("dimensions >= 1, max_seq_length >= 3, vocab_size > 3")
+        if tokens_per_s is not None and not tokens_per_s > 0:
+            raise ValueError("tokens_per_s must be positive (or None for no modelled capacity)")
+        self.tokens_per_s = tokens_per_s
+        self._clock = clock
+        self._sleep = sleep
+        self.busy_s = 0.0  # modelled device time spent so far
         self._model_name = model_name
         self._dimensions = dimensions
         self._max_seq_length = max_seq_length
@@ -100,12 +115,26 @@ class FakeEngine(EmbeddingEngine):
         v = rng.standard_normal(self._dimensions).astype(np.float32)
         return v / np.float32(np.linalg.norm(v))
 
+    def forward_time_s(self, sequences: Sequence[Sequence[int]]) -> float:
+        """The modelled duration of one forward over ``sequences`` (0 without a capacity)."""
+        if self.tokens_per_s is None:
+            return 0.0
+        return sum(len(s) for s in sequences) / self.tokens_per_s
+
     def embed_tokens(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+        started = self._clock()
         with self._lock:
             self.forward_sizes.append(len(sequences))
         out = np.empty((len(sequences), self._dimensions), dtype=np.float32)
         for i, seq in enumerate(sequences):
             out[i] = self.vector(seq)
+        modelled = self.forward_time_s(sequences)
+        if modelled:
+            remaining = modelled - (self._clock() - started)
+            if remaining > 0:
+                self._sleep(remaining)  # time.sleep releases the GIL: other nodes run meanwhile
+            with self._lock:
+                self.busy_s += modelled
         return out
 
 

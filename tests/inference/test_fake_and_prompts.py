@@ -56,3 +56,51 @@ def test_e5_instruct_format() -> None:
             e5_instruct_query("q", task=bad)
     with pytest.raises(TypeError):
         e5_instruct_query(3)  # type: ignore[arg-type]
+
+
+class _Clock:
+    """A clock that only moves when the engine sleeps (and by ``work_s`` per reading)."""
+
+    def __init__(self, work_s: float = 0.0) -> None:
+        self.now = 0.0
+        self.work_s = work_s
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        self.now += self.work_s
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_fake_with_a_capacity_takes_its_tokens_over_the_rate() -> None:
+    clock = _Clock()
+    engine = FakeEngine(tokens_per_s=100.0, clock=clock, sleep=clock.sleep)
+    tok = engine.tokenize(["one two three", "four"])  # 5 and 3 tokens with [CLS] and [SEP]
+    vectors = engine.embed_tokens(tok.sequences)
+    assert clock.slept == [pytest.approx(0.08)]
+    assert engine.busy_s == pytest.approx(0.08)
+    # The vectors are the capacity-free engine's: capacity changes time, not results.
+    assert np.array_equal(vectors, FakeEngine().embed_tokens(tok.sequences))
+    # Work the host already spent counts towards the modelled time; only the rest is slept.
+    slow_host = _Clock(work_s=0.01)
+    engine = FakeEngine(tokens_per_s=100.0, clock=slow_host, sleep=slow_host.sleep)
+    engine.embed_tokens(tok.sequences)
+    assert slow_host.slept == [pytest.approx(0.07)]
+    # A host slower than the modelled device sleeps not at all.
+    engine = FakeEngine(tokens_per_s=1e9, clock=_Clock(work_s=1.0), sleep=clock.sleep)
+    before = len(clock.slept)
+    engine.embed_tokens(tok.sequences)
+    assert len(clock.slept) == before
+
+
+def test_fake_without_a_capacity_never_sleeps_and_bad_rates_are_refused() -> None:
+    clock = _Clock()
+    engine = FakeEngine(clock=clock, sleep=clock.sleep)
+    engine.embed_tokens(engine.tokenize(["a b c"] * 50).sequences)
+    assert clock.slept == [] and engine.busy_s == 0.0
+    for rate in (0, -5.0):
+        with pytest.raises(ValueError, match="tokens_per_s"):
+            FakeEngine(tokens_per_s=rate)
