@@ -366,6 +366,15 @@ class Ledger:
         with self._tx() as c:
             return self._prune(c, now)
 
+    def units_in_flight(self, now: float) -> dict[int, int]:
+        """Compute units locked and not yet settled, per node (expired open locks given back
+        first); nodes with none are left out."""
+        with self._tx() as c:
+            self._prune(c, now)
+            rows = c.execute("SELECT node_small_id, SUM(locked_compute_units) FROM stacks "
+                             "GROUP BY node_small_id HAVING SUM(locked_compute_units) > 0").fetchall()
+        return {int(r[0]): int(r[1]) for r in rows}
+
     def lock_existing_stack(self, *, user_id: int, model: str, max_num_tokens: int,
                             timeout_s: float, now: float, eligible_nodes: list[int],
                             owner_address: str) -> tuple[StackRecord, LockRecord] | None:

@@ -53,6 +53,8 @@ from atoma_lab.protocol.atoma.messages import (
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
 from atoma_lab.services.ledger import STACK_SIZE_TO_BUY, Ledger, LockRecord, NodeRecord, StackRecord
 from atoma_lab.services.metrics import PROMETHEUS_CONTENT_TYPE, ServiceMetrics
+from atoma_lab.services.policy import DEFAULT_NODE_POLICY, NodePolicy
+from atoma_lab.services.policy import node_policy as node_policy_named
 from atoma_lab.services.routing import Router
 from atoma_lab.services.trace import ServerTiming
 from atoma_lab.transport.base import Headers, Request, Response, Send, error_response
@@ -89,6 +91,8 @@ class ProxyService:
         clock: Callable[[], float] = time.time,
         node_timeout_s: float = 60.0,
         stack_size: int = STACK_SIZE_TO_BUY,
+        node_policy: str | NodePolicy = DEFAULT_NODE_POLICY,
+        policy_seed: int | None = 0,
     ) -> None:
         self.ledger = ledger
         self.send = send
@@ -97,6 +101,7 @@ class ProxyService:
         self.clock = clock
         self.node_timeout_s = node_timeout_s
         self.stack_size = stack_size
+        self.node_policy = node_policy_named(node_policy, seed=policy_seed)
         self.metrics = ServiceMetrics()
         self.router = Router()
         self.router.add("POST", "/v1/nodes/lock", self._nodes_lock)
@@ -234,7 +239,8 @@ class ProxyService:
 
     async def _lock(self, user_id: int, model: str, max_num_tokens: int,
                     timeout_s: float) -> tuple[StackRecord, LockRecord, NodeRecord, bool]:
-        """Lock units for one request; the last item says whether a stack was bought for it.
+        """Lock units for one request on the node the policy places it on; the last item says
+        whether a stack was bought for it.
 
         When no node serving ``model`` is up, the ones marked down are probed first (a fault
         may have passed) rather than refusing until the next scheduled health check.
@@ -251,13 +257,16 @@ class ProxyService:
             if model not in self.ledger.models():
                 raise ModelNotFoundError(f"no node serves model {model!r}", field="model")
             raise ServiceUnavailableError(f"no attested, healthy node serves model {model!r} now")
+        # No await from here on: the placement and the lock see the same ledger.
+        load = self.ledger.units_in_flight(now) if self.node_policy.needs_load else {}
+        place = self.node_policy.place(eligible, load)
         found = self.ledger.lock_existing_stack(
             user_id=user_id, model=model, max_num_tokens=max_num_tokens, timeout_s=timeout_s,
-            now=now, eligible_nodes=[n.node_small_id for n in eligible], owner_address=self.address)
+            now=now, eligible_nodes=list(place.search), owner_address=self.address)
         bought = found is None
         if found is None:
             found = self.ledger.buy_stack_and_lock(
-                user_id=user_id, model=model, node=eligible[0], owner_address=self.address,
+                user_id=user_id, model=model, node=place.buy_on, owner_address=self.address,
                 max_num_tokens=max_num_tokens, timeout_s=timeout_s, now=now, size=self.stack_size)
         stack, lock = found
         node = next(n for n in eligible if n.node_small_id == stack.node_small_id)

@@ -19,6 +19,7 @@ from atoma_lab.lab.network import Network
 from atoma_lab.protocol.atoma.envelope import seal_request
 from atoma_lab.protocol.atoma.messages import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_MAX_NUM_TOKENS
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
+from atoma_lab.services.policy import node_policy
 from atoma_lab.transport.inprocess import Fault
 
 PLAINTEXT = CreateEmbeddingRequest(input="lock me", model=MODEL).to_json()
@@ -53,7 +54,10 @@ def test_lock_answer_and_bookkeeping(make_net: Callable[..., Network], mode: str
 
 
 def test_lock_picks_the_cheapest_node_and_reuses_its_stack(make_net: Callable[..., Network]) -> None:
+    """Atoma's rule: the cheapest node, and then the caller's stack there while it has room
+    (the default least-loaded policy would spread these open locks over the nodes)."""
     net = make_net(nodes=3, prices=[7_000_000, 3_000_000, 5_000_000], stack_size=1_000)
+    net.proxy.node_policy = node_policy("atoma")
     client = net.client()
     balance = net.ledger.balance(net.user_id)
     first = client.nodes.lock(MODEL, max_num_tokens=10)
