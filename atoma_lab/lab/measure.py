@@ -109,6 +109,50 @@ def crypto_costs(sizes: Iterable[int] = DEFAULT_SIZES, *, repeat: int = 5,
     return rows
 
 
+# What one confidential round trip (request and response of the same size) must compute on the
+# client and the node together, whoever implements Atoma's wire: a client key, one exchange and
+# one HKDF per side, each payload sealed and opened once, BLAKE2b of each plaintext on both sides,
+# and each ciphertext base64-encoded by its sender and decoded by its receiver.
+PROTOCOL_WORK: dict[str, int] = {
+    "x25519 keygen": 1, "x25519 exchange": 2, "hkdf-sha256": 2,
+    "aes-256-gcm encrypt": 2, "aes-256-gcm decrypt": 2, "blake2b-256": 4,
+}
+WIRE_WORK: dict[str, int] = {**PROTOCOL_WORK, "base64 encode": 2, "base64 decode": 2}
+
+
+def protocol_floor(costs: Iterable[dict[str, Any]], work: dict[str, int] | None = None
+                   ) -> dict[int, float]:
+    """Per payload size, the nanoseconds of the primitives a round trip cannot avoid: the sum of
+    ``work`` (operation -> calls, :data:`WIRE_WORK` by default, :data:`PROTOCOL_WORK` without the
+    wire's base64) times their median cost in ``costs`` (rows of :func:`crypto_costs`). This is
+    the envelope's true bound: AES-GCM alone is a small part of it."""
+    work = WIRE_WORK if work is None else work
+    by_size: dict[int, dict[str, float]] = {}
+    for row in costs:
+        by_size.setdefault(int(row["size"]), {})[str(row["op"])] = float(row["median_ns"])
+    out = {}
+    for size, ops in sorted(by_size.items()):
+        missing = sorted(set(work) - set(ops))
+        if missing:
+            raise ValueError(f"costs at {size} bytes lack {', '.join(missing)}")
+        out[size] = sum(calls * ops[op] for op, calls in work.items())
+    return out
+
+
+def openssl_versions() -> dict[str, str | None]:
+    """The OpenSSL that ``cryptography`` bundles (what atoma-lab's AES-GCM runs on) and the
+    system's ``openssl`` command (``None`` where it is missing): references to label as such."""
+    from cryptography.hazmat.backends.openssl.backend import backend
+
+    system = None
+    exe = shutil.which("openssl")
+    if exe is not None:
+        done = subprocess.run([exe, "version"], capture_output=True, text=True, timeout=30,
+                              check=False)
+        system = done.stdout.strip() or None if done.returncode == 0 else None
+    return {"cryptography": backend.openssl_version_text(), "system": system}
+
+
 def envelope_vs_raw(sizes: Iterable[int] = DEFAULT_SIZES, *, repeat: int = 5,
                     min_time_s: float = 0.02) -> list[dict[str, Any]]:
     """The envelope's request round trip (seal + open) against the raw pyca calls doing the
@@ -244,8 +288,10 @@ def parse_openssl_speed(output: str, sizes: list[int]) -> dict[int, float]:
 
 def openssl_speed(sizes: Iterable[int] = (1 << 10, 16 << 10, 64 << 10), *,
                   seconds: int = 1) -> dict[int, float] | None:
-    """AES-256-GCM bytes/s from the system ``openssl speed`` (the ceiling), or ``None`` if the
-    tool is missing. One size per run, since ``-bytes`` takes one size."""
+    """AES-256-GCM bytes/s from the system ``openssl speed``, or ``None`` if the tool is missing.
+    One size per run, since ``-bytes`` takes one size. It times the system's OpenSSL, which may
+    be older or newer than the one ``cryptography`` bundles (:func:`openssl_versions`): a
+    reference for AES-GCM alone, not a ceiling for atoma-lab."""
     exe = shutil.which("openssl")
     if exe is None:
         return None
@@ -260,5 +306,6 @@ def openssl_speed(sizes: Iterable[int] = (1 << 10, 16 << 10, 64 << 10), *,
     return out
 
 
-__all__ = ["DEFAULT_SIZES", "Timing", "crypto_costs", "envelope_vs_raw",
-           "openssl_speed", "parse_openssl_speed", "time_call"]
+__all__ = ["DEFAULT_SIZES", "PROTOCOL_WORK", "WIRE_WORK", "Timing", "crypto_costs",
+           "envelope_vs_raw", "openssl_speed", "openssl_versions", "parse_openssl_speed",
+           "protocol_floor", "time_call"]

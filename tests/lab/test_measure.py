@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from atoma_lab.lab.measure import crypto_costs, envelope_vs_raw, parse_openssl_speed, time_call
+from atoma_lab.lab.measure import (
+    PROTOCOL_WORK,
+    crypto_costs,
+    envelope_vs_raw,
+    openssl_versions,
+    parse_openssl_speed,
+    protocol_floor,
+    time_call,
+)
 
 OPENSSL_OUTPUT = """\
 version: 3.0.19
@@ -42,3 +50,30 @@ def test_crypto_costs_rows() -> None:
 def test_envelope_vs_raw_rows() -> None:
     (row,) = envelope_vs_raw([256], repeat=1, min_time_s=0.0005)
     assert row["size"] == 256 and row["ratio"] == pytest.approx(row["envelope_ns"] / row["raw_ns"])
+
+
+def test_protocol_floor_adds_the_work_a_round_trip_cannot_avoid() -> None:
+    unit = {"x25519 keygen": 1.0, "x25519 exchange": 10.0, "hkdf-sha256": 100.0,
+            "aes-256-gcm encrypt": 1e3, "aes-256-gcm decrypt": 1e4, "blake2b-256": 1e5,
+            "base64 encode": 1e6, "base64 decode": 1e7, "json floats (json.dumps)": 1e9}
+    rows = [{"op": op, "size": size, "median_ns": ns * size}
+            for size in (1, 2) for op, ns in unit.items()]
+    wire = protocol_floor(rows)
+    assert wire == {1: 1 + 20 + 200 + 2e3 + 2e4 + 4e5 + 2e6 + 2e7,
+                    2: 2 * (1 + 20 + 200 + 2e3 + 2e4 + 4e5 + 2e6 + 2e7)}
+    assert protocol_floor(rows, PROTOCOL_WORK)[1] == 1 + 20 + 200 + 2e3 + 2e4 + 4e5
+    with pytest.raises(ValueError, match="lack base64 decode"):
+        protocol_floor([r for r in rows if r["op"] != "base64 decode"])
+
+
+def test_the_floor_of_measured_costs_covers_every_size() -> None:
+    sizes = [1 << 10, 64 << 10]
+    floor = protocol_floor(crypto_costs(sizes, repeat=3, min_time_s=0.002), PROTOCOL_WORK)
+    assert sorted(floor) == sizes and all(v > 0 for v in floor.values())
+    assert floor[64 << 10] > floor[1 << 10]
+
+
+def test_openssl_versions_name_both_references() -> None:
+    versions = openssl_versions()
+    assert versions["cryptography"].startswith("OpenSSL")  # type: ignore[union-attr]
+    assert versions["system"] is None or "OpenSSL" in versions["system"]
