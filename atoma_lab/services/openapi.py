@@ -16,6 +16,7 @@ and run schemathesis against a live proxy.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from importlib import metadata
 from typing import Any
 
 from atoma_lab.crypto.aead import NONCE_SIZE, TAG_SIZE
@@ -275,6 +276,15 @@ def _operation(summary: str, operation_id: str, responses: dict[str, Any], *,
     return op
 
 
+def package_version() -> str:
+    """atoma-lab's version as installed (``atoma_lab.__version__``, through the package
+    metadata, since nothing inside the package imports its root); ``0+unknown`` if not installed."""
+    try:
+        return metadata.version("atoma-lab")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
 def openapi_document(*, models: Sequence[str] = (), server_url: str | None = None) -> dict[str, Any]:
     """The OpenAPI 3.1 description of the proxy's routes. ``models`` become examples of the
     ``model`` fields; ``server_url`` fills ``servers``."""
@@ -327,7 +337,7 @@ def openapi_document(*, models: Sequence[str] = (), server_url: str | None = Non
     }
     doc: dict[str, Any] = {
         "openapi": OPENAPI_VERSION,
-        "info": {"title": "atoma-lab proxy", "version": "0.1.0",
+        "info": {"title": "atoma-lab proxy", "version": package_version(),
                  "description": "Atoma's proxy API for confidential embeddings, as atoma-lab "
                                 "simulates it."},
         "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
