@@ -16,7 +16,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from atoma_lab.crypto.attestation import AttestationEvidence, AttestationPolicy, verify_evidence
+from atoma_lab.crypto.attestation import (
+    AttestationPolicy,
+    AttestationVerifier,
+    SimulatedVerifier,
+    evidence_from_dict,
+)
 from atoma_lab.encoding import loads
 from atoma_lab.errors import (
     AtomaLabError,
@@ -80,12 +85,14 @@ class EmbeddingsResult:
 
 @dataclass(frozen=True, slots=True)
 class VerifiedNode:
-    """A node key whose attestation this client verified."""
+    """A node key whose attestation this client verified. ``sui_address`` is ``None`` where the
+    evidence does not bind the node's signing address (a TDX quote binds the key only): any valid
+    node signature is then taken."""
 
     node_small_id: int
     public_key: bytes
-    sui_address: str
-    key_rotation_counter: int
+    sui_address: str | None
+    key_rotation_counter: int | None
 
 
 def _raise_for(resp: Response) -> None:
@@ -114,6 +121,7 @@ class AtomaLabClient:
         check_usage: bool = True,
         verify_attestation: bool | None = None,
         attestation_policy: AttestationPolicy | None = None,
+        attestation_verifier: AttestationVerifier | None = None,
         profile: str = "atoma",
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -134,7 +142,7 @@ class AtomaLabClient:
                 channel = HttpChannel(base_url, timeout_s=timeout_s)
             else:
                 raise ValueError("give a base_url, a network, or a channel")
-        if verify_attestation and attestation_policy is None:
+        if verify_attestation and attestation_policy is None and attestation_verifier is None:
             if network is None or not hasattr(network, "attestation_policy"):
                 raise ValueError("verify_attestation needs an attestation_policy")
             attestation_policy = network.attestation_policy()
@@ -143,7 +151,8 @@ class AtomaLabClient:
         self.verify_signature = verify_signature
         self.check_usage = check_usage  # the clear usage must equal the sealed one (Atoma's SDKs skip it)
         self.verify_attestation = verify_attestation
-        self.attestation_policy = attestation_policy
+        self.attestation_policy = attestation_policy  # the simulated TEE's, unless a verifier is given
+        self.attestation_verifier = attestation_verifier
         self.verified_nodes: dict[tuple[int, bytes], VerifiedNode] = {}
         self.embeddings = _Embeddings(self)
         self.confidential_embeddings = _ConfidentialEmbeddings(self)
@@ -162,13 +171,14 @@ class AtomaLabClient:
         cached = self.verified_nodes.get((node_small_id, public_key))
         if cached is not None:
             return cached
-        if self.attestation_policy is None:
-            raise ValueError("no attestation_policy configured")
+        verifier = self.attestation_verifier or (
+            None if self.attestation_policy is None else SimulatedVerifier(self.attestation_policy))
+        if verifier is None:
+            raise ValueError("no attestation_policy or attestation_verifier configured")
         resp = self._call("GET", f"/v1/nodes/attestation?node_small_id={node_small_id}", auth=False)
         _raise_for(resp)
         info = loads(resp.body)
-        evidence = AttestationEvidence.from_dict(info.get("evidence"))
-        report = verify_evidence(evidence, self.attestation_policy, public_key=public_key,
+        report = verifier.verify(evidence_from_dict(info.get("evidence")), public_key=public_key,
                                  node_small_id=node_small_id, now=self.clock())
         node = VerifiedNode(node_small_id, public_key, report.signer_address,
                             report.key_rotation_counter)

@@ -224,6 +224,58 @@ class AttestationError(CryptoError):
     code = "ATTESTATION_FAILED"
 
 
+# The subclasses name which check failed. They share ATTESTATION_FAILED on the wire (a peer learns
+# that the evidence was refused; the verifier's caller learns why from the class and message).
+
+
+class EvidenceFormatError(AttestationError):
+    """Evidence is malformed, truncated, padded with non-zero bytes, or of a kind, version or
+    TEE type the verifier does not handle."""
+
+
+class EvidenceSignatureError(AttestationError):
+    """A signature inside the evidence does not verify: the TDX quote body, the quoting
+    enclave's report, the binding of the attestation key, or a simulated vendor's signature."""
+
+
+class CertificateChainError(AttestationError):
+    """The certificate chain in the evidence is malformed, revoked, or does not lead to the
+    pinned root."""
+
+
+class CollateralError(AttestationError):
+    """The verification collateral (TCB info, QE identity, CRLs) is malformed, not signed by
+    the vendor's chain, or belongs to another platform."""
+
+
+class StaleEvidenceError(AttestationError):
+    """The evidence or its collateral does not hold at the time given: expired, not yet valid,
+    or older than the policy's maximum age."""
+
+
+class TcbStatusError(AttestationError):
+    """The platform's TCB status or an advisory that applies to it is not accepted (a TCB below
+    every level the vendor lists included)."""
+
+
+class MeasurementError(AttestationError):
+    """A measurement (simulated measurement, MRTD, an RTMR) is not on the policy's allow-list,
+    or the TD runs with attributes that make its measurements meaningless (debug)."""
+
+
+class ReportDataError(AttestationError):
+    """The report data does not bind what it must: the expected value, or the nonce and key
+    under the binding rule."""
+
+
+class UntrustedSignerError(AttestationError):
+    """The evidence verifies, but under a signing key the policy does not trust."""
+
+
+class AttestedKeyMismatchError(AttestationError):
+    """The evidence attests another key or another node than the one presented."""
+
+
 # --------------------------------------------------------------------------------------------
 # Accounting: stacks, locks and compute units.
 # --------------------------------------------------------------------------------------------
@@ -430,14 +482,19 @@ __all__ = [
     "APIError",
     "AtomaLabError",
     "AttestationError",
+    "AttestedKeyMismatchError",
     "AuthenticationError",
     "BackendTimeoutError",
     "BackendUnavailableError",
     "BadBackendResponseError",
     "BodyTooLargeError",
+    "CertificateChainError",
+    "CollateralError",
     "ComputeUnitsExceededError",
     "CryptoError",
     "DecryptionError",
+    "EvidenceFormatError",
+    "EvidenceSignatureError",
     "Fault",
     "HashMismatchError",
     "InferenceError",
@@ -448,6 +505,7 @@ __all__ = [
     "InvalidJSONError",
     "InvalidLengthError",
     "InvalidPublicKeyError",
+    "MeasurementError",
     "MethodNotAllowedError",
     "MissingFieldError",
     "MissingHeaderError",
@@ -461,6 +519,7 @@ __all__ = [
     "PermissionDeniedError",
     "ProfileMismatchError",
     "ReplayedRequestError",
+    "ReportDataError",
     "RequestError",
     "ResponseMismatchError",
     "ServiceUnavailableError",
@@ -468,9 +527,12 @@ __all__ = [
     "StackLockedError",
     "StackNotFoundError",
     "StackUnavailableError",
+    "StaleEvidenceError",
     "StaleRequestError",
+    "TcbStatusError",
     "TransportError",
     "TransportTimeoutError",
+    "UntrustedSignerError",
     "error_from_response",
     "error_table",
 ]

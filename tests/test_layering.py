@@ -69,6 +69,8 @@ PURE_ALLOWED = frozenset(
         "dataclasses", "enum", "typing", "collections", "struct", "zlib", "abc", "functools",
         "itertools", "re", "cryptography", "orjson", "numpy",
         "blake3", "operator", "string", "types",  # pure too, beyond the brief's list
+        "html",  # escaping for the _repr_html_ of verified reports and quotes
+        "dcap_qvl",  # TDX quote verification (Rust, no I/O when given collateral); imported lazily
     }
 )
 FORBIDDEN_CALLS = frozenset({"open", "print", "input", "breakpoint", "exec", "eval", "__import__"})

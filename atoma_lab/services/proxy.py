@@ -24,7 +24,14 @@ import functools
 import time
 from collections.abc import Callable
 
-from atoma_lab.crypto.attestation import AttestationEvidence, AttestationPolicy, verify_evidence
+from atoma_lab.crypto.attestation import (
+    AttestationPolicy,
+    AttestationVerifier,
+    Evidence,
+    SimulatedVerifier,
+    evidence_from_dict,
+    evidence_from_json,
+)
 from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.signing import SuiSigner, verify_sui_signature
 from atoma_lab.encoding import b64decode, loads, require_int, serde_compact
@@ -88,6 +95,7 @@ class ProxyService:
         send: Send,
         signer: SuiSigner | None = None,
         attestation_policy: AttestationPolicy | None = None,
+        attestation_verifier: AttestationVerifier | None = None,
         clock: Callable[[], float] = time.time,
         node_timeout_s: float = 60.0,
         stack_size: int = STACK_SIZE_TO_BUY,
@@ -97,7 +105,8 @@ class ProxyService:
         self.ledger = ledger
         self.send = send
         self.signer = signer or SuiSigner.generate()
-        self.attestation_policy = attestation_policy
+        self.attestation_policy = attestation_policy  # the simulated TEE's, unless a verifier is given
+        self.attestation_verifier = attestation_verifier
         self.clock = clock
         self.node_timeout_s = node_timeout_s
         self.stack_size = stack_size
@@ -132,18 +141,20 @@ class ProxyService:
                                 models=models,
                                 price_per_one_million_compute_units=price_per_one_million_compute_units)
 
-    def accept_node_key(self, evidence: AttestationEvidence) -> bool:
-        """Record a node's new key. It is handed out only if the evidence verifies against the
-        policy (when there is one) and names the node's registered signing address. Returns
-        whether the key is valid."""
+    def accept_node_key(self, evidence: Evidence) -> bool:
+        """Record a node's new key. It is handed out only if the evidence verifies (with the
+        attestation verifier, or the simulated TEE's under the policy, when there is one) and names
+        the node's registered signing address. Returns whether the key is valid."""
         report = evidence.report
         node = self.ledger.node(report.node_small_id)
         if node is None:
             raise NotFoundError(f"node {report.node_small_id} is not registered")
         valid = report.signer_address == node.sui_address
-        if valid and self.attestation_policy is not None:
+        verifier = self.attestation_verifier or (
+            None if self.attestation_policy is None else SimulatedVerifier(self.attestation_policy))
+        if valid and verifier is not None:
             try:
-                verify_evidence(evidence, self.attestation_policy, now=self.clock())
+                verifier.verify(evidence, now=self.clock())
             except AttestationError:
                 valid = False
         if report.key_rotation_counter < node.key_rotation_counter:
@@ -164,13 +175,13 @@ class ProxyService:
         except AtomaLabError as exc:
             raise PeerProtocolError(f"{address}{path}: {exc.message}") from exc
 
-    async def _node_evidence(self, address: str) -> tuple[str, AttestationEvidence]:
+    async def _node_evidence(self, address: str) -> tuple[str, Evidence]:
         """A node's Sui address and current key evidence, from its ``GET /v1/attestation``."""
         info = await self._node_json(address, "/v1/attestation")
         if not isinstance(info, dict) or not isinstance(info.get("sui_address"), str):
             raise PeerProtocolError(f"{address}/v1/attestation: not an attestation answer")
         try:
-            return info["sui_address"], AttestationEvidence.from_dict(info.get("evidence"))
+            return info["sui_address"], evidence_from_dict(info.get("evidence"))
         except AtomaLabError as exc:
             raise PeerProtocolError(f"{address}/v1/attestation: {exc.message}") from exc
 
@@ -493,7 +504,7 @@ class ProxyService:
     async def _publish_attestation(self, request: Request) -> Response:
         """A node announces a rotated key: evidence signed by the node's Sui key (X-Signature
         over BLAKE2b-256 of the body)."""
-        evidence = AttestationEvidence.from_json(request.body)
+        evidence = evidence_from_json(request.body)
         node = self.ledger.node(evidence.report.node_small_id)
         if node is None:
             raise NotFoundError(f"node {evidence.report.node_small_id} is not registered")

@@ -21,6 +21,7 @@ from atoma_lab.errors import (
     HashMismatchError,
     NodeKeyMismatchError,
     PeerProtocolError,
+    ServiceUnavailableError,
     SignatureError,
 )
 from atoma_lab.lab.network import Network
@@ -361,3 +362,58 @@ def test_plain_answer_signed_by_the_node_with_bad_usage_is_502(make_net: Callabl
     assert error_of(resp) == (502, "BAD_PEER_RESPONSE")
     assert money(net) == before
     assert net.ledger.open_locks() == []
+
+
+# ------------------------------------------------------------------ the verifier interface
+def _tdx_verifier() -> Any:
+    """A TDX verifier holding dcap-qvl's sample collateral: it takes no simulated evidence."""
+    from crypto.vectors import VECTORS_DIR, load_vectors
+
+    from atoma_lab.crypto.attestation.tdx import (
+        ExpectedReportData,
+        TdxCollateral,
+        TdxPolicy,
+        TdxVerifier,
+    )
+
+    v = load_vectors("tdx_quotes", kind="verifies")[0]
+    return TdxVerifier(TdxPolicy(ExpectedReportData(v["report_data"])),
+                       TdxCollateral.from_json((VECTORS_DIR / v["collateral"]).read_text()))
+
+
+def test_the_proxy_accepts_keys_through_its_verifier(make_net: Callable[..., Network]) -> None:
+    from atoma_lab.crypto.attestation import SimulatedVerifier, VerifierSet
+
+    net = make_net(nodes=1)
+    tdx = _tdx_verifier()
+    net.proxy.attestation_verifier = tdx  # a network told to take TDX evidence only
+    net.rotate(0)
+    node = net.proxy.ledger.node(1)
+    assert node is not None and not node.attestation_valid
+    with pytest.raises(ServiceUnavailableError):
+        net.client().confidential_embeddings.create(input="x", model=MODEL)
+    net.proxy.attestation_verifier = VerifierSet(SimulatedVerifier(net.attestation_policy()), tdx)
+    net.rotate(0)  # either kind now: the simulated node's new key is taken
+    node = net.proxy.ledger.node(1)
+    assert node is not None and node.attestation_valid
+    assert net.client().confidential_embeddings.create(input="x", model=MODEL).node_small_id == 1
+
+
+def test_the_client_verifies_through_its_verifier(make_net: Callable[..., Network]) -> None:
+    from atoma_lab.crypto.attestation import SimulatedVerifier, VerifierSet
+    from atoma_lab.errors import EvidenceFormatError
+
+    net = make_net(nodes=1)
+    tdx = _tdx_verifier()
+    either = net.client(attestation_verifier=VerifierSet(SimulatedVerifier(net.attestation_policy()),
+                                                         tdx), verify_attestation=True)
+    result = either.confidential_embeddings.create(input=SECRET, model=MODEL)
+    (verified,) = either.verified_nodes.values()
+    assert verified.sui_address == net.nodes[0].signer.address
+    assert result.node_small_id == 1
+    only_tdx = net.client(attestation_verifier=tdx, verify_attestation=True)
+    hook = HookChannel(only_tdx.channel)
+    only_tdx.channel = hook
+    with pytest.raises(EvidenceFormatError):
+        only_tdx.confidential_embeddings.create(input=SECRET, model=MODEL)
+    assert CONF not in hook.paths()  # refused before anything was sealed

@@ -9,6 +9,8 @@ software, and the node's Sui signing address, so a verifier can check that a key
 proxy really belongs to an attested node.
 
 Evidence is JSON (canonical, sorted keys) so that notebooks can show it byte by byte.
+:class:`SimulatedVerifier` is this TEE's implementation of the
+:class:`~atoma_lab.crypto.attestation.base.AttestationVerifier` interface.
 """
 
 from __future__ import annotations
@@ -19,21 +21,23 @@ from dataclasses import dataclass
 
 import blake3
 
+from atoma_lab.crypto.attestation.base import NVIDIA_CC_GPU_DEVICE_SLOT, VerifiedReport, report_nonce
 from atoma_lab.crypto.signing import SignatureScheme, SuiSigner, verify_sui_signature
 from atoma_lab.encoding import b64decode, b64encode, dumps, loads, require_int, require_str
-from atoma_lab.errors import AtomaLabError, AttestationError, InvalidFieldError
+from atoma_lab.errors import (
+    AtomaLabError,
+    AttestedKeyMismatchError,
+    EvidenceFormatError,
+    EvidenceSignatureError,
+    InvalidFieldError,
+    MeasurementError,
+    ReportDataError,
+    StaleEvidenceError,
+    UntrustedSignerError,
+)
 
-NVIDIA_CC_GPU_DEVICE_SLOT = 300  # device_type Atoma uses for an NVIDIA CC GPU
 DEFAULT_MEASUREMENT = "atoma-lab-node-v1"  # the simulated measurement of the node's software
-
-
-def report_nonce(rotation_nonce: int, public_key: bytes,
-                 device_type: int = NVIDIA_CC_GPU_DEVICE_SLOT) -> bytes:
-    """Atoma's attestation report nonce: BLAKE3(nonce u64 LE ‖ key ‖ device_type u16 LE)."""
-    if len(public_key) != 32:
-        raise ValueError("public_key must be 32 bytes")
-    data = rotation_nonce.to_bytes(8, "little") + bytes(public_key) + device_type.to_bytes(2, "little")
-    return blake3.blake3(data).digest()
+SIMULATED_TEE = "simulated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +118,7 @@ class AttestationEvidence:
                                              field="evidence.vendor_signature"),
             )
         except InvalidFieldError as exc:
-            raise AttestationError(f"malformed attestation evidence: {exc.message}") from exc
+            raise EvidenceFormatError(f"malformed attestation evidence: {exc.message}") from exc
 
     @classmethod
     def from_json(cls, body: bytes | str) -> AttestationEvidence:
@@ -170,29 +174,64 @@ def verify_evidence(evidence: AttestationEvidence, policy: AttestationPolicy, *,
                     now: float | None = None) -> AttestationReport:
     """Check evidence against a policy and, when given, the key and node it must bind.
 
-    Raises :class:`AttestationError` naming the failed check.
+    Raises an :class:`~atoma_lab.errors.AttestationError` subclass naming the failed check.
     """
+    return _check(evidence, policy, public_key=public_key, node_small_id=node_small_id, now=now)[0]
+
+
+def _check(evidence: AttestationEvidence, policy: AttestationPolicy, *, public_key: bytes | None,
+           node_small_id: int | None, now: float | None) -> tuple[AttestationReport, str]:
+    """:func:`verify_evidence`, returning the vendor's address beside the report."""
     report = evidence.report
     digest = blake3.blake3(evidence.report_bytes()).digest()
     try:
         sig = verify_sui_signature(evidence.vendor_signature, digest,
                                    field="evidence.vendor_signature")
     except AtomaLabError as exc:
-        raise AttestationError("vendor signature on the attestation report does not verify") from exc
+        raise EvidenceSignatureError("vendor signature on the attestation report does not verify") \
+            from exc
     if sig.address not in policy.trusted_vendors:
-        raise AttestationError("attestation report is signed by an untrusted vendor key")
+        raise UntrustedSignerError("attestation report is signed by an untrusted vendor key")
     expected = report_nonce(report.rotation_nonce, report.public_key, report.device_type)
     if not hmac.compare_digest(expected, report.report_data):
-        raise AttestationError("report_data does not bind the rotation nonce, key and device")
+        raise ReportDataError("report_data does not bind the rotation nonce, key and device")
     if report.measurement not in policy.measurements:
-        raise AttestationError("node measurement is not in the policy's allowed list")
+        raise MeasurementError("node measurement is not in the policy's allowed list")
     if public_key is not None and not hmac.compare_digest(bytes(public_key), report.public_key):
-        raise AttestationError("the key presented is not the attested key")
+        raise AttestedKeyMismatchError("the key presented is not the attested key")
     if node_small_id is not None and node_small_id != report.node_small_id:
-        raise AttestationError("the evidence belongs to another node")
+        raise AttestedKeyMismatchError("the evidence belongs to another node")
     if policy.max_age_s is not None:
         if now is None:
             raise ValueError("now is required when the policy has max_age_s")
         if not 0 <= now - report.issued_at <= policy.max_age_s:
-            raise AttestationError("attestation evidence is stale or from the future")
-    return report
+            raise StaleEvidenceError("attestation evidence is stale or from the future")
+    return report, sig.address
+
+
+class SimulatedVerifier:
+    """The simulated TEE behind the :class:`~atoma_lab.crypto.attestation.base.AttestationVerifier`
+    interface: :func:`verify_evidence` under ``policy``, its report as a :class:`VerifiedReport`."""
+
+    tee = SIMULATED_TEE
+
+    def __init__(self, policy: AttestationPolicy) -> None:
+        self.policy = policy
+
+    def accepts(self, evidence: object) -> bool:
+        return isinstance(evidence, AttestationEvidence)
+
+    def verify(self, evidence: object, *, now: float, public_key: bytes | None = None,
+               node_small_id: int | None = None) -> VerifiedReport:
+        if not isinstance(evidence, AttestationEvidence):
+            raise EvidenceFormatError(f"the simulated TEE verifier takes simulated evidence, "
+                                      f"not {type(evidence).__name__}")
+        report, vendor = _check(evidence, self.policy, public_key=public_key,
+                                node_small_id=node_small_id, now=now)
+        until = None if self.policy.max_age_s is None else report.issued_at + self.policy.max_age_s
+        return VerifiedReport(
+            tee=SIMULATED_TEE, signer=vendor, measurements={"measurement": report.measurement},
+            report_data=report.report_data, valid_from=report.issued_at, valid_until=until,
+            status="OK", public_key=report.public_key, node_small_id=report.node_small_id,
+            key_rotation_counter=report.key_rotation_counter, signer_address=report.signer_address,
+            details={"device_type": report.device_type, "rotation_nonce": report.rotation_nonce})
