@@ -19,13 +19,13 @@ from atoma_lab.crypto.keys import X25519KeyPair
 from atoma_lab.crypto.signing import SuiSignature, SuiSigner, verify_sui_signature
 from atoma_lab.errors import (
     DecryptionError,
+    NodeKeyMismatchError,
     ProfileMismatchError,
     ResponseMismatchError,
 )
 from atoma_lab.protocol.atoma.messages import (  # the strict JSON helpers are shared
     Usage,
 )
-from atoma_lab.protocol.hardened.keys import NodeKeyRing
 from atoma_lab.protocol.hardened.layout import (
     HPKE_EXPORT_N2C,
     HPKE_INFO,
@@ -37,11 +37,11 @@ from atoma_lab.protocol.hardened.layout import (
     RandomBytes,
     _response_aad,
     derive_direction_keys,
-    node_key_id,
     receipt_digest,
 )
 from atoma_lab.protocol.hardened.messages import HardenedRequest, HardenedResponse
-from atoma_lab.protocol.hardened.replay import ReplayGuard
+from atoma_lab.protocol.keyring import NodeKeyRing, node_key_id
+from atoma_lab.protocol.replay import ReplayGuard
 
 
 def _decrypt(cipher: AESGCM, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
@@ -177,24 +177,39 @@ class OpenedHardenedRequest(NamedTuple):
         return f"OpenedHardenedRequest(<{len(self.plaintext)} bytes>, {self.context!r})"
 
 
+def _node_key(keys: NodeKeyRing | X25519KeyPair, key_id: bytes, now: float) -> X25519KeyPair:
+    if isinstance(keys, NodeKeyRing):
+        return keys.lookup(key_id, now=now)
+    if node_key_id(keys.public_bytes) != key_id:
+        raise NodeKeyMismatchError(
+            "node_key_id names no key of this node; take a new lock and seal again",
+            field="node_key_id")
+    return keys
+
+
 def open_request(
     request: HardenedRequest,
     keys: NodeKeyRing | X25519KeyPair,
     *,
-    guard: ReplayGuard,
+    guard: ReplayGuard | None = None,
     now: float,
 ) -> OpenedHardenedRequest:
     """Open a hardened request on the node, checks in this order:
 
-    1. ``node_key_id`` names a key of the ring, current or within grace
-       (:class:`NodeKeyMismatchError`);
+    1. ``node_key_id`` names a key of the ring, current or within grace (or the one key
+       given) (:class:`NodeKeyMismatchError`);
     2. ``timestamp`` within the guard's window (:class:`StaleRequestError`);
     3. X25519 + HKDF + AES-256-GCM with the request AAD (:class:`InvalidPublicKeyError`,
        :class:`DecryptionError`);
     4. not seen before (:class:`ReplayedRequestError`); recorded only now that it authenticated.
+
+    ``guard`` defaults to the ring's; with a bare key pair it must be given.
     """
-    ring = keys if isinstance(keys, NodeKeyRing) else NodeKeyRing(keys)
-    node_key = ring.lookup(request.node_key_id, now=now)
+    if guard is None:
+        if not isinstance(keys, NodeKeyRing):
+            raise TypeError("open_request needs a guard when given a bare key pair")
+        guard = keys.guard
+    node_key = _node_key(keys, request.node_key_id, now)
     guard.check_window(request.timestamp, now)
     aad = request.aad()
     if request.profile == PROFILE_HPKE:
