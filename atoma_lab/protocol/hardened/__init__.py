@@ -4,12 +4,21 @@
 It keeps Atoma's primitives and adds replay protection, a response bound to its request, one key
 per direction and AAD over every routing field. The byte-by-byte specification is
 ``docs/hardened-profile.md``. Rooms: :mod:`.layout` (constants, AAD pieces, receipt),
-:mod:`.messages` (wire models, strict parsing, downgrade checks), :mod:`.seal` (seal and open,
-both sides). The node key
+:mod:`.messages` (wire models, strict parsing, downgrade checks), :mod:`.cipher` (the request
+cipher of each profile: by hand or HPKE), :mod:`.seal` (seal and open, both sides). The node key
 ring and the replay guard serve Atoma's profile too, so they live in
 :mod:`atoma_lab.protocol.keyring` and :mod:`atoma_lab.protocol.replay` (re-exported here).
 """
 
+from atoma_lab.protocol.hardened.cipher import (
+    CIPHERS,
+    HAND_MADE,
+    HPKE_BASE,
+    Cipher,
+    HandMadeCipher,
+    HpkeBaseCipher,
+    cipher_for,
+)
 from atoma_lab.protocol.hardened.layout import (
     HPKE_EXPORT_N2C,
     HPKE_INFO,
@@ -55,9 +64,12 @@ from atoma_lab.protocol.replay import (
 )
 
 __all__ = [
+    "CIPHERS",
     "DEFAULT_KEY_GRACE_S",
     "DEFAULT_REPLAY_CACHE_ENTRIES",
     "DEFAULT_REPLAY_WINDOW_S",
+    "HAND_MADE",
+    "HPKE_BASE",
     "HPKE_EXPORT_N2C",
     "HPKE_INFO",
     "HPKE_SUITE",
@@ -69,15 +81,19 @@ __all__ = [
     "PROFILE_HPKE",
     "RECEIPT_LABEL",
     "REQUEST_ID_SIZE",
+    "Cipher",
+    "HandMadeCipher",
     "HardenedClientContext",
     "HardenedNodeContext",
     "HardenedRequest",
     "HardenedResponse",
+    "HpkeBaseCipher",
     "NodeKeyRing",
     "OpenedHardenedRequest",
     "OpenedHardenedResponse",
     "ReplayGuard",
     "SealedHardenedRequest",
+    "cipher_for",
     "derive_direction_keys",
     "node_key_id",
     "open_request",
