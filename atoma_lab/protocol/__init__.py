@@ -1,4 +1,6 @@
-"""Wire models, the confidential envelope, and lock/stack rules. Pure: no I/O."""
+"""Wire models, the confidential envelopes (Atoma's in :mod:`.atoma`, the hardened one in
+:mod:`.hardened`), and what a node keeps for both: its key ring (:mod:`.keyring`) and replay
+memories (:mod:`.replay`). Pure: no I/O."""
 
 from atoma_lab.protocol.atoma.envelope import (
     ClientContext,
@@ -21,14 +23,20 @@ from atoma_lab.protocol.atoma.messages import (
 from atoma_lab.protocol.hardened import (
     HardenedRequest,
     HardenedResponse,
+)
+from atoma_lab.protocol.keyring import (
+    NodeKey,
     NodeKeyRing,
-    ReplayGuard,
 )
 from atoma_lab.protocol.openai import (
     CreateEmbeddingRequest,
     CreateEmbeddingResponse,
     Embedding,
     EmbeddingUsage,
+)
+from atoma_lab.protocol.replay import (
+    OpenedMemory,
+    ReplayGuard,
 )
 
 __all__ = [
@@ -42,9 +50,11 @@ __all__ = [
     "HardenedRequest",
     "HardenedResponse",
     "NodeContext",
+    "NodeKey",
     "NodeKeyRing",
     "NodesCreateLockRequest",
     "NodesCreateLockResponse",
+    "OpenedMemory",
     "OpenedRequest",
     "OpenedResponse",
     "ReplayGuard",

@@ -7,18 +7,22 @@ signer. Unlike Atoma, every failure is a specific 4xx (a stale key is 409 ``STAL
 model inside the envelope must match ``model_name``, and usage may not exceed
 ``num_compute_units``.
 
-Replays: Atoma's node decrypts and serves a byte-identical request as often as it comes (nothing
-in the envelope is single-use), and the proxy charges each time. Here every node key remembers
-the ``salt`` and ``nonce`` of each request it opened, and a repeat is 409 ``REPLAYED_REQUEST``
-(checked after decryption, so only a sealed request's owner can fill the memory). A key that has
-opened ``replay_cache_size`` requests is rotated, which bounds that memory.
-``replay_protection=False`` behaves as Atoma's node does (for attack demonstrations).
+Keys and replays: one :class:`~atoma_lab.protocol.keyring.NodeKeyRing` holds the node's keys
+(the current one with its counter and evidence, the retired ones for ``grace_window_s``) and the
+replay memories of both profiles. Atoma's node decrypts and serves a byte-identical request as
+often as it comes (nothing in the envelope is single-use), and the proxy charges each time. Here
+every node key remembers the ``salt`` and ``nonce`` of each request it opened, and a repeat is
+409 ``REPLAYED_REQUEST`` (checked after decryption, so only a sealed request's owner can fill the
+memory). A key that has opened ``replay_cache_size`` requests is rotated (a retired one stops
+serving), which bounds that memory. ``replay_protection=False`` behaves as Atoma's node does (for
+attack demonstrations).
 
 Profiles: the same route takes Atoma's envelope and the hardened one
 (:mod:`atoma_lab.protocol.hardened`, a body with ``"profile"``), as ``profiles`` allows; a node
 limited to the hardened profile refuses Atoma's (400 ``INVALID_FIELD`` on ``profile``). For a
-hardened request the proxy's X-Signature covers ``request_hash`` (the AAD and ciphertext), and
-replays are refused by the profile's timestamp window and replay guard.
+hardened request the proxy's X-Signature covers ``request_hash`` (the AAD and ciphertext), the
+key is named by its id, and replays are refused by the ring's timestamp window and replay guard
+(at most ``replay_window_entries`` requests inside the window; beyond that 503).
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ import inspect
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from atoma_lab.crypto.attestation import AttestationEvidence, SimulatedTEE
@@ -42,10 +45,8 @@ from atoma_lab.errors import (
     MissingHeaderError,
     ModelMismatchError,
     ModelNotFoundError,
-    NodeKeyMismatchError,
     PermissionDeniedError,
     ProfileMismatchError,
-    ReplayedRequestError,
     ServiceUnavailableError,
     StackNotFoundError,
 )
@@ -53,14 +54,16 @@ from atoma_lab.inference.openai import EmbedResponse
 from atoma_lab.protocol import hardened
 from atoma_lab.protocol.atoma.envelope import open_request, seal_response
 from atoma_lab.protocol.atoma.messages import DEFAULT_MAX_NUM_TOKENS, Usage
+from atoma_lab.protocol.keyring import DEFAULT_OPENED_PER_KEY, NodeKey, NodeKeyRing
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
+from atoma_lab.protocol.replay import DEFAULT_REPLAY_CACHE_ENTRIES, ReplayGuard
 from atoma_lab.services.metrics import PROMETHEUS_CONTENT_TYPE, ServiceMetrics
 from atoma_lab.services.routing import Router
 from atoma_lab.services.trace import ServerTiming
 from atoma_lab.transport.base import Headers, Request, Response, Send, error_response
 
 CONFIDENTIAL_EMBEDDINGS_PATH = "/v1/confidential/embeddings"
-DEFAULT_REPLAY_CACHE_SIZE = 1 << 17  # requests one key opens before it is rotated
+DEFAULT_REPLAY_CACHE_SIZE = DEFAULT_OPENED_PER_KEY  # requests one key opens before it is rotated
 ATOMA_PROFILE = "atoma"
 PROFILES = (ATOMA_PROFILE, *hardened.PROFILES)
 EMBEDDINGS_PATH = "/v1/embeddings"
@@ -116,19 +119,6 @@ class ProxyStackDirectory:
         return info["owner_address"]
 
 
-@dataclass(slots=True)
-class _NodeKey:
-    pair: X25519KeyPair
-    counter: int
-    evidence: AttestationEvidence
-    retired_at: float | None = None
-    opened: set[bytes] = field(default_factory=set)  # salt + nonce of each request opened
-    key_id: bytes = b""  # BLAKE2b-256 of the public key (the hardened profile names keys so)
-
-    def __post_init__(self) -> None:
-        self.key_id = hardened.node_key_id(self.pair.public_bytes)
-
-
 class NodeService:
     """One node. ``handle`` is its whole HTTP surface."""
 
@@ -147,6 +137,7 @@ class NodeService:
         replay_protection: bool = True,
         profiles: Sequence[str] = PROFILES,
         replay_window_s: float = hardened.DEFAULT_REPLAY_WINDOW_S,
+        replay_window_entries: int = DEFAULT_REPLAY_CACHE_ENTRIES,
     ) -> None:
         if replay_cache_size < 1:
             raise ValueError("replay_cache_size must be at least 1")
@@ -154,20 +145,22 @@ class NodeService:
         if unknown or not profiles:
             raise ValueError(f"profiles must be a non-empty subset of {PROFILES}")
         self.profiles = tuple(profiles)
-        self.replay_protection = replay_protection
-        self.replay_guard = hardened.ReplayGuard(window_s=replay_window_s)
         self.node_small_id = node_small_id
         self.embedder = embedder
         self.stack_owner = stack_owner
         self.signer = signer or SuiSigner.generate()
         self.tee = tee or SimulatedTEE()
-        self.grace_window_s = grace_window_s
         self.clock = clock
         self.on_rotate = on_rotate
-        self.replay_cache_size = replay_cache_size
         self.metrics = ServiceMetrics()
-        self._keys: list[_NodeKey] = []
-        self.rotate_key()
+        now = self.clock()
+        pair, evidence = self._attested_key(1, now, None)
+        self.key_ring = NodeKeyRing(
+            pair, counter=1, evidence=evidence, grace_s=grace_window_s,
+            guard=ReplayGuard(window_s=replay_window_s, max_entries=replay_window_entries),
+            opened_per_key=replay_cache_size, remember_opened=replay_protection)
+        if self.on_rotate is not None:
+            self.on_rotate(self)
         self.router = Router()
         self.router.add("POST", CONFIDENTIAL_EMBEDDINGS_PATH, self._confidential_embeddings)
         self.router.add("POST", EMBEDDINGS_PATH, self._embeddings)
@@ -178,33 +171,53 @@ class NodeService:
 
     # ------------------------------------------------------------------ keys
     @property
-    def current(self) -> _NodeKey:
-        return self._keys[-1]
+    def current(self) -> NodeKey:
+        return self.key_ring.current_key
 
     @property
     def public_key(self) -> bytes:
-        return self.current.pair.public_bytes
+        return self.key_ring.current_key.public_key
 
     @property
     def key_rotation_counter(self) -> int:
-        return self.current.counter
+        return self.key_ring.counter
 
     @property
     def evidence(self) -> AttestationEvidence:
-        return self.current.evidence
+        evidence = self.key_ring.evidence
+        assert evidence is not None  # every key of a node is attested when it is made
+        return evidence
 
     @property
     def sui_address(self) -> str:
         return self.signer.address
 
-    def rotate_key(self, rotation_nonce: int | None = None) -> AttestationEvidence:
-        """A new X25519 key, counter + 1, and fresh evidence binding it.
+    @property
+    def grace_window_s(self) -> float:
+        """How long a rotated-away key still serves requests sealed to it."""
+        return self.key_ring.grace_s
 
-        The old key keeps serving requests already sealed to it for ``grace_window_s`` seconds
-        (0: not at all, as in Atoma). Then ``on_rotate`` tells whoever publishes keys.
-        """
-        now = self.clock()
-        counter = self._keys[-1].counter + 1 if self._keys else 1
+    @property
+    def replay_protection(self) -> bool:
+        """Whether each key remembers the Atoma-profile requests it opened."""
+        return self.key_ring.remember_opened
+
+    @property
+    def replay_cache_size(self) -> int:
+        """Atoma-profile requests one key opens before it is rotated."""
+        return self.key_ring.opened_per_key
+
+    @replay_cache_size.setter
+    def replay_cache_size(self, value: int) -> None:
+        self.key_ring.opened_per_key = value
+
+    @property
+    def replay_guard(self) -> ReplayGuard:
+        """The hardened profiles' timestamp window and replay cache."""
+        return self.key_ring.guard
+
+    def _attested_key(self, counter: int, now: float,
+                      rotation_nonce: int | None) -> tuple[X25519KeyPair, AttestationEvidence]:
         pair = X25519KeyPair.generate()
         evidence = self.tee.attest(
             node_small_id=self.node_small_id,
@@ -214,37 +227,20 @@ class NodeService:
             signer_address=self.signer.address,
             now=now,
         )
-        if self._keys:
-            self._keys[-1].retired_at = now
-        self._keys.append(_NodeKey(pair, counter, evidence))
-        # Forget keys whose grace window has passed (their secrets leave memory).
-        self._keys = [k for k in self._keys
-                      if k.retired_at is None or now - k.retired_at < self.grace_window_s]
+        return pair, evidence
+
+    def rotate_key(self, rotation_nonce: int | None = None) -> AttestationEvidence:
+        """A new X25519 key, counter + 1, and fresh evidence binding it.
+
+        The old key keeps serving requests already sealed to it for ``grace_window_s`` seconds
+        (0: not at all, as in Atoma). Then ``on_rotate`` tells whoever publishes keys.
+        """
+        now = self.clock()
+        pair, evidence = self._attested_key(self.key_ring.counter + 1, now, rotation_nonce)
+        self.key_ring.rotate(pair, now=now, evidence=evidence)
         if self.on_rotate is not None:
             self.on_rotate(self)
         return evidence
-
-    def _key_for(self, field: str, value: bytes) -> _NodeKey:
-        """The live key (current, or retired within the grace window) whose public key
-        (``field="node_dh_public_key"``) or key id (``field="node_key_id"``, the hardened
-        profile) is ``value``; else 409 ``STALE_NODE_KEY`` naming that field."""
-        now = self.clock()
-        for k in reversed(self._keys):
-            ours = k.pair.public_bytes if field == "node_dh_public_key" else k.key_id
-            if ours == value and (k.retired_at is None or now - k.retired_at < self.grace_window_s):
-                return k
-        raise NodeKeyMismatchError(
-            f"{field} names no current key of this node (rotated?); take a new lock and seal "
-            "again", field=field)
-
-    def _remember(self, key: _NodeKey, marker: bytes) -> None:
-        """Refuse a request this key has opened before; rotate a key whose memory is full."""
-        if marker in key.opened:
-            raise ReplayedRequestError("this request was already served (same key, salt and "
-                                       "nonce); seal every request afresh")
-        key.opened.add(marker)
-        if len(key.opened) >= self.replay_cache_size and key is self.current:
-            self.rotate_key()
 
     # ------------------------------------------------------------------ routes
     async def handle(self, request: Request) -> Response:
@@ -288,15 +284,15 @@ class NodeService:
                 proxy_sig = self._proxy_signature(request, signed)
             with timing.stage("node_open"):
                 opened: Any
+                now = self.clock()
                 if isinstance(ccr, hardened.HardenedRequest):
-                    key = self._key_for("node_key_id", ccr.node_key_id)
-                    opened = hardened.open_request(ccr, key.pair, guard=self.replay_guard,
-                                                   now=self.clock())
+                    opened = hardened.open_request(ccr, self.key_ring, now=now)
                 else:
-                    key = self._key_for("node_dh_public_key", ccr.node_dh_public_key)
+                    key = self.key_ring.by_public_key(ccr.node_dh_public_key, now=now)
                     opened = open_request(ccr, key.pair)
-                    if self.replay_protection:
-                        self._remember(key, ccr.salt + ccr.nonce)
+                    self.key_ring.remember(key, ccr.salt + ccr.nonce)
+                    if self.key_ring.rotation_due:
+                        self.rotate_key()
             with timing.stage("node_check"):
                 await self._check_stack(ccr.stack_small_id, proxy_sig.address)
                 oai = CreateEmbeddingRequest.from_json(opened.plaintext)
@@ -389,9 +385,10 @@ class NodeService:
 
     async def _attestation(self, request: Request) -> Response:
         cur = self.current
+        assert cur.evidence is not None  # every key of a node is attested when it is made
         return Response.json({
             "node_small_id": self.node_small_id,
-            "public_key": b64encode(cur.pair.public_bytes),
+            "public_key": b64encode(cur.public_key),
             "key_rotation_counter": cur.counter,
             "sui_address": self.signer.address,
             "evidence": cur.evidence.to_dict(),

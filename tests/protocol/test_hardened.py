@@ -30,7 +30,6 @@ from atoma_lab.errors import (
     ProfileMismatchError,
     ReplayedRequestError,
     ResponseMismatchError,
-    ServiceUnavailableError,
     SignatureError,
     StaleRequestError,
 )
@@ -365,57 +364,6 @@ def test_replay_outside_window_is_rejected() -> None:
         _open(request, guard=guard, now=NOW + 301)
 
 
-@pytest.mark.parametrize(("offset", "accepted"), [
-    (-300.0, True), (300.0, True), (-300.001, False), (300.001, False), (0.0, True),
-])
-def test_window_edges(offset: float, accepted: bool) -> None:
-    guard = h.ReplayGuard(window_s=300)
-    if accepted:
-        guard.check(b"k", 1000, 1000 + offset)
-        assert guard.entries == 1
-    else:
-        with pytest.raises(StaleRequestError) as excinfo:
-            guard.check(b"k", 1000, 1000 + offset)
-        assert excinfo.value.field == "timestamp" and guard.entries == 0
-
-
-def test_guard_evicts_only_out_of_window_entries() -> None:
-    guard = h.ReplayGuard(window_s=10)
-    guard.check(b"a", 100, 100)
-    guard.check(b"b", 105, 105)
-    guard.check(b"c", 112, 112)  # cutoff 102: a goes, b stays
-    assert guard.entries == 2
-    with pytest.raises(ReplayedRequestError):
-        guard.check(b"b", 105, 112)
-    with pytest.raises(StaleRequestError):
-        guard.check(b"a", 100, 112)
-
-
-def test_guard_clock_does_not_run_backwards() -> None:
-    guard = h.ReplayGuard(window_s=10)
-    guard.check(b"a", 100, 100)
-    guard.check(b"z", 120, 120)  # evicts a
-    with pytest.raises(StaleRequestError):
-        guard.check(b"a", 100, 100)  # an earlier `now` counts as 120
-
-
-def test_guard_is_bounded_and_fails_closed() -> None:
-    guard = h.ReplayGuard(window_s=10, max_entries=2)
-    guard.check(b"a", 100, 100)
-    guard.check(b"b", 101, 101)
-    with pytest.raises(ServiceUnavailableError):
-        guard.check(b"c", 102, 102)
-    assert guard.entries == 2
-    # Entries stuck behind a future-dated one are found by the full scan once out of window.
-    guard = h.ReplayGuard(window_s=10, max_entries=2)
-    guard.check(b"future", 109, 100)
-    guard.check(b"old", 100, 100)
-    guard.check(b"new", 111, 111)  # cutoff 101: old evicted by the full scan
-    assert guard.entries == 2
-    with pytest.raises(ReplayedRequestError):
-        guard.check(b"future", 109, 111)
-
-
 def test_guard_keys_on_client_key_and_request_id() -> None:
     """A proxy that copies a request id into its own request cannot block the real one."""
     guard = h.ReplayGuard()
@@ -424,13 +372,6 @@ def test_guard_keys_on_client_key_and_request_id() -> None:
     assert attacker.request_id == real.request_id
     _open(attacker, guard=guard)
     assert _open(real, guard=guard).plaintext == REQUEST
-
-
-def test_guard_arguments() -> None:
-    with pytest.raises(ValueError):
-        h.ReplayGuard(window_s=0)
-    with pytest.raises(ValueError):
-        h.ReplayGuard(max_entries=0)
 
 
 # ------------------------------------------------------------------------------------------------

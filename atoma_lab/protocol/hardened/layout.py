@@ -1,5 +1,6 @@
-"""Byte layouts of the hardened profile: constants, the AAD building blocks, key ids, the
-direction keys and the receipt (docs/hardened-profile.md). Pure."""
+"""Byte layouts of the hardened profile: constants, the AAD building blocks, the direction keys
+and the receipt (docs/hardened-profile.md). Key ids (:func:`~atoma_lab.protocol.keyring.node_key_id`)
+belong to the node key ring, which both profiles share. Pure."""
 
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from collections.abc import Callable
 from atoma_lab.crypto import hpke
 from atoma_lab.crypto.hashing import HASH_SIZE, blake2b_256
 from atoma_lab.crypto.kdf import derive_key
-from atoma_lab.crypto.keys import X25519_KEY_SIZE
 from atoma_lab.protocol.atoma.messages import (  # the strict JSON helpers are shared
     Usage,
 )
@@ -29,9 +29,6 @@ LABEL_N2C = b"atoma-lab/hardened-v1 node->client"  # HKDF info prefix, node -> c
 RECEIPT_LABEL = b"atoma-lab/hardened-v1 receipt"  # domain of the node's signed digest
 REQUEST_ID_SIZE = 16  # bytes
 KEY_ID_SIZE = HASH_SIZE  # bytes, BLAKE2b-256 of the node's X25519 public key
-DEFAULT_REPLAY_WINDOW_S = 300.0  # seconds either side of now (Phala E2EE v2 uses +-300 s)
-DEFAULT_REPLAY_CACHE_ENTRIES = 1_000_000  # entries; beyond that the guard refuses (fail closed)
-DEFAULT_KEY_GRACE_S = 60.0  # seconds an old node key is still accepted after rotation
 _MSG_REQUEST = b"\x01"
 _MSG_RESPONSE = b"\x02"
 # Fields only Atoma's profile has: a hardened body with one of them is a spliced/downgraded one.
@@ -61,13 +58,6 @@ def _opt_u64(value: int | None) -> bytes:
 
 
 _PROFILE_PREFIX = _str16(PROFILE)
-
-
-def node_key_id(node_public_key: bytes) -> bytes:
-    """The 32-byte id of a node X25519 key: BLAKE2b-256 of the public key."""
-    if len(node_public_key) != X25519_KEY_SIZE:
-        raise ValueError(f"node public key must be {X25519_KEY_SIZE} bytes")
-    return blake2b_256(bytes(node_public_key))
 
 
 def derive_direction_keys(shared_secret: bytes, salt: bytes, client_public_key: bytes,

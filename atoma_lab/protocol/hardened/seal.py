@@ -8,47 +8,32 @@ import secrets
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from atoma_lab.crypto import hpke
 from atoma_lab.crypto.aead import NONCE_SIZE, TAG_SIZE
 from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.kdf import SALT_SIZE
 from atoma_lab.crypto.keys import X25519KeyPair
 from atoma_lab.crypto.signing import SuiSignature, SuiSigner, verify_sui_signature
 from atoma_lab.errors import (
-    DecryptionError,
+    NodeKeyMismatchError,
     ProfileMismatchError,
     ResponseMismatchError,
 )
 from atoma_lab.protocol.atoma.messages import (  # the strict JSON helpers are shared
     Usage,
 )
-from atoma_lab.protocol.hardened.keys import NodeKeyRing
+from atoma_lab.protocol.hardened.cipher import CIPHERS, cipher_for, decrypt
 from atoma_lab.protocol.hardened.layout import (
-    HPKE_EXPORT_N2C,
-    HPKE_INFO,
-    HPKE_SUITE,
     PROFILE,
-    PROFILE_HPKE,
-    PROFILES,
     REQUEST_ID_SIZE,
     RandomBytes,
     _response_aad,
-    derive_direction_keys,
-    node_key_id,
     receipt_digest,
 )
 from atoma_lab.protocol.hardened.messages import HardenedRequest, HardenedResponse
-from atoma_lab.protocol.hardened.replay import ReplayGuard
-
-
-def _decrypt(cipher: AESGCM, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
-    try:
-        return cipher.decrypt(nonce, ciphertext, aad)
-    except InvalidTag as exc:
-        raise DecryptionError("AES-256-GCM authentication failed") from exc
+from atoma_lab.protocol.keyring import NodeKeyRing, node_key_id
+from atoma_lab.protocol.replay import ReplayGuard
 
 
 def _draw(value: bytes | None, size: int, name: str, rng: RandomBytes) -> bytes:
@@ -99,12 +84,12 @@ def seal_request(
     """Encrypt ``plaintext`` (the exact OpenAI JSON bytes) for a node key, hardened profile.
 
     ``now`` (Unix seconds) becomes the request's ``timestamp`` (rounded down). A fresh client key,
-    salt, nonce and request id are drawn unless injected (for vectors). ``profile=PROFILE_HPKE``
-    seals with HPKE: ``client_key`` is then the HPKE ephemeral key (``client_dh_public_key`` is
-    ``enc``), and ``nonce`` is bound in the AAD but HPKE derives the AEAD nonce itself.
+    salt, nonce and request id are drawn unless injected (for vectors). The profile's cipher
+    (:mod:`.cipher`) seals the body: with ``profile=PROFILE_HPKE`` ``client_key`` is the HPKE
+    ephemeral key (``client_dh_public_key`` is ``enc``), and ``nonce`` is bound in the AAD but
+    HPKE derives the AEAD nonce itself.
     """
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {PROFILES}")
+    cipher = cipher_for(profile)
     if not isinstance(plaintext, bytes):
         raise TypeError("plaintext must be bytes")
     if now < 0:
@@ -115,22 +100,13 @@ def seal_request(
     request_id = _draw(request_id, REQUEST_ID_SIZE, "request_id", rng)
     node_public_key = bytes(node_public_key)
     key_id = node_key_id(node_public_key)
-    hpke_ctx = None
-    client_public = client_key.public_bytes
-    if profile == PROFILE_HPKE:  # enc is the ephemeral key's public bytes (DHKEM(X25519))
-        client_public, hpke_ctx = hpke.setup_base_sender(
-            HPKE_SUITE, node_public_key, HPKE_INFO + key_id + salt, ephemeral_key=client_key)
-    else:
-        shared = client_key.exchange(node_public_key)
-        k_c2n, k_n2c = derive_direction_keys(shared, salt, client_key.public_bytes,
-                                             node_public_key)
     # Every field but the ciphertext, validated by the dataclass; the AAD does not cover the
     # ciphertext, which replaces the tag-sized stand-in below.
     header = HardenedRequest(
         model_name=model_name,
         stack_small_id=stack_small_id,
         node_key_id=key_id,
-        client_dh_public_key=client_public,
+        client_dh_public_key=client_key.public_bytes,
         salt=salt,
         nonce=nonce,
         timestamp=int(now),
@@ -139,11 +115,9 @@ def seal_request(
         num_compute_units=num_compute_units,
         profile=profile,
     )
-    if hpke_ctx is not None:
-        ciphertext = hpke_ctx.seal(plaintext, header.aad())
-        k_n2c = hpke_ctx.export(HPKE_EXPORT_N2C, 32)
-    else:
-        ciphertext = AESGCM(k_c2n).encrypt(nonce, plaintext, header.aad())
+    ciphertext, k_n2c = cipher.seal_request(plaintext, header.aad(), client_key=client_key,
+                                            node_public_key=node_public_key, key_id=key_id,
+                                            salt=salt, nonce=nonce)
     request = replace(header, ciphertext=ciphertext)
     context = HardenedClientContext(
         _n2c=AESGCM(k_n2c), request_id=request_id, request_hash=request.request_hash(),
@@ -177,36 +151,42 @@ class OpenedHardenedRequest(NamedTuple):
         return f"OpenedHardenedRequest(<{len(self.plaintext)} bytes>, {self.context!r})"
 
 
+def _node_key(keys: NodeKeyRing | X25519KeyPair, key_id: bytes, now: float) -> X25519KeyPair:
+    if isinstance(keys, NodeKeyRing):
+        return keys.lookup(key_id, now=now)
+    if node_key_id(keys.public_bytes) != key_id:
+        raise NodeKeyMismatchError(
+            "node_key_id names no key of this node; take a new lock and seal again",
+            field="node_key_id")
+    return keys
+
+
 def open_request(
     request: HardenedRequest,
     keys: NodeKeyRing | X25519KeyPair,
     *,
-    guard: ReplayGuard,
+    guard: ReplayGuard | None = None,
     now: float,
 ) -> OpenedHardenedRequest:
     """Open a hardened request on the node, checks in this order:
 
-    1. ``node_key_id`` names a key of the ring, current or within grace
-       (:class:`NodeKeyMismatchError`);
+    1. ``node_key_id`` names a key of the ring, current or within grace (or the one key
+       given) (:class:`NodeKeyMismatchError`);
     2. ``timestamp`` within the guard's window (:class:`StaleRequestError`);
-    3. X25519 + HKDF + AES-256-GCM with the request AAD (:class:`InvalidPublicKeyError`,
-       :class:`DecryptionError`);
+    3. the profile's cipher (:mod:`.cipher`) with the request AAD
+       (:class:`InvalidPublicKeyError`, :class:`DecryptionError`);
     4. not seen before (:class:`ReplayedRequestError`); recorded only now that it authenticated.
+
+    ``guard`` defaults to the ring's; with a bare key pair it must be given.
     """
-    ring = keys if isinstance(keys, NodeKeyRing) else NodeKeyRing(keys)
-    node_key = ring.lookup(request.node_key_id, now=now)
+    if guard is None:
+        if not isinstance(keys, NodeKeyRing):
+            raise TypeError("open_request needs a guard when given a bare key pair")
+        guard = keys.guard
+    node_key = _node_key(keys, request.node_key_id, now)
     guard.check_window(request.timestamp, now)
     aad = request.aad()
-    if request.profile == PROFILE_HPKE:
-        hpke_ctx = hpke.setup_base_recipient(HPKE_SUITE, request.client_dh_public_key, node_key,
-                                             HPKE_INFO + request.node_key_id + request.salt)
-        plaintext = hpke_ctx.open(request.ciphertext, aad)
-        k_n2c = hpke_ctx.export(HPKE_EXPORT_N2C, 32)
-    else:
-        shared = node_key.exchange(request.client_dh_public_key)
-        k_c2n, k_n2c = derive_direction_keys(shared, request.salt, request.client_dh_public_key,
-                                             node_key.public_bytes)
-        plaintext = _decrypt(AESGCM(k_c2n), request.nonce, request.ciphertext, aad)
+    plaintext, k_n2c = CIPHERS[request.profile].open_request(request, aad, node_key)
     guard.check(request.replay_key, request.timestamp, now)
     context = HardenedNodeContext(
         _n2c=AESGCM(k_n2c), request_id=request.request_id,
@@ -300,7 +280,7 @@ def open_response(
         response.signature, receipt_digest(context.request_hash, response_hash),
         expected_address=expected_signer_address,
     )
-    plaintext = _decrypt(context._n2c, response.nonce, response.ciphertext, aad)
+    plaintext = decrypt(context._n2c, response.nonce, response.ciphertext, aad)
     context._opened = True
     return OpenedHardenedResponse(plaintext=plaintext, request_hash=context.request_hash,
                                   response_hash=response_hash, signer=signer, usage=response.usage)

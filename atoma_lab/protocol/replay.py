@@ -1,5 +1,10 @@
-"""A timestamp window and a bounded memory of the requests seen inside it. Pure: time is an
-argument."""
+"""Replay memories a node keeps. Pure: time is an argument.
+
+Atoma's profile has no timestamp, so each node key remembers the ``salt`` and ``nonce`` of every
+request it opened (held by :class:`~atoma_lab.protocol.keyring.NodeKeyRing`, bounded by rotating
+a key whose memory is full). The hardened profiles carry an authenticated timestamp, so one
+:class:`ReplayGuard` per node remembers the requests inside a window around now.
+"""
 
 
 from __future__ import annotations
@@ -9,7 +14,9 @@ from atoma_lab.errors import (
     ServiceUnavailableError,
     StaleRequestError,
 )
-from atoma_lab.protocol.hardened.layout import DEFAULT_REPLAY_CACHE_ENTRIES, DEFAULT_REPLAY_WINDOW_S
+
+DEFAULT_REPLAY_WINDOW_S = 300.0  # seconds either side of now (Phala E2EE v2 uses +-300 s)
+DEFAULT_REPLAY_CACHE_ENTRIES = 1_000_000  # entries; beyond that the guard refuses (fail closed)
 
 
 class ReplayGuard:
@@ -88,3 +95,30 @@ class ReplayGuard:
 
     def __repr__(self) -> str:
         return f"ReplayGuard(window_s={self.window_s:g}, entries={len(self._entries)})"
+
+
+class OpenedMemory:
+    """What one node key opened under Atoma's profile: the ``salt ‖ nonce`` of each request.
+
+    Atoma's envelope has no timestamp and no request id, so nothing ages out: the memory only
+    grows. :class:`~atoma_lab.protocol.keyring.NodeKeyRing` bounds it by taking a key whose
+    memory is full out of service (the current key is rotated, a retired one dropped).
+    """
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: set[bytes] = set()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def add(self, marker: bytes) -> None:
+        """Record ``marker``, or :class:`ReplayedRequestError` if it was recorded before."""
+        if marker in self._seen:
+            raise ReplayedRequestError("this request was already served (same key, salt and "
+                                       "nonce); seal every request afresh")
+        self._seen.add(marker)
+
+    def __repr__(self) -> str:
+        return f"OpenedMemory(entries={len(self._seen)})"
