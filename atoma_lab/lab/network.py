@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import secrets
 import threading
 import time
@@ -24,7 +25,7 @@ from atoma_lab.crypto.signing import SuiSigner
 from atoma_lab.services.ledger import STACK_SIZE_TO_BUY, Ledger
 from atoma_lab.services.node import PROFILES, Embedder, NodeService
 from atoma_lab.services.proxy import ProxyService
-from atoma_lab.transport.base import Headers, Request, Response
+from atoma_lab.transport.base import Headers, Request, Response, Transport
 from atoma_lab.transport.inprocess import InProcessTransport
 from atoma_lab.transport.loop import BackgroundTasks
 
@@ -59,7 +60,8 @@ class InProcessChannel:
         self._net = network
 
     def request(self, request: Request) -> Response:
-        return self._net.run(self._net.transport.send(PROXY_ADDRESS, request, None))  # type: ignore[union-attr]
+        request = dataclasses.replace(request, address=PROXY_ADDRESS)
+        return self._net.run(self._net.transport.handle(request))  # type: ignore[union-attr]
 
 
 def default_embedder(model: str = DEFAULT_MODEL, **engine_options: Any) -> Embedder:
@@ -151,9 +153,8 @@ class Network:
             raise RuntimeError(f"proxy refused node {node.node_small_id}'s key: {resp.body!r}")
 
     async def _proxy_send(self, request: Request) -> Response:
-        if self.transport is not None:
-            return await self.transport.send(PROXY_ADDRESS, request, None)
-        return await self.proxy.send(self.base_url or "", request, None)
+        address = PROXY_ADDRESS if self.transport is not None else self.base_url or ""
+        return await self.proxy.transport.handle(dataclasses.replace(request, address=address))
 
     @property
     def captured(self) -> list[Any]:
@@ -165,10 +166,8 @@ class Network:
             return
         self._closed = True
         self._runner.cancel_background()  # before the proxy's connections close
-        aclose = getattr(getattr(self.proxy.send, "__self__", None), "aclose", None)
-        if aclose is not None:  # the proxy's pooled HTTP client to the nodes
-            with contextlib.suppress(Exception):  # best effort while shutting down
-                self.run(aclose(), timeout_s=5)
+        with contextlib.suppress(Exception):  # best effort while shutting down
+            self.run(self.proxy.transport.aclose(), timeout_s=5)  # its pooled connections
         self._runner.stop()
         if self.owns_embedders:  # embedders passed in belong to the caller
             closed: set[int] = set()
@@ -237,20 +236,20 @@ def build_network(
     ledger = Ledger(ledger_path)
     policy = AttestationPolicy.trusting([tee.vendor_address]) if require_attestation else None
     transport: InProcessTransport | None = None
-    send: Any
+    node_transport: Transport
     if mode == "inprocess":
-        transport = InProcessTransport()
-        send = transport.send
+        node_transport = transport = InProcessTransport()
     elif mode == "http":
         from atoma_lab.transport.http import HttpTransport
 
-        send = HttpTransport(timeout_s=node_timeout_s).send
+        node_transport = HttpTransport(timeout_s=node_timeout_s)
     else:
         raise ValueError(f"mode must be 'inprocess' or 'http', not {mode!r}")
     if proxy_signer is None:  # the wallet lives with the ledger: a restart keeps its stacks
         proxy_signer = SuiSigner.from_ed25519_seed(ledger.proxy_signing_seed())
-    proxy = ProxyService(ledger=ledger, send=send, signer=proxy_signer, attestation_policy=policy,
-                         clock=clock, node_timeout_s=node_timeout_s, stack_size=stack_size)
+    proxy = ProxyService(ledger=ledger, transport=node_transport, signer=proxy_signer,
+                         attestation_policy=policy, clock=clock, node_timeout_s=node_timeout_s,
+                         stack_size=stack_size)
     node_services = [
         NodeService(node_small_id=i + 1, embedder=embedders[i], stack_owner=ledger.stack_owner,
                     tee=tee, grace_window_s=grace_window_s, clock=clock, profiles=profiles,

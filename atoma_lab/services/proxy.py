@@ -54,7 +54,7 @@ from atoma_lab.services.ledger import STACK_SIZE_TO_BUY, Ledger, LockRecord, Nod
 from atoma_lab.services.metrics import PROMETHEUS_CONTENT_TYPE, ServiceMetrics
 from atoma_lab.services.routing import Router
 from atoma_lab.services.trace import ServerTiming
-from atoma_lab.transport.base import Headers, Request, Response, Send, error_response
+from atoma_lab.transport.base import Headers, Request, Response, Transport, error_response
 
 MODELS_CREATED = 1686935002  # the fixed "created" Atoma's /v1/models reports
 PLAIN_UNITS_PER_INPUT_CAP = 8192  # compute units reserved at most per input on the plain route
@@ -87,13 +87,13 @@ def estimate_plain_units(request: CreateEmbeddingRequest) -> int:
 
 
 class ProxyService:
-    """The proxy. ``handle`` is its whole HTTP surface; ``send`` reaches nodes."""
+    """The proxy. ``handle`` is its whole HTTP surface; ``transport`` reaches nodes."""
 
     def __init__(
         self,
         *,
         ledger: Ledger,
-        send: Send,
+        transport: Transport,
         signer: SuiSigner | None = None,
         attestation_policy: AttestationPolicy | None = None,
         clock: Callable[[], float] = time.time,
@@ -101,7 +101,7 @@ class ProxyService:
         stack_size: int = STACK_SIZE_TO_BUY,
     ) -> None:
         self.ledger = ledger
-        self.send = send
+        self.transport = transport
         self.signer = signer or SuiSigner.generate()
         self.attestation_policy = attestation_policy
         self.clock = clock
@@ -159,9 +159,9 @@ class ProxyService:
         return valid
 
     async def _node_json(self, address: str, path: str) -> object:
-        resp = await asyncio.wait_for(
-            self.send(address, Request("GET", path, Headers({"accept": "application/json"}), b""),
-                      NODE_PROBE_TIMEOUT_S), NODE_PROBE_TIMEOUT_S)
+        probe = Request("GET", path, Headers({"accept": "application/json"}), b"",
+                        address=address, timeout_s=NODE_PROBE_TIMEOUT_S)
+        resp = await asyncio.wait_for(self.transport.handle(probe), NODE_PROBE_TIMEOUT_S)
         if not resp.ok:
             raise NodeFailedError(f"{address}{path} answered {resp.status}")
         try:
@@ -280,10 +280,10 @@ class ProxyService:
         self.metrics.units_released.inc(lock.max_num_tokens)
 
     async def _forward(self, node: NodeRecord, path: str, body: bytes, headers: Headers) -> Response:
-        req = Request("POST", path, headers, body)
+        req = Request("POST", path, headers, body, address=node.address,
+                      timeout_s=self.node_timeout_s)
         try:
-            return await asyncio.wait_for(self.send(node.address, req, self.node_timeout_s),
-                                          self.node_timeout_s)
+            return await asyncio.wait_for(self.transport.handle(req), self.node_timeout_s)
         except TimeoutError as exc:
             raise TransportTimeoutError(
                 f"node {node.node_small_id} did not answer within {self.node_timeout_s} s") from exc
