@@ -1,5 +1,4 @@
-"""HTTP/1.1 over asyncio streams: how the proxy reaches its nodes (and, for now, a synchronous
-line for clients, :class:`HttpChannel`).
+"""HTTP/1.1 over asyncio streams: how the proxy reaches its nodes and a client its proxy.
 
 :class:`HttpTransport` is deliberately lean, because a confidential request crosses three HTTP
 exchanges that in-process mode does not have (lock, request, proxy to node): it writes requests
@@ -18,10 +17,7 @@ Connection failures raise :class:`TransportError` (503), timeouts :class:`Transp
 from __future__ import annotations
 
 import asyncio
-import http.client
-import select
 import ssl
-import threading
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
@@ -201,71 +197,3 @@ class HttpTransport:
         else:
             writer.close()
         return Response(parser.get_status_code(), b"".join(answer.body), answer.headers)
-
-
-# ------------------------------------------------------------------------------------- sync
-
-
-def _dropped(conn: http.client.HTTPConnection) -> bool:
-    """Whether an idle kept-alive connection was closed by the peer (it reads as ready: EOF).
-    ``poll``, not ``select``: a busy process has descriptors above select's limit of 1024."""
-    sock = conn.sock
-    if sock is None:
-        return True
-    try:
-        poller = select.poll()
-        poller.register(sock, select.POLLIN | select.POLLPRI)
-        return bool(poller.poll(0))
-    except (OSError, ValueError):
-        return True
-
-
-class HttpChannel:
-    """A client's synchronous line to one server (the proxy): ``http.client`` with a pool of
-    kept-alive connections, one per thread in flight."""
-
-    def __init__(self, base_url: str, *, timeout_s: float = 60.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._peer = _Peer.parse(self.base_url)
-        self.timeout_s = timeout_s
-        self._idle: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
-
-    def _connection(self) -> http.client.HTTPConnection:
-        with self._lock:
-            while self._idle:
-                conn = self._idle.pop()
-                if not _dropped(conn):
-                    return conn
-                conn.close()
-        if self._peer.tls:
-            return http.client.HTTPSConnection(self._peer.host, self._peer.port,
-                                               timeout=self.timeout_s)
-        return http.client.HTTPConnection(self._peer.host, self._peer.port, timeout=self.timeout_s)
-
-    def request(self, request: Request) -> Response:
-        conn = self._connection()
-        headers = dict(_forwarded_headers(request))
-        headers["content-length"] = str(len(request.body))
-        try:
-            conn.request(request.method, _target(request), body=request.body, headers=headers)
-            resp = conn.getresponse()
-            body = resp.read()
-        except TimeoutError as exc:
-            conn.close()
-            raise TransportTimeoutError(f"{self.base_url} did not answer in time") from exc
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            raise TransportError(f"cannot reach {self.base_url}: {type(exc).__name__}") from exc
-        if resp.will_close:
-            conn.close()
-        else:
-            with self._lock:
-                self._idle.append(conn)
-        return Response(resp.status, body, Headers({k.lower(): v for k, v in resp.getheaders()}))
-
-    def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()

@@ -12,7 +12,7 @@ import pytest
 from atoma_lab.errors import TransportError, TransportTimeoutError
 from atoma_lab.server import ServerGroup, asgi_app
 from atoma_lab.transport.base import Headers, Request, Response
-from atoma_lab.transport.http import HttpChannel, HttpTransport
+from atoma_lab.transport.http import HttpTransport
 
 pytestmark = pytest.mark.integration
 
@@ -218,53 +218,3 @@ def test_keep_alive_holds_for_descriptors_above_1024(server: tuple[str, Mirror, 
         group.run(t.aclose())
         for fd in spare:
             os.close(fd)
-
-
-# ------------------------------------------------------------------- the clients' sync channel
-
-
-def test_channel_carries_method_path_query_headers_and_body(server: tuple[str, Mirror, ServerGroup]) -> None:
-    url, mirror, _ = server
-    ch = HttpChannel(url)
-    try:
-        resp = ch.request(Request("PUT", "/p/q?x=1&y=two", Headers({"X-Custom": "v"}), b"\x00\xffdata"))
-    finally:
-        ch.close()
-    assert resp.status == 201
-    assert resp.body == b"body:\x00\xffdata"
-    got = mirror.got[-1]
-    assert (got.method, got.path, got.query) == ("PUT", "/p/q", {"x": "1", "y": "two"})
-
-
-def test_channel_failures(server: tuple[str, Mirror, ServerGroup]) -> None:
-    url, _, _ = server
-    ch = HttpChannel(_dead_url(), timeout_s=2)
-    with pytest.raises(TransportError):
-        ch.request(Request("GET", "/"))
-    ch.close()
-    ch = HttpChannel(url, timeout_s=0.1)
-    with pytest.raises(TransportTimeoutError):
-        ch.request(Request("GET", "/slow"))
-    ch.close()
-
-
-def test_the_sync_channel_keeps_alive_and_is_safe_to_share_between_threads(
-        server: tuple[str, Mirror, ServerGroup]) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    url, _, _ = server
-    ch = HttpChannel(url)
-    socks = []
-    for path in ("/a", "/b", "/c"):
-        ch.request(Request("GET", path))
-        [conn] = ch._idle
-        socks.append(conn.sock)
-    assert socks[0] is socks[1] is socks[2] is not None
-    with ThreadPoolExecutor(8) as pool:
-        got = list(pool.map(lambda i: ch.request(Request("POST", f"/t{i}", body=str(i).encode())),
-                            range(40)))
-    assert [r.body for r in got] == [b"body:" + str(i).encode() for i in range(40)]
-    assert 1 <= len(ch._idle) <= 8
-    ch.close()
-    assert ch._idle == []
-
