@@ -11,6 +11,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
+    "AsyncAtomaLabClient": "atoma_lab.client",
     "AtomaLabClient": "atoma_lab.client",
     "AtomaLabError": "atoma_lab.errors",
     "Network": "atoma_lab.lab.network",

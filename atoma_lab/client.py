@@ -1,18 +1,30 @@
-"""The SDK-shaped client: ``client.embeddings.create(...)`` and
+"""The SDK-shaped clients: ``client.embeddings.create(...)`` and
 ``client.confidential_embeddings.create(...)``, with the official atoma-sdk's arguments.
 
-Over and above Atoma's SDKs it checks ``response_hash`` always, the node's signature by default,
-and, when asked, the node's attestation before trusting the key the proxy hands out (with a cache
-of verified keys). A request sealed to a key that rotated meanwhile (409 ``STALE_NODE_KEY``) is
-retried once with a fresh lock. Every call exposes a :class:`~atoma_lab.services.trace.Trace`.
+Over and above Atoma's SDKs they check ``response_hash`` always, the node's signature by
+default, and, when asked, the node's attestation before trusting the key the proxy hands out
+(with a cache of verified keys). A request sealed to a key that rotated meanwhile (409
+``STALE_NODE_KEY``), or refused because the proxy found its node down (503), is retried once with
+a fresh lock. Every call exposes a :class:`~atoma_lab.services.trace.Trace`.
+
+There is one implementation, :class:`AsyncAtomaLabClient` (``await client...create(...)``, safe
+for concurrent use in one event loop, a notebook's included). :class:`AtomaLabClient` has the same
+surface without ``await``: it drives the async client's coroutines on the event loop of an
+in-process network, or else on a loop thread of its own. Either reaches the proxy through a
+:class:`~atoma_lab.transport.base.Transport`: one given, or HTTP to ``base_url``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
+import threading
 import time
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -28,6 +40,7 @@ from atoma_lab.errors import (
     NodeKeyMismatchError,
     PeerProtocolError,
     ServiceUnavailableError,
+    TransportError,
     error_from_response,
 )
 from atoma_lab.protocol import hardened
@@ -39,16 +52,11 @@ from atoma_lab.protocol.atoma.messages import (
 )
 from atoma_lab.protocol.openai import CreateEmbeddingRequest, CreateEmbeddingResponse, EmbeddingInput
 from atoma_lab.services.trace import ServerTiming, Trace
-from atoma_lab.transport.base import Headers, Request, Response
+from atoma_lab.transport.base import Headers, Request, Response, Transport
+from atoma_lab.transport.loop import LoopThread, LoopTransport, run_on
 
+T = TypeVar("T")
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-class Channel(Protocol):
-    """A synchronous line to the proxy: HTTP (:class:`~atoma_lab.transport.http.HttpChannel`) or
-    an in-process network (``atoma_lab.lab.network``)."""
-
-    def request(self, request: Request) -> Response: ...
 
 
 @dataclass
@@ -106,16 +114,34 @@ def _raise_for(resp: Response) -> None:
     raise error_from_response(resp.status, code, message)
 
 
-class AtomaLabClient:
-    """A client of an atoma-lab (or Atoma) proxy."""
+
+def _embedding_request(input: EmbeddingInput | Sequence[str], model: str,
+                       encoding_format: str | None, dimensions: int | None,
+                       user: str | None) -> CreateEmbeddingRequest:
+    return CreateEmbeddingRequest(input=list(input) if isinstance(input, tuple) else input,  # type: ignore[arg-type]
+                                  model=model, encoding_format=encoding_format,  # type: ignore[arg-type]
+                                  dimensions=dimensions, user=user)
+
+
+# ------------------------------------------------------------------------------------- async
+
+
+class AsyncAtomaLabClient:
+    """A client of an atoma-lab (or Atoma) proxy, for ``asyncio`` code and notebook cells.
+
+    ``transport`` reaches the proxy (an in-process network's, from ``net.client_transport()``,
+    or any :class:`~atoma_lab.transport.base.Transport`); without one, HTTP to ``base_url``.
+    Requests go to ``base_url`` when given, else to the transport's default destination.
+    Concurrent calls from one event loop are safe: each has its own lock, seal and trace, and
+    a node's attestation is fetched once however many requests wait for it.
+    """
 
     def __init__(
         self,
         base_url: str | None = None,
         *,
         api_key: str,
-        channel: Channel | None = None,
-        network: Any = None,
+        transport: Transport | None = None,
         timeout_s: float = 60.0,
         verify_signature: bool = True,
         check_usage: bool = True,
@@ -133,49 +159,68 @@ class AtomaLabClient:
         self.clock = clock  # the hardened profiles' timestamps, and attestation freshness
         if verify_attestation is None:  # the hardened profiles verify by default
             verify_attestation = self.profile != "atoma"
-        if channel is None:
-            if network is not None:
-                channel = network.channel()
-            elif base_url is not None:
-                from atoma_lab.transport.http import HttpChannel
+        if transport is None:
+            if base_url is None:
+                raise ValueError("give a base_url or a transport")
+            from atoma_lab.transport.http import HttpTransport
 
-                channel = HttpChannel(base_url, timeout_s=timeout_s)
-            else:
-                raise ValueError("give a base_url, a network, or a channel")
+            transport = HttpTransport(base_url, timeout_s=timeout_s)
         if verify_attestation and attestation_policy is None and attestation_verifier is None:
-            if network is None or not hasattr(network, "attestation_policy"):
-                raise ValueError("verify_attestation needs an attestation_policy")
-            attestation_policy = network.attestation_policy()
-        self.channel = channel
+            raise ValueError("verify_attestation needs an attestation_policy or verifier")
+        self.base_url = base_url
+        self.transport = transport
         self.api_key = api_key
+        self.timeout_s = timeout_s
         self.verify_signature = verify_signature
         self.check_usage = check_usage  # the clear usage must equal the sealed one (Atoma's SDKs skip it)
         self.verify_attestation = verify_attestation
         self.attestation_policy = attestation_policy  # the simulated TEE's, unless a verifier is given
         self.attestation_verifier = attestation_verifier
         self.verified_nodes: dict[tuple[int, bytes], VerifiedNode] = {}
-        self.embeddings = _Embeddings(self)
-        self.confidential_embeddings = _ConfidentialEmbeddings(self)
-        self.nodes = _Nodes(self)
-        self.models = _Models(self)
+        self._verifying: dict[tuple[int, bytes], asyncio.Task[VerifiedNode]] = {}
+        self.embeddings = AsyncEmbeddings(self)
+        self.confidential_embeddings = AsyncConfidentialEmbeddings(self)
+        self.nodes = AsyncNodes(self)
+        self.models = AsyncModels(self)
 
-    def _call(self, method: str, path: str, payload: bytes | None = None, *,
-              auth: bool = True) -> Response:
+    async def _call(self, method: str, path: str, payload: bytes | None = None, *,
+                    auth: bool = True) -> Response:
         headers = Headers({"content-type": "application/json", "accept": "application/json"})
         if auth:
             headers["authorization"] = f"Bearer {self.api_key}"
-        return self.channel.request(Request(method, path, headers, payload or b""))
+        return await self.transport.handle(Request(method, path, headers, payload or b"",
+                                                   address=self.base_url or "",
+                                                   timeout_s=self.timeout_s))
 
-    def verify_node(self, node_small_id: int, public_key: bytes) -> VerifiedNode:
-        """Fetch and verify a node's attestation for ``public_key`` (cached once verified)."""
-        cached = self.verified_nodes.get((node_small_id, public_key))
+    async def verify_node(self, node_small_id: int, public_key: bytes) -> VerifiedNode:
+        """Fetch and verify a node's attestation for ``public_key`` (cached once verified; one
+        fetch however many requests ask at once)."""
+        key = (node_small_id, public_key)
+        cached = self.verified_nodes.get(key)
         if cached is not None:
             return cached
+        if self.attestation_verifier is None and self.attestation_policy is None:
+            raise ValueError("no attestation_policy or attestation_verifier configured")
+        loop = asyncio.get_running_loop()
+        pending = self._verifying.get(key)
+        if pending is None or pending.get_loop() is not loop:
+            pending = loop.create_task(self._verify_node(node_small_id, public_key))
+            self._verifying[key] = pending
+            pending.add_done_callback(functools.partial(self._verified, key))
+        return await asyncio.shield(pending)  # a waiter cancelled leaves it to the others
+
+    def _verified(self, key: tuple[int, bytes], task: asyncio.Task[VerifiedNode]) -> None:
+        if self._verifying.get(key) is task:
+            del self._verifying[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here: every waiter raises it
+
+    async def _verify_node(self, node_small_id: int, public_key: bytes) -> VerifiedNode:
         verifier = self.attestation_verifier or (
             None if self.attestation_policy is None else SimulatedVerifier(self.attestation_policy))
-        if verifier is None:
-            raise ValueError("no attestation_policy or attestation_verifier configured")
-        resp = self._call("GET", f"/v1/nodes/attestation?node_small_id={node_small_id}", auth=False)
+        assert verifier is not None
+        resp = await self._call("GET", f"/v1/nodes/attestation?node_small_id={node_small_id}",
+                                auth=False)
         _raise_for(resp)
         info = loads(resp.body)
         report = verifier.verify(evidence_from_dict(info.get("evidence")), public_key=public_key,
@@ -185,56 +230,58 @@ class AtomaLabClient:
         self.verified_nodes[(node_small_id, public_key)] = node
         return node
 
-    def close(self) -> None:
-        close = getattr(self.channel, "close", None)
-        if close is not None:
-            close()
+    async def aclose(self) -> None:
+        """Close the transport (its pooled connections)."""
+        await self.transport.aclose()
 
-    def __enter__(self) -> AtomaLabClient:
+    async def __aenter__(self) -> AsyncAtomaLabClient:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(base_url={self.base_url!r}, "
+                f"transport={type(self.transport).__name__}, profile={self.profile!r})")
 
 
-class _Nodes:
-    def __init__(self, client: AtomaLabClient) -> None:
+class AsyncNodes:
+    def __init__(self, client: AsyncAtomaLabClient) -> None:
         self._c = client
 
-    def lock(self, model: str, *, max_num_tokens: int | None = None,
-             timeout: int | None = None) -> NodesCreateLockResponse:
+    async def lock(self, model: str, *, max_num_tokens: int | None = None,
+                   timeout: int | None = None) -> NodesCreateLockResponse:
         """``POST /v1/nodes/lock``: a node key and a stack with units locked for one request."""
         body = NodesCreateLockRequest(model, max_num_tokens, timeout).to_json()
-        resp = self._c._call("POST", "/v1/nodes/lock", body)
+        resp = await self._c._call("POST", "/v1/nodes/lock", body)
         _raise_for(resp)
         return NodesCreateLockResponse.from_json(resp.body)
 
 
-class _Models:
-    def __init__(self, client: AtomaLabClient) -> None:
+class AsyncModels:
+    def __init__(self, client: AsyncAtomaLabClient) -> None:
         self._c = client
 
-    def list(self) -> list[str]:
-        resp = self._c._call("GET", "/v1/models")
+    async def list(self) -> list[str]:
+        """``GET /v1/models``: the ids of the models the proxy's nodes serve."""
+        resp = await self._c._call("GET", "/v1/models")
         _raise_for(resp)
         return [m["id"] for m in loads(resp.body)["data"]]
 
 
-class _Embeddings:
-    def __init__(self, client: AtomaLabClient) -> None:
+class AsyncEmbeddings:
+    def __init__(self, client: AsyncAtomaLabClient) -> None:
         self._c = client
 
-    def create(self, *, input: EmbeddingInput | Sequence[str], model: str = DEFAULT_MODEL,
-               encoding_format: str | None = None, dimensions: int | None = None,
-               user: str | None = None) -> EmbeddingsResult:
+    async def create(self, *, input: EmbeddingInput | Sequence[str], model: str = DEFAULT_MODEL,
+                     encoding_format: str | None = None, dimensions: int | None = None,
+                     user: str | None = None) -> EmbeddingsResult:
         """Plain ``POST /v1/embeddings`` (the proxy and node see the text)."""
         trace = Trace()
         t0 = time.perf_counter_ns()
-        req = CreateEmbeddingRequest(input=list(input) if isinstance(input, tuple) else input,  # type: ignore[arg-type]
-                                     model=model, encoding_format=encoding_format,  # type: ignore[arg-type]
-                                     dimensions=dimensions, user=user)
+        req = _embedding_request(input, model, encoding_format, dimensions, user)
         t1 = time.perf_counter_ns()
-        resp = self._c._call("POST", "/v1/embeddings", req.to_json())
+        resp = await self._c._call("POST", "/v1/embeddings", req.to_json())
         t2 = time.perf_counter_ns()
         _raise_for(resp)
         parsed = CreateEmbeddingResponse.from_json(resp.body)
@@ -248,42 +295,41 @@ class _Embeddings:
         return EmbeddingsResult(parsed, trace)
 
 
-class _ConfidentialEmbeddings:
-    def __init__(self, client: AtomaLabClient) -> None:
+class AsyncConfidentialEmbeddings:
+    def __init__(self, client: AsyncAtomaLabClient) -> None:
         self._c = client
 
-    def create(self, *, input: EmbeddingInput | Sequence[str], model: str = DEFAULT_MODEL,
-               encoding_format: str | None = None, dimensions: int | None = None,
-               user: str | None = None, max_num_tokens: int | None = None) -> EmbeddingsResult:
+    async def create(self, *, input: EmbeddingInput | Sequence[str], model: str = DEFAULT_MODEL,
+                     encoding_format: str | None = None, dimensions: int | None = None,
+                     user: str | None = None, max_num_tokens: int | None = None,
+                     ) -> EmbeddingsResult:
         """``POST /v1/confidential/embeddings``: lock, seal, send, open, check.
 
         Retries once, with a fresh lock and a fresh seal, when the node key rotated in between
         (409) or the proxy found the node down (503: it released the units, and the new lock
         goes to another node).
         """
-        req = CreateEmbeddingRequest(input=list(input) if isinstance(input, tuple) else input,  # type: ignore[arg-type]
-                                     model=model, encoding_format=encoding_format,  # type: ignore[arg-type]
-                                     dimensions=dimensions, user=user)
+        req = _embedding_request(input, model, encoding_format, dimensions, user)
         plaintext = req.to_json()
         for attempt in (1, 2):
             try:
-                return self._once(req, plaintext, max_num_tokens, attempt)
+                return await self._once(req, plaintext, max_num_tokens, attempt)
             except (NodeKeyMismatchError, ServiceUnavailableError):
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
-    def _once(self, req: CreateEmbeddingRequest, plaintext: bytes, max_num_tokens: int | None,
-              attempt: int) -> EmbeddingsResult:
+    async def _once(self, req: CreateEmbeddingRequest, plaintext: bytes,
+                    max_num_tokens: int | None, attempt: int) -> EmbeddingsResult:
         c = self._c
         trace = Trace()
         t0 = time.perf_counter_ns()
-        lock = c.nodes.lock(req.model, max_num_tokens=max_num_tokens)
+        lock = await c.nodes.lock(req.model, max_num_tokens=max_num_tokens)
         t1 = time.perf_counter_ns()
         trace.add("lock", (t1 - t0) / 1e6)
         expected_signer: str | None = None
         if c.verify_attestation:
-            expected_signer = c.verify_node(lock.node_small_id, lock.public_key).sui_address
+            expected_signer = (await c.verify_node(lock.node_small_id, lock.public_key)).sui_address
             t1b = time.perf_counter_ns()
             trace.add("attest", (t1b - t1) / 1e6)
             t1 = t1b
@@ -300,7 +346,7 @@ class _ConfidentialEmbeddings:
             body = sealed.request.to_json()
         t2 = time.perf_counter_ns()
         trace.add("seal", (t2 - t1) / 1e6)
-        resp = c._call("POST", "/v1/confidential/embeddings", body)
+        resp = await c._call("POST", "/v1/confidential/embeddings", body)
         t3 = time.perf_counter_ns()
         server = ServerTiming.parse(resp.headers.get("server-timing"))
         trace.add("transport", (t3 - t2) / 1e6 - sum(server.values()))
@@ -338,4 +384,179 @@ class _ConfidentialEmbeddings:
                                      "plaintext": plaintext, "response_plaintext": response_plaintext})
 
 
-__all__ = ["AtomaLabClient", "Channel", "EmbeddingsResult", "VerifiedNode"]
+# -------------------------------------------------------------------------------------- sync
+
+
+class _Shared(Generic[T]):
+    """An attribute of the sync client that is its async client's (read and written there)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: AtomaLabClient | None, objtype: type | None = None) -> T:
+        if obj is None:
+            return self  # type: ignore[return-value]
+        return getattr(obj._async, self.name)
+
+    def __set__(self, obj: AtomaLabClient, value: T) -> None:
+        setattr(obj._async, self.name, value)
+
+
+class AtomaLabClient:
+    """A client of an atoma-lab (or Atoma) proxy, without ``await``.
+
+    Takes the arguments of :class:`AsyncAtomaLabClient` and runs its coroutines: on an
+    in-process network's event loop when its transport is that network's
+    (:class:`~atoma_lab.transport.loop.LoopTransport`), else on an event loop thread of its own,
+    started at the first request and stopped by :meth:`close` (or when the client is
+    collected). Any thread may call it, several at once, and so may a notebook cell; a hook of
+    an :class:`~atoma_lab.transport.intercept.InterceptTransport` may call another client.
+    """
+
+    base_url: _Shared[str | None] = _Shared()
+    transport: _Shared[Transport] = _Shared()
+    api_key: _Shared[str] = _Shared()
+    timeout_s: _Shared[float] = _Shared()
+    profile: _Shared[str] = _Shared()
+    clock: _Shared[Callable[[], float]] = _Shared()
+    verify_signature: _Shared[bool] = _Shared()
+    check_usage: _Shared[bool] = _Shared()
+    verify_attestation: _Shared[bool] = _Shared()
+    attestation_policy: _Shared[AttestationPolicy | None] = _Shared()
+    attestation_verifier: _Shared[AttestationVerifier | None] = _Shared()
+    verified_nodes: _Shared[dict[tuple[int, bytes], VerifiedNode]] = _Shared()
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        api_key: str,
+        transport: Transport | None = None,
+        timeout_s: float = 60.0,
+        verify_signature: bool = True,
+        check_usage: bool = True,
+        verify_attestation: bool | None = None,
+        attestation_policy: AttestationPolicy | None = None,
+        attestation_verifier: AttestationVerifier | None = None,
+        profile: str = "atoma",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._async = AsyncAtomaLabClient(
+            base_url, api_key=api_key, transport=transport, timeout_s=timeout_s,
+            verify_signature=verify_signature, check_usage=check_usage,
+            verify_attestation=verify_attestation, attestation_policy=attestation_policy,
+            attestation_verifier=attestation_verifier, profile=profile, clock=clock)
+        self._thread: LoopThread | None = None
+        self._finalizer: weakref.finalize | None = None
+        self._thread_lock = threading.Lock()
+        self.embeddings = Embeddings(self)
+        self.confidential_embeddings = ConfidentialEmbeddings(self)
+        self.nodes = Nodes(self)
+        self.models = Models(self)
+
+    def _loop_thread(self) -> LoopThread:
+        with self._thread_lock:
+            if self._thread is None or self._thread.stopped:
+                thread = self._thread = LoopThread("atoma-lab-client", fast=True)
+                # A client dropped unclosed closes its connections and ends its thread.
+                self._finalizer = weakref.finalize(self, _shut_down, thread, self._async)
+            return self._thread
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        transport = self._async.transport
+        if isinstance(transport, LoopTransport):
+            # One hop onto the network's loop for the whole call, not one per message.
+            try:
+                return run_on(transport.loop, coro)
+            except RuntimeError as exc:
+                if transport.loop.is_closed() or not transport.loop.is_running():
+                    raise TransportError("the network's event loop has stopped") from exc
+                raise
+        return self._loop_thread().run(coro)
+
+    def verify_node(self, node_small_id: int, public_key: bytes) -> VerifiedNode:
+        """Fetch and verify a node's attestation for ``public_key`` (cached once verified)."""
+        return self._run(self._async.verify_node(node_small_id, public_key))
+
+    def close(self) -> None:
+        """Close the transport and stop this client's loop thread (if it started one)."""
+        transport = self._async.transport
+        if isinstance(transport, LoopTransport):
+            if transport.loop.is_running():
+                self._run(self._async.aclose())
+        else:
+            self._loop_thread()  # the transport's connections live on this client's loop
+        with self._thread_lock:
+            finalizer, self._finalizer, self._thread = self._finalizer, None, None
+        if finalizer is not None:
+            finalizer()  # closes the transport on that loop, then stops it
+
+    def __enter__(self) -> AtomaLabClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(base_url={self.base_url!r}, "
+                f"transport={type(self.transport).__name__}, profile={self.profile!r})")
+
+
+def _shut_down(thread: LoopThread, client: AsyncAtomaLabClient) -> None:
+    """Close ``client``'s transport on ``thread``'s loop (where its connections live), then stop
+    the loop. Best effort: a transport that cannot close has nothing left to give back."""
+    if not thread.stopped and not thread.in_loop_thread:
+        with contextlib.suppress(AtomaLabError, RuntimeError, TimeoutError):
+            thread.run(client.aclose(), timeout_s=5)
+    thread.stop()
+
+
+class Nodes:
+    def __init__(self, client: AtomaLabClient) -> None:
+        self._c = client
+
+    def lock(self, model: str, *, max_num_tokens: int | None = None,
+             timeout: int | None = None) -> NodesCreateLockResponse:
+        """``POST /v1/nodes/lock``: a node key and a stack with units locked for one request."""
+        return self._c._run(self._c._async.nodes.lock(model, max_num_tokens=max_num_tokens,
+                                                      timeout=timeout))
+
+
+class Models:
+    def __init__(self, client: AtomaLabClient) -> None:
+        self._c = client
+
+    def list(self) -> list[str]:
+        """``GET /v1/models``: the ids of the models the proxy's nodes serve."""
+        return self._c._run(self._c._async.models.list())
+
+
+class Embeddings:
+    def __init__(self, client: AtomaLabClient) -> None:
+        self._c = client
+
+    def create(self, *, input: EmbeddingInput | Sequence[str], model: str = DEFAULT_MODEL,
+               encoding_format: str | None = None, dimensions: int | None = None,
+               user: str | None = None) -> EmbeddingsResult:
+        """Plain ``POST /v1/embeddings`` (the proxy and node see the text)."""
+        return self._c._run(self._c._async.embeddings.create(
+            input=input, model=model, encoding_format=encoding_format, dimensions=dimensions,
+            user=user))
+
+
+class ConfidentialEmbeddings:
+    def __init__(self, client: AtomaLabClient) -> None:
+        self._c = client
+
+    def create(self, *, input: EmbeddingInput | Sequence[str], model: str = DEFAULT_MODEL,
+               encoding_format: str | None = None, dimensions: int | None = None,
+               user: str | None = None, max_num_tokens: int | None = None,
+               ) -> EmbeddingsResult:
+        """``POST /v1/confidential/embeddings``: lock, seal, send, open, check; retried once on
+        409 ``STALE_NODE_KEY`` or 503 (see :meth:`AsyncConfidentialEmbeddings.create`)."""
+        return self._c._run(self._c._async.confidential_embeddings.create(
+            input=input, model=model, encoding_format=encoding_format, dimensions=dimensions,
+            user=user, max_num_tokens=max_num_tokens))
+
+
+__all__ = ["AsyncAtomaLabClient", "AtomaLabClient", "EmbeddingsResult", "VerifiedNode"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,7 +20,7 @@ import numpy as np
 import orjson
 
 from atoma_lab.encoding import loads
-from atoma_lab.lab.attacks import InterceptChannel, with_json
+from atoma_lab.lab.attacks import with_json
 from atoma_lab.lab.network import Network, build_network
 from atoma_lab.protocol.openai import CreateEmbeddingRequest, EmbeddingUsage
 from atoma_lab.services.embedders import CallableEmbedder
@@ -110,20 +109,9 @@ def headers(token: str | None) -> Headers:
     return h
 
 
-_channels: weakref.WeakKeyDictionary[Network, Any] = weakref.WeakKeyDictionary()
-
-
-def channel(net: Network) -> Any:
-    """One reused client channel per network (a new HTTP client costs tens of milliseconds)."""
-    ch = _channels.get(net)
-    if ch is None:
-        ch = _channels[net] = net.channel()
-    return ch
-
-
 def send(net: Network, method: str, path: str, body: bytes | dict[str, Any] | None = None, *,
          token: str | None = "default", extra_headers: dict[str, str] | None = None) -> Response:
-    """One raw request to the proxy through the network's channel (in-process or HTTP).
+    """One raw request to the proxy, as a client sends it (in-process or HTTP: ``net.send``).
 
     ``token="default"`` means the network's own API key; ``None`` sends no Authorization.
     """
@@ -131,7 +119,7 @@ def send(net: Network, method: str, path: str, body: bytes | dict[str, Any] | No
     h = headers(net.api_key if token == "default" else token)
     for k, v in (extra_headers or {}).items():
         h[k] = v
-    return channel(net).request(Request(method, path, h, payload))
+    return net.send(Request(method, path, h, payload))
 
 
 def error_of(resp: Response) -> tuple[int, str]:
@@ -170,15 +158,6 @@ def full_state(net: Network) -> dict[str, Any]:
 
 def settlements(net: Network) -> list[dict[str, Any]]:
     return list(net.ledger.settlements())
-
-
-# ------------------------------------------------------------------------------------------------
-# A client channel with hooks (works in both modes)
-# ------------------------------------------------------------------------------------------------
-
-
-# The attacker's channel of atoma_lab.lab.attacks, under the name the tests use.
-HookChannel = InterceptChannel
 
 
 with_body = with_json  # a response with another JSON body (atoma_lab.lab.attacks)

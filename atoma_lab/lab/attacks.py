@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -32,39 +32,12 @@ from atoma_lab.lab.network import Network, build_network
 from atoma_lab.protocol import hardened
 from atoma_lab.protocol.atoma import envelope
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
-from atoma_lab.transport.base import Headers, Request, Response
+from atoma_lab.transport.base import Headers, Request, Response, Transport
 from atoma_lab.transport.inprocess import Fault
+from atoma_lab.transport.intercept import InterceptTransport
 
 CONF = "/v1/confidential/embeddings"
 SECRET = "my confidential query: salary of employee 4711"
-
-
-@dataclass
-class InterceptChannel:
-    """A client's channel with an attacker on it: ``before(request)`` may replace a request,
-    ``after(request, response)`` a response; every exchange is recorded in ``seen``."""
-
-    inner: Any
-    before: Callable[[Request], Request | None] | None = None
-    after: Callable[[Request, Response], Response | None] | None = None
-    seen: list[tuple[Request, Response]] = field(default_factory=list)
-
-    def request(self, request: Request) -> Response:
-        if self.before is not None:
-            request = self.before(request) or request
-        response = self.inner.request(request)
-        if self.after is not None:
-            response = self.after(request, response) or response
-        self.seen.append((request, response))
-        return response
-
-    def paths(self) -> list[str]:
-        return [r.path for r, _ in self.seen]
-
-    def close(self) -> None:
-        close = getattr(self.inner, "close", None)
-        if close is not None:
-            close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +54,12 @@ class Setup:
         return build_network(nodes=1, model=FAKE_MODEL, profiles=profiles,  # owns its embedder
                              replay_protection=self.replay_protection)
 
-    def client(self, net: Network, channel: Any = None) -> AtomaLabClient:
+    def client(self, net: Network, transport: Transport | None = None) -> AtomaLabClient:
+        """This setup's client of ``net``, through ``transport`` (default: straight to the
+        proxy)."""
         strict = self.strict_client
-        return AtomaLabClient(api_key=net.api_key, channel=channel or net.channel(),
-                              profile=self.profile, verify_attestation=strict,
-                              verify_signature=strict, check_usage=strict,
-                              attestation_policy=net.attestation_policy())
+        return net.client(transport=transport, profile=self.profile, verify_attestation=strict,
+                          verify_signature=strict, check_usage=strict)
 
 
 SETUPS: tuple[Setup, ...] = (
@@ -114,7 +87,7 @@ def _code(exc: BaseException) -> str:
 
 def _raw(net: Network, body: bytes) -> Response:
     headers = Headers({"content-type": "application/json", "authorization": f"Bearer {net.api_key}"})
-    return net.channel().request(Request("POST", CONF, headers, body))
+    return net.send(Request("POST", CONF, headers, body))
 
 
 def _units_charged(net: Network) -> int:
@@ -132,7 +105,7 @@ def _against_the_client(setup: Setup, name: str,
     """The proxy rewrites answers on their way back (``after``); after an optional ``earlier``
     request, does the client accept its answer to the secret one?"""
     with setup.network() as net:
-        client = setup.client(net, InterceptChannel(net.channel(), after=after))
+        client = setup.client(net, InterceptTransport(net.client_transport(), after=after))
         if earlier is not None:
             client.confidential_embeddings.create(input=earlier, model=FAKE_MODEL)
         try:
@@ -149,9 +122,9 @@ def replay(setup: Setup) -> AttackOutcome:
     """The proxy keeps a client's sealed request and sends it again later (with a lock of its
     own open on the stack): served again, and charged again, to the client?"""
     with setup.network() as net:
-        chan = InterceptChannel(net.channel())
-        setup.client(net, chan).confidential_embeddings.create(input=SECRET, model=FAKE_MODEL)
-        captured = next(r.body for r, _ in chan.seen if r.path == CONF)
+        spy = InterceptTransport(net.client_transport())
+        setup.client(net, spy).confidential_embeddings.create(input=SECRET, model=FAKE_MODEL)
+        captured = next(r.body for r, _ in spy.seen if r.path == CONF)
         charged = _units_charged(net)
         setup.client(net).nodes.lock(FAKE_MODEL)
         resp = _raw(net, captured)
@@ -193,7 +166,7 @@ def key_substitution(setup: Setup) -> AttackOutcome:
 
     name = "proxy hands out its own key"
     with setup.network() as net:
-        client = setup.client(net, InterceptChannel(net.channel(), before=before, after=after))
+        client = setup.client(net, InterceptTransport(net.client_transport(), before=before, after=after))
         try:
             client.confidential_embeddings.create(input=SECRET, model=FAKE_MODEL)
             error = ""
@@ -228,8 +201,7 @@ def stack_splice(setup: Setup) -> AttackOutcome:
     name = "move a request to another user's stack"
     with setup.network() as net:
         victim_key = net.add_user("victim")
-        victim = AtomaLabClient(api_key=victim_key, channel=net.channel(), profile=setup.profile,
-                                attestation_policy=net.attestation_policy())
+        victim = net.client(api_key=victim_key, profile=setup.profile)
         victim_stack = victim.confidential_embeddings.create(
             input="the victim's own query", model=FAKE_MODEL).stack_small_id
         signer = net.proxy.signer
@@ -318,7 +290,6 @@ __all__ = [
     "ATTACKS",
     "SETUPS",
     "AttackOutcome",
-    "InterceptChannel",
     "Setup",
     "outcome_table",
     "run_attacks",

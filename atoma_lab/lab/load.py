@@ -3,9 +3,10 @@
     result = run_load(lambda: network.client(), inputs, concurrency=32)
     result.summary()   # requests, failures, p50/p99 latency (ms), throughput (requests/s)
 
-Each worker thread has a client of its own (a client is one connection, used by one thread);
-request ``i`` sends ``inputs[i]``, and ``result.results[i]`` is its answer, so a caller can check
-that nothing was lost or mismatched. The whole run is bounded by ``timeout_s``.
+Each worker thread has a client of its own, as separate programs would (a client may also be
+shared between threads); request ``i`` sends ``inputs[i]``, and ``result.results[i]`` is its
+answer, so a caller can check that nothing was lost or mismatched. The whole run is bounded by
+``timeout_s``.
 """
 
 from __future__ import annotations

@@ -4,62 +4,36 @@ and a client; in-process (notebooks, tests) or as real HTTP servers on loopback 
 >>> net = build_network(nodes=2)                  # in-process, the shipped model
 >>> client = net.client()
 >>> r = client.confidential_embeddings.create(input=["hello"])
+>>> r = await net.async_client().confidential_embeddings.create(input=["hello"])  # in a cell
 >>> net.close()
+
+An in-process network's services live on an event loop of their own (a daemon thread), so that
+synchronous code, a notebook whose loop is already running, and any ``asyncio`` program can all
+reach them: clients get a :class:`~atoma_lab.transport.loop.LoopTransport` onto that loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import dataclasses
 import secrets
-import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal
 
-from atoma_lab.client import DEFAULT_MODEL, AtomaLabClient
+from atoma_lab.client import DEFAULT_MODEL, AsyncAtomaLabClient, AtomaLabClient
 from atoma_lab.crypto.attestation import AttestationEvidence, AttestationPolicy, SimulatedTEE
 from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.signing import SuiSigner
 from atoma_lab.services.ledger import STACK_SIZE_TO_BUY, Ledger
 from atoma_lab.services.node import PROFILES, Embedder, NodeService
 from atoma_lab.services.proxy import ProxyService
-from atoma_lab.transport.base import Headers, Request, Response
+from atoma_lab.transport.base import Headers, Request, Response, Transport
 from atoma_lab.transport.inprocess import InProcessTransport
-from atoma_lab.transport.loop import BackgroundTasks
+from atoma_lab.transport.loop import LoopThread, LoopTransport
 
 Mode = Literal["inprocess", "http"]
 PROXY_ADDRESS = "inproc://proxy"
-
-
-class _LoopThread(BackgroundTasks):
-    """An event loop on a daemon thread, so synchronous callers (and Jupyter, whose own loop is
-    already running) can drive async services."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._loop = self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="atoma-lab-sim",
-                                        daemon=True)
-        self._thread.start()
-
-    def run(self, coro: Awaitable[Any], timeout_s: float | None = None) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout_s)  # type: ignore[arg-type]
-
-    def stop(self) -> None:
-        self.cancel_background()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-
-class InProcessChannel:
-    """A client's line to the in-process proxy (captured like every other message)."""
-
-    def __init__(self, network: Network) -> None:
-        self._net = network
-
-    def request(self, request: Request) -> Response:
-        return self._net.run(self._net.transport.send(PROXY_ADDRESS, request, None))  # type: ignore[union-attr]
 
 
 def default_embedder(model: str = DEFAULT_MODEL, **engine_options: Any) -> Embedder:
@@ -99,26 +73,52 @@ class Network:
         self._runner.spawn(self.proxy.run_health_checks(interval_s))
 
     # ------------------------------------------------------------------ driving
-    def run(self, coro: Awaitable[Any], timeout_s: float | None = None) -> Any:
+    def run(self, coro: Coroutine[Any, Any, Any], timeout_s: float | None = None) -> Any:
         """Run a coroutine on the network's event loop and wait for it."""
         return self._runner.run(coro, timeout_s)
 
-    def channel(self) -> InProcessChannel | Any:
-        if self.mode == "inprocess":
-            return InProcessChannel(self)
-        from atoma_lab.transport.http import HttpChannel
-
+    @property
+    def proxy_address(self) -> str:
+        """Where clients reach the proxy: ``inproc://proxy`` in-process, else its base URL."""
+        if self.transport is not None:
+            return PROXY_ADDRESS
         assert self.base_url is not None
-        return HttpChannel(self.base_url)
+        return self.base_url
+
+    def client_transport(self) -> Transport:
+        """A new line to the proxy for a client built by hand (requests without an address go
+        to the proxy). In-process it crosses onto the network's event loop, and the proxy's
+        traffic is captured as always; over HTTP it is an HTTP transport to the proxy."""
+        if self.transport is not None:
+            return LoopTransport(self.transport, self._runner.loop, address=PROXY_ADDRESS)
+        from atoma_lab.transport.http import HttpTransport
+
+        return HttpTransport(self.base_url)
+
+    def _client_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        options.setdefault("api_key", self.api_key)
+        options.setdefault("clock", self.proxy.clock)
+        options.setdefault("attestation_policy", self.attestation_policy())
+        options.setdefault("base_url", self.base_url)
+        if options.get("transport") is None:
+            options["transport"] = self.client_transport()
+        return options
 
     def client(self, **options: Any) -> AtomaLabClient:
-        """A client for this network's user (options go to :class:`AtomaLabClient`); it keeps
-        the network's clock (hardened timestamps, attestation freshness)."""
-        options.setdefault("clock", self.proxy.clock)
-        if self.mode == "inprocess":
-            return AtomaLabClient(api_key=self.api_key, network=self, **options)
-        options.setdefault("attestation_policy", self.attestation_policy())
-        return AtomaLabClient(self.base_url, api_key=self.api_key, **options)
+        """A client for this network's user (options go to :class:`AtomaLabClient`, e.g.
+        ``transport=InterceptTransport(net.client_transport(), ...)``); it keeps the network's
+        clock (hardened timestamps, attestation freshness) and trusts its TEE vendor."""
+        return AtomaLabClient(**self._client_options(options))
+
+    def async_client(self, **options: Any) -> AsyncAtomaLabClient:
+        """:meth:`client` for ``asyncio`` code and notebook cells (``await`` its calls)."""
+        return AsyncAtomaLabClient(**self._client_options(options))
+
+    def send(self, request: Request) -> Response:
+        """One raw request to the proxy, as a client would send it (a crafted or replayed body);
+        in-process, it is captured like every other message."""
+        request = dataclasses.replace(request, address=self.proxy_address)
+        return self.run(self.proxy.transport.handle(request))
 
     def attestation_policy(self, *, max_age_s: float | None = None) -> AttestationPolicy:
         """A policy trusting this network's simulated TEE vendor."""
@@ -145,15 +145,9 @@ class Network:
         body = node.evidence.to_json()
         headers = Headers({"content-type": "application/json",
                            "x-signature": node.signer.sign(blake2b_256(body)).to_base64()})
-        req = Request("POST", "/v1/nodes/attestation", headers, body)
-        resp = self.run(self._proxy_send(req))
+        resp = self.send(Request("POST", "/v1/nodes/attestation", headers, body))
         if not resp.ok:
             raise RuntimeError(f"proxy refused node {node.node_small_id}'s key: {resp.body!r}")
-
-    async def _proxy_send(self, request: Request) -> Response:
-        if self.transport is not None:
-            return await self.transport.send(PROXY_ADDRESS, request, None)
-        return await self.proxy.send(self.base_url or "", request, None)
 
     @property
     def captured(self) -> list[Any]:
@@ -165,10 +159,8 @@ class Network:
             return
         self._closed = True
         self._runner.cancel_background()  # before the proxy's connections close
-        aclose = getattr(getattr(self.proxy.send, "__self__", None), "aclose", None)
-        if aclose is not None:  # the proxy's pooled HTTP client to the nodes
-            with contextlib.suppress(Exception):  # best effort while shutting down
-                self.run(aclose(), timeout_s=5)
+        with contextlib.suppress(Exception):  # best effort while shutting down
+            self.run(self.proxy.transport.aclose(), timeout_s=5)  # its pooled connections
         self._runner.stop()
         if self.owns_embedders:  # embedders passed in belong to the caller
             closed: set[int] = set()
@@ -237,20 +229,20 @@ def build_network(
     ledger = Ledger(ledger_path)
     policy = AttestationPolicy.trusting([tee.vendor_address]) if require_attestation else None
     transport: InProcessTransport | None = None
-    send: Any
+    node_transport: Transport
     if mode == "inprocess":
-        transport = InProcessTransport()
-        send = transport.send
+        node_transport = transport = InProcessTransport()
     elif mode == "http":
         from atoma_lab.transport.http import HttpTransport
 
-        send = HttpTransport(timeout_s=node_timeout_s).send
+        node_transport = HttpTransport(timeout_s=node_timeout_s)
     else:
         raise ValueError(f"mode must be 'inprocess' or 'http', not {mode!r}")
     if proxy_signer is None:  # the wallet lives with the ledger: a restart keeps its stacks
         proxy_signer = SuiSigner.from_ed25519_seed(ledger.proxy_signing_seed())
-    proxy = ProxyService(ledger=ledger, send=send, signer=proxy_signer, attestation_policy=policy,
-                         clock=clock, node_timeout_s=node_timeout_s, stack_size=stack_size)
+    proxy = ProxyService(ledger=ledger, transport=node_transport, signer=proxy_signer,
+                         attestation_policy=policy, clock=clock, node_timeout_s=node_timeout_s,
+                         stack_size=stack_size)
     node_services = [
         NodeService(node_small_id=i + 1, embedder=embedders[i], stack_owner=ledger.stack_owner,
                     tee=tee, grace_window_s=grace_window_s, clock=clock, profiles=profiles,
@@ -263,7 +255,7 @@ def build_network(
     base_url: str | None = None
     if mode == "inprocess":
         assert transport is not None
-        runner = _LoopThread()
+        runner = LoopThread("atoma-lab-sim")
         transport.register(PROXY_ADDRESS, proxy.handle)
         for node in node_services:
             address = f"inproc://node-{node.node_small_id}"

@@ -9,18 +9,9 @@ from typing import Any
 
 import uvicorn
 
-from atoma_lab.transport.loop import BackgroundTasks
+from atoma_lab.transport.loop import BackgroundTasks, new_event_loop
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
-
-def _new_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's event loop where it is installed (``uvicorn[standard]``), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 class ServerGroup(BackgroundTasks):
@@ -75,7 +66,7 @@ class ServerGroup(BackgroundTasks):
             if self._on_stop is not None:
                 await self._on_stop()
 
-        self._thread = threading.Thread(target=lambda: _new_loop().run_until_complete(main()),
+        self._thread = threading.Thread(target=lambda: new_event_loop().run_until_complete(main()),
                                         name="atoma-lab-servers", daemon=True)
         self._thread.start()
         if not ready.wait(timeout_s):

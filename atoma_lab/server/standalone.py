@@ -93,7 +93,7 @@ class NodeServer(_Service):
         self.transport = HttpTransport(timeout_s=10.0)
         self.node = NodeService(
             node_small_id=node_small_id, embedder=embedder,
-            stack_owner=ProxyStackDirectory(self.transport.send, proxy_url, node_small_id),
+            stack_owner=ProxyStackDirectory(self.transport, proxy_url, node_small_id),
             signer=SuiSigner.from_ed25519_seed(signer_seed) if signer_seed else None,
             tee=simulated_tee(tee_seed), grace_window_s=grace_window_s)
         self.rotate_every_s = rotate_every_s
@@ -133,7 +133,7 @@ class ProxyServer(_Service):
         self.ledger = Ledger(ledger_path)
         self.transport = HttpTransport(timeout_s=node_timeout_s)
         self.proxy = ProxyService(
-            ledger=self.ledger, send=self.transport.send,
+            ledger=self.ledger, transport=self.transport,
             signer=SuiSigner.from_ed25519_seed(self.ledger.proxy_signing_seed()),
             attestation_policy=policy if policy is not None else vendor_policy(),
             node_timeout_s=node_timeout_s)

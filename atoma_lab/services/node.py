@@ -60,7 +60,7 @@ from atoma_lab.protocol.replay import DEFAULT_REPLAY_CACHE_ENTRIES, ReplayGuard
 from atoma_lab.services.metrics import PROMETHEUS_CONTENT_TYPE, ServiceMetrics
 from atoma_lab.services.routing import Router
 from atoma_lab.services.trace import ServerTiming
-from atoma_lab.transport.base import Headers, Request, Response, Send, error_response
+from atoma_lab.transport.base import Headers, Request, Response, Transport, error_response
 
 CONFIDENTIAL_EMBEDDINGS_PATH = "/v1/confidential/embeddings"
 DEFAULT_REPLAY_CACHE_SIZE = DEFAULT_OPENED_PER_KEY  # requests one key opens before it is rotated
@@ -92,9 +92,9 @@ class ProxyStackDirectory:
     process, where Atoma's node would read the chain). A stack assigned to another node is
     unknown here; answers are cached, since a stack's owner and node never change."""
 
-    def __init__(self, send: Send, proxy_address: str, node_small_id: int, *,
+    def __init__(self, transport: Transport, proxy_address: str, node_small_id: int, *,
                  timeout_s: float = 5.0) -> None:
-        self.send = send
+        self.transport = transport
         self.proxy_address = proxy_address
         self.node_small_id = node_small_id
         self.timeout_s = timeout_s
@@ -104,8 +104,9 @@ class ProxyStackDirectory:
         if stack_small_id in self._owners:
             return self._owners[stack_small_id]
         req = Request("GET", f"/v1/stacks?stack_small_id={stack_small_id}",
-                      Headers({"accept": "application/json"}), b"")
-        resp = await self.send(self.proxy_address, req, self.timeout_s)
+                      Headers({"accept": "application/json"}), b"",
+                      address=self.proxy_address, timeout_s=self.timeout_s)
+        resp = await self.transport.handle(req)
         if resp.status == 404:
             return None
         if not resp.ok:

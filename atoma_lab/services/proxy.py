@@ -64,7 +64,7 @@ from atoma_lab.services.policy import DEFAULT_NODE_POLICY, NodePolicy
 from atoma_lab.services.policy import node_policy as node_policy_named
 from atoma_lab.services.routing import Router
 from atoma_lab.services.trace import ServerTiming
-from atoma_lab.transport.base import Headers, Request, Response, Send, error_response
+from atoma_lab.transport.base import Headers, Request, Response, Transport, error_response
 
 MODELS_CREATED = 1686935002  # the fixed "created" Atoma's /v1/models reports
 PLAIN_UNITS_PER_INPUT_CAP = 8192  # compute units reserved at most per input on the plain route
@@ -86,13 +86,13 @@ def estimate_plain_units(request: CreateEmbeddingRequest) -> int:
 
 
 class ProxyService:
-    """The proxy. ``handle`` is its whole HTTP surface; ``send`` reaches nodes."""
+    """The proxy. ``handle`` is its whole HTTP surface; ``transport`` reaches nodes."""
 
     def __init__(
         self,
         *,
         ledger: Ledger,
-        send: Send,
+        transport: Transport,
         signer: SuiSigner | None = None,
         attestation_policy: AttestationPolicy | None = None,
         attestation_verifier: AttestationVerifier | None = None,
@@ -103,7 +103,7 @@ class ProxyService:
         policy_seed: int | None = 0,
     ) -> None:
         self.ledger = ledger
-        self.send = send
+        self.transport = transport
         self.signer = signer or SuiSigner.generate()
         self.attestation_policy = attestation_policy  # the simulated TEE's, unless a verifier is given
         self.attestation_verifier = attestation_verifier
@@ -165,9 +165,9 @@ class ProxyService:
         return valid
 
     async def _node_json(self, address: str, path: str) -> object:
-        resp = await asyncio.wait_for(
-            self.send(address, Request("GET", path, Headers({"accept": "application/json"}), b""),
-                      NODE_PROBE_TIMEOUT_S), NODE_PROBE_TIMEOUT_S)
+        probe = Request("GET", path, Headers({"accept": "application/json"}), b"",
+                        address=address, timeout_s=NODE_PROBE_TIMEOUT_S)
+        resp = await asyncio.wait_for(self.transport.handle(probe), NODE_PROBE_TIMEOUT_S)
         if not resp.ok:
             raise NodeFailedError(f"{address}{path} answered {resp.status}")
         try:
@@ -290,10 +290,10 @@ class ProxyService:
         self.metrics.units_released.inc(lock.max_num_tokens)
 
     async def _forward(self, node: NodeRecord, path: str, body: bytes, headers: Headers) -> Response:
-        req = Request("POST", path, headers, body)
+        req = Request("POST", path, headers, body, address=node.address,
+                      timeout_s=self.node_timeout_s)
         try:
-            return await asyncio.wait_for(self.send(node.address, req, self.node_timeout_s),
-                                          self.node_timeout_s)
+            return await asyncio.wait_for(self.transport.handle(req), self.node_timeout_s)
         except TimeoutError as exc:
             raise TransportTimeoutError(
                 f"node {node.node_small_id} did not answer within {self.node_timeout_s} s") from exc

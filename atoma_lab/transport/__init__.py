@@ -1,5 +1,21 @@
-"""How services reach each other: in-process (with fault injection and capture) or HTTP."""
+"""How one party reaches another: the :class:`Transport` protocol and its implementations,
+in-process (with fault injection and capture), HTTP, intercepting and loop-crossing."""
 
+from atoma_lab.transport.base import Headers, Request, Response, Transport
+from atoma_lab.transport.http import HttpTransport
 from atoma_lab.transport.inprocess import CapturedMessage, Fault, InProcessTransport
+from atoma_lab.transport.intercept import InterceptTransport
+from atoma_lab.transport.loop import LoopTransport
 
-__all__ = ["CapturedMessage", "Fault", "InProcessTransport"]
+__all__ = [
+    "CapturedMessage",
+    "Fault",
+    "Headers",
+    "HttpTransport",
+    "InProcessTransport",
+    "InterceptTransport",
+    "LoopTransport",
+    "Request",
+    "Response",
+    "Transport",
+]

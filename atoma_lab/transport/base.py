@@ -1,16 +1,22 @@
-"""The transport seam: the message shapes services speak, in-process and over HTTP alike.
+"""The transport seam: the message shapes services speak, and the one :class:`Transport`
+protocol every way of delivering them implements (as httpx's ``BaseTransport``).
 
-A service is an ``async`` function from :class:`Request` to :class:`Response`. The in-process
-transport calls it directly; the ASGI server turns HTTP into these objects and back. Errors become
+A service is an ``async`` function from :class:`Request` to :class:`Response`. A transport
+delivers a request to the service at ``request.address`` and returns its answer: in-process
+(:class:`~atoma_lab.transport.inprocess.InProcessTransport`), over HTTP
+(:class:`~atoma_lab.transport.http.HttpTransport`), through an attacker's hooks
+(:class:`~atoma_lab.transport.intercept.InterceptTransport`) or on another thread's event loop
+(:class:`~atoma_lab.transport.loop.LoopTransport`). The proxy reaches its nodes through one, and a
+client its proxy. The ASGI server turns HTTP into these objects and back. Errors become
 responses in one place, :func:`error_response`, from the status and code each
-:class:`~atoma_lab.errors.AtomaLabError` carries, so both modes answer byte-for-byte alike.
+:class:`~atoma_lab.errors.AtomaLabError` carries, so every mode answers byte for byte alike.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qsl
 
 from atoma_lab.encoding import dumps, loads
@@ -50,13 +56,22 @@ class Headers(dict[str, str]):
 
 @dataclass(slots=True)
 class Request:
-    """An HTTP-shaped request. ``path`` has no query string; ``query`` holds it parsed."""
+    """An HTTP-shaped request. ``path`` has no query string; ``query`` holds it parsed.
+
+    ``address`` and ``timeout_s`` tell a transport where the request goes and how long it may
+    take: ``address`` is a base URL (``http://127.0.0.1:8080``) or an in-process name
+    (``inproc://proxy``); empty, the transport's own default (if it has one) applies.
+    ``timeout_s`` ``None`` means the transport's default. A server receiving a request leaves
+    both unset.
+    """
 
     method: str
     path: str
     headers: Headers = field(default_factory=Headers)
     body: bytes = b""
     query: dict[str, str] = field(default_factory=dict)
+    address: str = ""
+    timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         if "?" in self.path:
@@ -64,6 +79,10 @@ class Request:
             self.query.update(parse_qsl(qs))
         if not isinstance(self.headers, Headers):
             self.headers = Headers(self.headers)
+
+    def __repr__(self) -> str:  # sizes, never the body (it may be plaintext)
+        where = f" to {self.address}" if self.address else ""
+        return f"<Request {self.method} {self.path}{where}, {len(self.body)} bytes>"
 
     def json(self) -> Any:
         return loads(self.body)
@@ -95,6 +114,9 @@ class Response:
         if not isinstance(self.headers, Headers):
             self.headers = Headers(self.headers)
 
+    def __repr__(self) -> str:  # sizes, never the body (it may be plaintext)
+        return f"<Response {self.status}, {len(self.body)} bytes>"
+
     @classmethod
     def json(cls, payload: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
         h = Headers(headers)
@@ -118,10 +140,23 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
-#: How a service reaches another: ``await send(address, request, timeout_s)``. Transports
-#: (in-process, HTTP) implement it and raise :class:`~atoma_lab.errors.TransportError` when the
-#: message cannot be delivered or answered in time.
-Send = Callable[[str, Request, float | None], Awaitable[Response]]
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """How one party reaches another: ``await transport.handle(request)``.
+
+    The request says where it goes (``request.address``) and how long it may take
+    (``request.timeout_s``). A transport raises :class:`~atoma_lab.errors.TransportError` (503)
+    when the message cannot be delivered and
+    :class:`~atoma_lab.errors.TransportTimeoutError` (504) when it is not answered in time; any
+    answer the peer gives, error statuses included, is a :class:`Response`. ``aclose`` releases
+    what the transport holds (pooled connections); a transport may be used again afterwards.
+    """
+
+    async def handle(self, request: Request) -> Response: ...
+
+    async def aclose(self) -> None: ...
 
 
 def error_response(exc: AtomaLabError) -> Response:

@@ -1,16 +1,13 @@
-"""HTTP/1.1 transports: async for services (the proxy reaching nodes), sync for clients.
+"""HTTP/1.1 over asyncio streams: how the proxy reaches its nodes and a client its proxy.
 
-Both keep connections alive and are deliberately lean, because a confidential request crosses
-three HTTP exchanges that in-process mode does not have (lock, request, proxy to node):
+:class:`HttpTransport` is deliberately lean, because a confidential request crosses three HTTP
+exchanges that in-process mode does not have (lock, request, proxy to node): it writes requests
+by hand, parses answers with httptools (the C parser uvicorn uses), and keeps a pool of
+kept-alive connections per peer (``benchmarks/test_e2e.py`` measures what loopback HTTP adds
+against in-process).
 
-* :class:`HttpTransport` speaks HTTP/1.1 over asyncio streams, parsing answers with httptools
-  (the C parser uvicorn uses), with a pool of kept-alive connections per peer;
-* :class:`HttpChannel` is the standard library's ``http.client`` with a small pool of kept-alive
-  connections, safe to share between threads.
-
-In ``benchmarks/test_e2e.py`` (interleaved, 2-core machine, client, proxy and node in one
-process) loopback HTTP added 7.8 ms to a confidential request with httpx on both sides and
-1.8-2.1 ms with these (README, "Benchmarks").
+Connections belong to the event loop that opened them, so the pool is kept per loop: one
+transport may serve a client's private loop thread and a notebook's loop alike.
 A connection found closed by the peer while idle is replaced before use; one that fails after the
 request went out is an error, never silently retried (the request may have been served).
 Connection failures raise :class:`TransportError` (503), timeouts :class:`TransportTimeoutError`
@@ -20,10 +17,7 @@ Connection failures raise :class:`TransportError` (503), timeouts :class:`Transp
 from __future__ import annotations
 
 import asyncio
-import http.client
-import select
 import ssl
-import threading
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
@@ -64,9 +58,6 @@ class _Peer:
         return f"{host}:{self.port}"
 
 
-# ------------------------------------------------------------------------------------- async
-
-
 @dataclass
 class _Answer:
     """httptools callbacks collect one response."""
@@ -92,28 +83,77 @@ class _Answer:
 _Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
-class HttpTransport:
-    """``send(base_url, request)`` over pooled HTTP/1.1 connections (at most
-    ``max_connections`` open at once, all peers together), in the event loop that uses it."""
+class _Pool:
+    """One event loop's share of a transport: idle kept-alive connections per peer, and the
+    slots that bound how many are open at once."""
 
-    def __init__(self, *, timeout_s: float = 60.0, max_connections: int = 100) -> None:
+    def __init__(self, max_connections: int) -> None:
+        self.idle: dict[_Peer, list[_Connection]] = {}
+        self.slots = asyncio.Semaphore(max_connections)
+
+    def close(self) -> None:
+        idle, self.idle = self.idle, {}
+        for conns in idle.values():
+            for _, writer in conns:
+                writer.close()
+
+
+class HttpTransport:
+    """A :class:`~atoma_lab.transport.base.Transport` over pooled HTTP/1.1 connections.
+
+    ``request.address`` is the peer's base URL (``http://host:port``); a request without one
+    goes to ``base_url``. ``request.timeout_s`` bounds the whole exchange (default
+    ``timeout_s``). Each event loop using the transport has its own pool of at most
+    ``max_connections`` open connections, all peers together.
+    """
+
+    def __init__(self, base_url: str | None = None, *, timeout_s: float = 60.0,
+                 max_connections: int = 100) -> None:
+        if base_url is not None:
+            try:  # a malformed base URL is the caller's mistake, found here
+                _Peer.parse(base_url)
+            except TransportError as exc:
+                raise ValueError(exc.message) from None
+        self.base_url = base_url
         self.timeout_s = timeout_s
         self.max_connections = max_connections
-        self._idle: dict[_Peer, list[_Connection]] = {}
-        self._slots: asyncio.Semaphore | None = None
+        self._pools: dict[asyncio.AbstractEventLoop, _Pool] = {}
         self._tls: ssl.SSLContext | None = None
 
-    async def send(self, address: str, request: Request, timeout_s: float | None = None) -> Response:
+    def _pool(self) -> _Pool:
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is None:
+            for other in [lp for lp in list(self._pools) if lp.is_closed()]:
+                self._pools.pop(other, None)  # its connections went with their loop
+            pool = self._pools[loop] = _Pool(self.max_connections)
+        return pool
+
+    async def handle(self, request: Request) -> Response:
+        address = request.address or self.base_url
+        if not address:
+            raise TransportError("the request has no address and the transport no base_url")
         peer = _Peer.parse(address)
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.max_connections)
+        pool = self._pool()
+        timeout_s = request.timeout_s if request.timeout_s is not None else self.timeout_s
         try:
-            async with asyncio.timeout(timeout_s or self.timeout_s), self._slots:
-                return await self._exchange(peer, request)
+            async with asyncio.timeout(timeout_s), pool.slots:
+                return await self._exchange(pool, peer, request)
         except TimeoutError as exc:
             raise TransportTimeoutError(f"{address} did not answer in time") from exc
         except (OSError, EOFError, httptools.HttpParserError) as exc:
             raise TransportError(f"cannot reach {address}: {type(exc).__name__}") from exc
+
+    async def aclose(self) -> None:
+        """Close every idle connection, each in the event loop it belongs to (the sockets of a
+        loop closed meanwhile can only be dropped)."""
+        pools, self._pools = self._pools, {}
+        running = asyncio.get_running_loop()
+        for loop, pool in pools.items():
+            if loop is running:
+                pool.close()
+            elif loop.is_running() and not loop.is_closed():
+                loop.call_soon_threadsafe(pool.close)
 
     async def _connect(self, peer: _Peer) -> _Connection:
         tls = None
@@ -122,8 +162,8 @@ class HttpTransport:
         return await asyncio.open_connection(peer.host, peer.port, ssl=tls,
                                              server_hostname=peer.host if tls else None)
 
-    async def _exchange(self, peer: _Peer, request: Request) -> Response:
-        idle = self._idle.setdefault(peer, [])
+    async def _exchange(self, pool: _Pool, peer: _Peer, request: Request) -> Response:
+        idle = pool.idle.setdefault(peer, [])
         conn = None
         if idle:
             await asyncio.sleep(0)  # let the loop see a close the peer sent while we were idle
@@ -157,78 +197,3 @@ class HttpTransport:
         else:
             writer.close()
         return Response(parser.get_status_code(), b"".join(answer.body), answer.headers)
-
-    async def aclose(self) -> None:
-        """Close every idle connection."""
-        idle, self._idle = self._idle, {}
-        for conns in idle.values():
-            for _, writer in conns:
-                writer.close()
-
-
-# ------------------------------------------------------------------------------------- sync
-
-
-def _dropped(conn: http.client.HTTPConnection) -> bool:
-    """Whether an idle kept-alive connection was closed by the peer (it reads as ready: EOF).
-    ``poll``, not ``select``: a busy process has descriptors above select's limit of 1024."""
-    sock = conn.sock
-    if sock is None:
-        return True
-    try:
-        poller = select.poll()
-        poller.register(sock, select.POLLIN | select.POLLPRI)
-        return bool(poller.poll(0))
-    except (OSError, ValueError):
-        return True
-
-
-class HttpChannel:
-    """A client's synchronous line to one server (the proxy): ``http.client`` with a pool of
-    kept-alive connections, one per thread in flight."""
-
-    def __init__(self, base_url: str, *, timeout_s: float = 60.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._peer = _Peer.parse(self.base_url)
-        self.timeout_s = timeout_s
-        self._idle: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
-
-    def _connection(self) -> http.client.HTTPConnection:
-        with self._lock:
-            while self._idle:
-                conn = self._idle.pop()
-                if not _dropped(conn):
-                    return conn
-                conn.close()
-        if self._peer.tls:
-            return http.client.HTTPSConnection(self._peer.host, self._peer.port,
-                                               timeout=self.timeout_s)
-        return http.client.HTTPConnection(self._peer.host, self._peer.port, timeout=self.timeout_s)
-
-    def request(self, request: Request) -> Response:
-        conn = self._connection()
-        headers = dict(_forwarded_headers(request))
-        headers["content-length"] = str(len(request.body))
-        try:
-            conn.request(request.method, _target(request), body=request.body, headers=headers)
-            resp = conn.getresponse()
-            body = resp.read()
-        except TimeoutError as exc:
-            conn.close()
-            raise TransportTimeoutError(f"{self.base_url} did not answer in time") from exc
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            raise TransportError(f"cannot reach {self.base_url}: {type(exc).__name__}") from exc
-        if resp.will_close:
-            conn.close()
-        else:
-            with self._lock:
-                self._idle.append(conn)
-        return Response(resp.status, body, Headers({k.lower(): v for k, v in resp.getheaders()}))
-
-    def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()

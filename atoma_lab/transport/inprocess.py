@@ -1,5 +1,9 @@
 """Direct calls between services in one process, with injectable latency, drops, hangs and
-tampering, and a capture of every message each service saw (what a curious operator sees)."""
+tampering, and a capture of every message each service saw (what a curious operator sees).
+
+The services run in the event loop that awaits :meth:`InProcessTransport.handle`; a caller on
+another loop (a notebook cell, a client's own thread) reaches them through
+:class:`~atoma_lab.transport.loop.LoopTransport`."""
 
 from __future__ import annotations
 
@@ -38,11 +42,12 @@ class CapturedMessage:
 
 @dataclass
 class InProcessTransport:
-    """Routes ``send(address, request)`` to a registered handler."""
+    """A :class:`~atoma_lab.transport.base.Transport` calling the handler registered at
+    ``request.address``."""
 
     handlers: dict[str, Handler] = field(default_factory=dict)
-    faults: dict[str, Fault] = field(default_factory=dict)
-    captured: list[CapturedMessage] = field(default_factory=list)
+    faults: dict[str, Fault] = field(default_factory=dict, repr=False)
+    captured: list[CapturedMessage] = field(default_factory=list, repr=False)
     capture: bool = True
 
     def register(self, address: str, handler: Handler) -> None:
@@ -70,7 +75,11 @@ class InProcessTransport:
                                                           Headers(response.headers))
             self.captured.append(CapturedMessage(address, req, resp, error))
 
-    async def send(self, address: str, request: Request, timeout_s: float | None = None) -> Response:
+    async def aclose(self) -> None:
+        """Nothing to release: no connections, and the handlers belong to their services."""
+
+    async def handle(self, request: Request) -> Response:
+        address, timeout_s = request.address, request.timeout_s
         handler = self.handlers.get(address)
         if handler is None:
             raise TransportError(f"no service at {address}")

@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 import pytest
 from cryptography.hazmat.primitives import serialization
-from fakes import MODEL, HookChannel, expected_vectors
+from fakes import MODEL, expected_vectors
 from services.test_capture import _leaks
 
 from atoma_lab.crypto.keys import X25519KeyPair
@@ -36,6 +36,7 @@ from atoma_lab.protocol.atoma.messages import ConfidentialComputeRequest, Confid
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
 from atoma_lab.services.routing import Router
 from atoma_lab.transport.base import Request, Response
+from atoma_lab.transport.intercept import InterceptTransport
 
 from .support import CONF, LOCK, LONG_MODEL, SECRET, Adversary, start_adversary
 from .test_bad_input_matrix import CASES
@@ -267,7 +268,7 @@ def _run_with_failures(a: Adversary, record: Callable[[Any], None]) -> list[byte
         node.embedder = engine
     try:  # a client-side failure too: a forged response hash
         hooked = a.net.client()
-        hooked.channel = HookChannel(hooked.channel, after=lambda req, resp: Response(
+        hooked.transport = InterceptTransport(hooked.transport, after=lambda req, resp: Response(
             resp.status, resp.body.replace(b'"response_hash":"', b'"response_hash":"A', 1)
             if req.path == CONF else resp.body, resp.headers))
         hooked.confidential_embeddings.create(input="x", model=MODEL)

@@ -14,6 +14,7 @@ The envelope's own round trip and per-field bit flips on the Python objects are 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Iterator
 from typing import Any
@@ -21,16 +22,16 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from fakes import MODEL, HookChannel, error_of, expected_vectors
+from fakes import MODEL, error_of, expected_vectors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atoma_lab.client import AtomaLabClient
 from atoma_lab.errors import AtomaLabError, error_table
 from atoma_lab.protocol.atoma.envelope import open_response, seal_request
 from atoma_lab.protocol.atoma.messages import ConfidentialComputeRequest, ConfidentialComputeResponse
 from atoma_lab.protocol.openai import CreateEmbeddingRequest, CreateEmbeddingResponse
 from atoma_lab.transport.base import Request, Response
+from atoma_lab.transport.intercept import InterceptTransport
 
 from .support import CONF, Adversary, start_adversary
 
@@ -191,10 +192,11 @@ class ResponseFlipper:
 def test_any_bit_flip_of_a_sealed_response_is_refused(inproc: Adversary, data: st.DataObject,
                                                       inputs: list[str]) -> None:
     flipper = ResponseFlipper(data)
-    client = AtomaLabClient(api_key=inproc.net.api_key, network=inproc.net)
-    client.channel = HookChannel(client.channel, after=flipper)
+    # Awaited here, the hook runs in this thread, where hypothesis can draw.
+    client = inproc.net.async_client(
+        transport=InterceptTransport(inproc.net.client_transport(), after=flipper))
     try:
-        result = client.confidential_embeddings.create(input=inputs, model=MODEL)
+        result = asyncio.run(client.confidential_embeddings.create(input=inputs, model=MODEL))
     except AtomaLabError:
         assert flipper.changed != flipper.original
         return
@@ -212,8 +214,8 @@ def test_a_malformed_confidential_answer_is_the_peers_fault(inproc: Adversary, c
         body = response.body.replace(b'"nonce":"', change, 1)
         return Response(response.status, body, response.headers)
 
-    client = AtomaLabClient(api_key=inproc.net.api_key, network=inproc.net)
-    client.channel = HookChannel(client.channel, after=after)
+    client = inproc.net.client()
+    client.transport = InterceptTransport(client.transport, after=after)
     with pytest.raises(AtomaLabError) as caught:
         client.confidential_embeddings.create(input="x", model=MODEL)
     assert caught.value.fault == "peer", type(caught.value).__name__

@@ -370,8 +370,10 @@ def test_tdx_evidence_on_the_wire() -> None:
     broken["report"]["public_key"] = "AAAA"
     with pytest.raises(EvidenceFormatError, match="public_key"):
         evidence_from_dict(broken)
-    with pytest.raises(EvidenceFormatError, match="unknown evidence_type"):
-        evidence_from_dict({"evidence_type": "sev-snp"})
+    for bad in ({"evidence_type": "sev-snp"}, {"evidence_type": {"nested": 1}},
+                {"evidence_type": ["device"]}, {}, [], "device", None):
+        with pytest.raises(EvidenceFormatError, match="unknown evidence_type"):
+            evidence_from_dict(bad)
 
 
 def test_the_tdx_verifier_takes_only_tdx_evidence() -> None:

@@ -82,14 +82,12 @@ def test_api_key_and_balance_options() -> None:
 
 
 def test_add_user_gives_a_working_separate_account() -> None:
-    from atoma_lab.client import AtomaLabClient
-
     with network() as net:
         key = net.add_user("alice", balance_usdc=10**9)
         assert key != net.api_key
         alice_id = net.ledger.user_id("alice")
         assert alice_id is not None and alice_id != net.user_id
-        alice = AtomaLabClient(api_key=key, network=net)
+        alice = net.client(api_key=key)
         r = alice.confidential_embeddings.create(input="x", model=MODEL)
         assert r.stack_small_id is not None
         assert net.ledger.stack(r.stack_small_id).user_id == alice_id
@@ -157,11 +155,10 @@ def test_two_networks_are_independent() -> None:
         assert b.ledger.stacks() == []
         assert a.proxy.address != b.proxy.address
         assert a.tee.vendor_address != b.tee.vendor_address
-        from atoma_lab.client import AtomaLabClient
         from atoma_lab.errors import AuthenticationError
 
         with pytest.raises(AuthenticationError):  # a's key means nothing to b
-            AtomaLabClient(api_key=a.api_key, network=b).models.list()
+            b.client(api_key=a.api_key).models.list()
 
 
 def test_ledger_path_twice_keeps_users_units_and_balances(tmp_path: Path) -> None:

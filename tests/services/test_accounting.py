@@ -82,8 +82,7 @@ def test_mixed_run_is_exact(make_net: Callable[..., Network], mode: str) -> None
     users = {"default": net.user_id}
     for name in ("alice", "bob"):
         key = net.add_user(name, balance_usdc=balance0)
-        clients[name] = AtomaLabClient(net.base_url, api_key=key,
-                                       network=net if mode == "inprocess" else None)
+        clients[name] = net.client(api_key=key)
         user_id = net.ledger.user_id(name)
         assert user_id is not None
         users[name] = user_id

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
-from fakes import MODEL, HookChannel, error_of, expected_vectors, money, send, with_body
+from fakes import MODEL, error_of, expected_vectors, money, send, with_body
 
 from atoma_lab.crypto.attestation import AttestationPolicy, SimulatedTEE
 from atoma_lab.crypto.hashing import blake2b_256
@@ -28,6 +28,7 @@ from atoma_lab.lab.network import Network
 from atoma_lab.protocol.atoma.envelope import open_request
 from atoma_lab.protocol.atoma.messages import ConfidentialComputeRequest
 from atoma_lab.transport.base import Request, Response
+from atoma_lab.transport.intercept import InterceptTransport
 
 CONF = "/v1/confidential/embeddings"
 LOCK = "/v1/nodes/lock"
@@ -84,8 +85,8 @@ def test_a_key_made_up_by_the_proxy_is_caught_before_sealing(make_net: Callable[
     net = make_net(nodes=1, mode=mode)
     client = net.client(verify_attestation=True)
     client.confidential_embeddings.create(input="warm up", model=MODEL)
-    hook = HookChannel(client.channel, after=_swap_lock_key(X25519KeyPair.generate()))
-    client.channel = hook
+    hook = InterceptTransport(client.transport, after=_swap_lock_key(X25519KeyPair.generate()))
+    client.transport = hook
     before = money(net)
     with pytest.raises(AttestationError):
         client.confidential_embeddings.create(input=SECRET, model=MODEL)
@@ -121,8 +122,8 @@ def test_without_attestation_the_made_up_key_reads_the_request(make_net: Callabl
     net = make_net(nodes=1)
     attacker = X25519KeyPair.generate()
     client = net.client(verify_attestation=False)
-    hook = HookChannel(client.channel, after=_swap_lock_key(attacker))
-    client.channel = hook
+    hook = InterceptTransport(client.transport, after=_swap_lock_key(attacker))
+    client.transport = hook
     with pytest.raises(NodeKeyMismatchError):  # the honest node refuses it, twice
         client.confidential_embeddings.create(input=SECRET, model=MODEL)
     stolen = [r for r, _ in hook.seen if r.path == CONF]
@@ -235,7 +236,7 @@ def test_tampered_response_hash_is_caught_by_the_client(make_net: Callable[..., 
             body["response_hash"] = base64.b64encode(blake2b_256(b"other")).decode()
             return with_body(response, body)
         return None
-    client.channel = HookChannel(client.channel, after=after)
+    client.transport = InterceptTransport(client.transport, after=after)
     with pytest.raises(HashMismatchError):
         client.confidential_embeddings.create(input=SECRET, model=MODEL)
 
@@ -272,10 +273,10 @@ def test_signature_swapped_by_the_proxy_is_caught_by_a_verifying_client(
             return with_body(response, body)
         return None
     trusting = net.client()
-    trusting.channel = HookChannel(trusting.channel, after=after)
+    trusting.transport = InterceptTransport(trusting.transport, after=after)
     trusting.confidential_embeddings.create(input="x", model=MODEL)  # any valid signature passes
     verifying = net.client(verify_attestation=True)
-    verifying.channel = HookChannel(verifying.channel, after=after)
+    verifying.transport = InterceptTransport(verifying.transport, after=after)
     with pytest.raises(SignatureError):
         verifying.confidential_embeddings.create(input="x", model=MODEL)
 
@@ -290,11 +291,11 @@ def test_missing_signature_is_refused_unless_the_client_opts_out(make_net: Calla
             return with_body(response, body)
         return None
     strict = net.client()
-    strict.channel = HookChannel(strict.channel, after=after)
+    strict.transport = InterceptTransport(strict.transport, after=after)
     with pytest.raises(PeerProtocolError):
         strict.confidential_embeddings.create(input="x", model=MODEL)
     lax = net.client(verify_signature=False)
-    lax.channel = HookChannel(lax.channel, after=after)
+    lax.transport = InterceptTransport(lax.transport, after=after)
     assert lax.confidential_embeddings.create(input="x", model=MODEL).usage.total_tokens == 3
 
 
@@ -412,8 +413,8 @@ def test_the_client_verifies_through_its_verifier(make_net: Callable[..., Networ
     assert verified.sui_address == net.nodes[0].signer.address
     assert result.node_small_id == 1
     only_tdx = net.client(attestation_verifier=tdx, verify_attestation=True)
-    hook = HookChannel(only_tdx.channel)
-    only_tdx.channel = hook
+    hook = InterceptTransport(only_tdx.transport)
+    only_tdx.transport = hook
     with pytest.raises(EvidenceFormatError):
         only_tdx.confidential_embeddings.create(input=SECRET, model=MODEL)
     assert CONF not in hook.paths()  # refused before anything was sealed

@@ -12,7 +12,6 @@ import orjson
 import pytest
 from fakes import (
     MODEL,
-    HookChannel,
     error_of,
     expected_units,
     expected_vectors,
@@ -29,6 +28,7 @@ from atoma_lab.protocol import hardened
 from atoma_lab.protocol.atoma.envelope import seal_request
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
 from atoma_lab.transport.base import Request, Response
+from atoma_lab.transport.intercept import InterceptTransport
 
 CONF = "/v1/confidential/embeddings"
 TEXTS = ["hardened one", "hardened two words"]
@@ -148,7 +148,8 @@ def _tampering_client(net: Network, profile: str,
         tamper(body)
         return with_body(response, body)
 
-    return AtomaLabClient(api_key=net.api_key, channel=HookChannel(net.channel(), after=after),
+    return AtomaLabClient(api_key=net.api_key,
+                          transport=InterceptTransport(net.client_transport(), after=after),
                           profile=profile, attestation_policy=net.attestation_policy())
 
 

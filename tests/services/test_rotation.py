@@ -12,7 +12,6 @@ import pytest
 from fakes import (
     MODEL,
     FakeClock,
-    HookChannel,
     error_of,
     expected_units,
     money,
@@ -27,6 +26,7 @@ from atoma_lab.lab.network import Network
 from atoma_lab.protocol.atoma.envelope import seal_request
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
 from atoma_lab.transport.base import Headers, Request, Response
+from atoma_lab.transport.intercept import InterceptTransport
 
 PLAINTEXT = CreateEmbeddingRequest(input="rotate me", model=MODEL).to_json()
 CONF = "/v1/confidential/embeddings"
@@ -84,8 +84,8 @@ def _rotate_before_first_send(net: Network, *, publish: bool = True) -> Callable
 def test_client_retries_once_after_a_rotation(make_net: Callable[..., Network], mode: str) -> None:
     net = make_net(nodes=1, mode=mode)
     client = net.client()
-    hook = HookChannel(client.channel, before=_rotate_before_first_send(net))
-    client.channel = hook
+    hook = InterceptTransport(client.transport, before=_rotate_before_first_send(net))
+    client.transport = hook
     old = net.nodes[0].public_key
     result = client.confidential_embeddings.create(input="rotate me", model=MODEL)
     assert result.attempts == 2
@@ -149,7 +149,7 @@ def test_unpublished_rotation_then_publish_between_lock_and_send(make_net: Calla
         if request.path == CONF and not done:
             done.append(True)
             net.publish_key(0)
-    client.channel = HookChannel(client.channel, before=before)
+    client.transport = InterceptTransport(client.transport, before=before)
     result = client.confidential_embeddings.create(input="x", model=MODEL)
     assert result.attempts == 2
 
@@ -158,8 +158,8 @@ def test_grace_window_serves_requests_in_flight(make_net: Callable[..., Network]
     clock = FakeClock()
     net = make_net(nodes=1, mode=mode, grace_window_s=30, clock=clock)
     client = net.client()
-    hook = HookChannel(client.channel, before=_rotate_before_first_send(net))
-    client.channel = hook
+    hook = InterceptTransport(client.transport, before=_rotate_before_first_send(net))
+    client.transport = hook
     old = net.nodes[0].public_key
     result = client.confidential_embeddings.create(input="in flight", model=MODEL)
     assert result.attempts == 1  # served under the old key
@@ -183,8 +183,8 @@ def test_grace_window_serves_requests_in_flight(make_net: Callable[..., Network]
 def test_without_grace_window_the_old_key_dies_at_once(make_net: Callable[..., Network]) -> None:
     net = make_net(nodes=1, grace_window_s=0)
     client = net.client()
-    hook = HookChannel(client.channel, before=_rotate_before_first_send(net))
-    client.channel = hook
+    hook = InterceptTransport(client.transport, before=_rotate_before_first_send(net))
+    client.transport = hook
     assert client.confidential_embeddings.create(input="x", model=MODEL).attempts == 2
 
 

@@ -115,7 +115,8 @@ def test_proxy_health(net: Network) -> None:
 
 def test_node_health(net: Network) -> None:
     for node, address in zip(net.nodes, net.node_urls, strict=True):
-        resp = net.run(net.proxy.send(address, Request("GET", "/health"), 5.0))
+        resp = net.run(net.proxy.transport.handle(
+            Request("GET", "/health", address=address, timeout_s=5.0)))
         assert resp.status == 200, node
         assert loads(resp.body) == {"status": "ok"}
 
@@ -140,7 +141,8 @@ def test_node_metrics_after_a_request(net: Network) -> None:
     result = client.confidential_embeddings.create(input=INPUTS, model=MODEL)
     address = net.node_urls[net.nodes.index(
         next(n for n in net.nodes if n.node_small_id == result.node_small_id))]
-    resp = net.run(net.proxy.send(address, Request("GET", "/metrics"), 5.0))
+    resp = net.run(net.proxy.transport.handle(
+        Request("GET", "/metrics", address=address, timeout_s=5.0)))
     assert resp.status == 200
     samples = prometheus_samples(resp.body)
     assert samples[("atoma_text_embeddings_confidential_num_requests_total", MODEL)] == 1.0

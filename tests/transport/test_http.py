@@ -1,4 +1,5 @@
-"""The HTTP transports over real loopback sockets: what travels, and how failures surface."""
+"""The HTTP transport over real loopback sockets: what travels, how failures surface, and its
+connection pools (per event loop)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from atoma_lab.errors import TransportError, TransportTimeoutError
 from atoma_lab.server import ServerGroup, asgi_app
 from atoma_lab.transport.base import Headers, Request, Response
-from atoma_lab.transport.http import HttpChannel, HttpTransport
+from atoma_lab.transport.http import HttpTransport
 
 pytestmark = pytest.mark.integration
 
@@ -44,13 +45,18 @@ def _dead_url() -> str:
         return f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
-def test_channel_carries_method_path_query_headers_and_body(server: tuple[str, Mirror, ServerGroup]) -> None:
-    url, mirror, _ = server
-    ch = HttpChannel(url)
-    try:
-        resp = ch.request(Request("PUT", "/p/q?x=1&y=two", Headers({"X-Custom": "v"}), b"\x00\xffdata"))
-    finally:
-        ch.close()
+def _idle_sockets(t: HttpTransport, loop: asyncio.AbstractEventLoop) -> list[int]:
+    """The descriptors of ``t``'s idle connections in ``loop``'s pool."""
+    pool = t._pools[loop]
+    return [w.get_extra_info("socket").fileno() for conns in pool.idle.values() for _, w in conns]
+
+
+def test_carries_method_path_query_headers_and_body(server: tuple[str, Mirror, ServerGroup]) -> None:
+    url, mirror, group = server
+    t = HttpTransport(timeout_s=5)
+    resp = group.run(t.handle(Request("PUT", "/p/q?x=1&y=two", Headers({"X-Custom": "v"}),
+                                      b"\x00\xffdata", address=url)))
+    group.run(t.aclose())
     assert resp.status == 201
     assert resp.body == b"body:\x00\xffdata"
     assert resp.headers["x-path"] == "/p/q"
@@ -63,8 +69,9 @@ def test_hop_by_hop_headers_are_not_forwarded(server: tuple[str, Mirror, ServerG
     url, mirror, group = server
     t = HttpTransport(timeout_s=5)
     req = Request("POST", "/h", Headers({"Host": "evil.example", "Content-Length": "999",
-                                         "Connection": "close", "X-Keep": "1"}), b"abc")
-    resp = group.run(t.send(url, req))
+                                         "Connection": "close", "X-Keep": "1"}), b"abc",
+                  address=url)
+    resp = group.run(t.handle(req))
     group.run(t.aclose())
     assert resp.status == 201 and resp.body == b"body:abc"
     got = mirror.got[-1]
@@ -73,52 +80,97 @@ def test_hop_by_hop_headers_are_not_forwarded(server: tuple[str, Mirror, ServerG
     assert got.headers["content-length"] == "3"
 
 
+def test_a_request_without_an_address_goes_to_the_base_url(
+        server: tuple[str, Mirror, ServerGroup]) -> None:
+    url, mirror, group = server
+    t = HttpTransport(url)
+    assert group.run(t.handle(Request("GET", "/default"))).status == 201
+    assert mirror.got[-1].path == "/default"
+    with pytest.raises(TransportError, match="no address"):
+        group.run(HttpTransport().handle(Request("GET", "/")))
+    with pytest.raises(TransportError, match="not an http"):
+        group.run(t.handle(Request("GET", "/", address="inproc://proxy")))
+    with pytest.raises(ValueError, match="not an http"):
+        HttpTransport("ftp://127.0.0.1:21")
+    group.run(t.aclose())
+
+
 def test_unreachable_peer_is_a_transport_error() -> None:
     dead = _dead_url()
     with pytest.raises(TransportError) as exc:
-        asyncio.run(HttpTransport(timeout_s=2).send(dead, Request("GET", "/")))
+        asyncio.run(HttpTransport(timeout_s=2).handle(Request("GET", "/", address=dead)))
     assert exc.value.status == 503 and not isinstance(exc.value, TransportTimeoutError)
-    ch = HttpChannel(dead, timeout_s=2)
-    with pytest.raises(TransportError):
-        ch.request(Request("GET", "/"))
-    ch.close()
 
 
 def test_slow_peer_is_a_timeout(server: tuple[str, Mirror, ServerGroup]) -> None:
+    """The request's own timeout bounds the exchange; without one, the transport's."""
     url, _, group = server
     t = HttpTransport(timeout_s=5)
     with pytest.raises(TransportTimeoutError) as exc:
-        group.run(t.send(url, Request("GET", "/slow"), 0.1))
+        group.run(t.handle(Request("GET", "/slow", address=url, timeout_s=0.1)))
     assert exc.value.status == 504
     group.run(t.aclose())
-    ch = HttpChannel(url, timeout_s=0.1)
+    short = HttpTransport(url, timeout_s=0.1)
     with pytest.raises(TransportTimeoutError):
-        ch.request(Request("GET", "/slow"))
-    ch.close()
+        group.run(short.handle(Request("GET", "/slow")))
+    group.run(short.aclose())
 
 
 def test_connections_are_kept_alive_and_closed(server: tuple[str, Mirror, ServerGroup]) -> None:
-    """Consecutive requests reuse one open connection (the same socket), both for the async
-    transport and the sync channel; ``aclose``/``close`` drop the idle ones."""
+    """Consecutive requests reuse one open connection (the same socket); ``aclose`` drops the
+    idle ones."""
     url, _, group = server
+    assert group.loop is not None
     t = HttpTransport()
     sockets = []
     for path in ("/a", "/b", "/c"):
-        group.run(t.send(url, Request("GET", path)))
-        [[(_, writer)]] = t._idle.values()
-        sockets.append(writer.get_extra_info("socket").fileno())
+        group.run(t.handle(Request("GET", path, address=url)))
+        [fd] = _idle_sockets(t, group.loop)
+        sockets.append(fd)
     assert len(set(sockets)) == 1
     group.run(t.aclose())
-    assert t._idle == {}
-    ch = HttpChannel(url)
-    socks = []
-    for path in ("/a", "/b", "/c"):
-        ch.request(Request("GET", path))
-        [conn] = ch._idle
-        socks.append(conn.sock)
-    assert socks[0] is socks[1] is socks[2] is not None
-    ch.close()
-    assert ch._idle == []
+    assert t._pools == {}
+
+
+def test_each_event_loop_has_its_own_pool(server: tuple[str, Mirror, ServerGroup]) -> None:
+    """One transport serves the servers' loop and two loops of ``asyncio.run`` in turn (a
+    connection belongs to the loop that opened it); ``aclose`` from one loop closes the idle
+    connections of another that still runs, and a loop closed meanwhile is forgotten."""
+    url, mirror, group = server
+    assert group.loop is not None
+    t = HttpTransport(url)
+
+    async def twice() -> list[int]:
+        for path in ("/x1", "/x2"):
+            assert (await t.handle(Request("GET", path))).status == 201
+        return _idle_sockets(t, asyncio.get_running_loop())
+
+    first = asyncio.run(twice())
+    second = asyncio.run(twice())
+    assert len(first) == len(second) == 1
+    assert [r.path for r in mirror.got[-4:]] == ["/x1", "/x2", "/x1", "/x2"]
+    assert group.run(t.handle(Request("GET", "/x3"))).status == 201
+    assert list(t._pools) == [group.loop]  # the closed loops' pools are gone
+    [[(_, writer)]] = t._pools[group.loop].idle.values()
+    asyncio.run(t.aclose())  # from another loop: the servers' loop closes its own connection
+    group.run(asyncio.sleep(0))  # runs after the close it was handed
+    assert t._pools == {}
+    assert writer.is_closing()
+
+
+def test_one_transport_from_many_threads(server: tuple[str, Mirror, ServerGroup]) -> None:
+    """Threads each running their own loop share one transport; every answer is its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, _, _ = server
+    t = HttpTransport(url)
+
+    def one(i: int) -> bytes:
+        return asyncio.run(t.handle(Request("POST", f"/t{i}", body=str(i).encode()))).body
+
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(one, range(40)))
+    assert got == [b"body:" + str(i).encode() for i in range(40)]
 
 
 def test_a_connection_the_server_closed_is_replaced() -> None:
@@ -127,60 +179,42 @@ def test_a_connection_the_server_closed_is_replaced() -> None:
     mirror = Mirror()
     first = ServerGroup([(asgi_app(mirror), "127.0.0.1", 0)])
     [url] = first.start()
-    t = HttpTransport()
-    ch = HttpChannel(url)
+    t = HttpTransport(url)
     loop = asyncio.new_event_loop()
     try:
-        assert loop.run_until_complete(t.send(url, Request("GET", "/before"))).status == 201
-        assert ch.request(Request("GET", "/before")).status == 201
+        assert loop.run_until_complete(t.handle(Request("GET", "/before"))).status == 201
         first.stop()
         second = ServerGroup([(asgi_app(mirror), "127.0.0.1", int(url.rsplit(":", 1)[1]))])
         second.start()
         try:
-            assert loop.run_until_complete(t.send(url, Request("GET", "/after"))).status == 201
-            assert ch.request(Request("GET", "/after")).status == 201
+            assert loop.run_until_complete(t.handle(Request("GET", "/after"))).status == 201
         finally:
             loop.run_until_complete(t.aclose())
             second.stop()
     finally:
-        ch.close()
         loop.close()
-    assert [r.path for r in mirror.got] == ["/before", "/before", "/after", "/after"]
-
-
-def test_the_sync_channel_is_safe_to_share_between_threads(
-        server: tuple[str, Mirror, ServerGroup]) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    url, _, _ = server
-    ch = HttpChannel(url)
-    with ThreadPoolExecutor(8) as pool:
-        got = list(pool.map(lambda i: ch.request(Request("POST", f"/t{i}", body=str(i).encode())),
-                            range(40)))
-    assert [r.body for r in got] == [b"body:" + str(i).encode() for i in range(40)]
-    assert 1 <= len(ch._idle) <= 8
-    ch.close()
+    assert [r.path for r in mirror.got] == ["/before", "/after"]
 
 
 def test_keep_alive_holds_for_descriptors_above_1024(server: tuple[str, Mirror, ServerGroup]) -> None:
-    """A busy process has sockets numbered above select()'s limit; the idle-connection check
-    must still see them as alive (it once declared every such connection dropped)."""
+    """A busy process has sockets numbered above select()'s limit; an idle connection there must
+    still be reused (an idle check through select() once declared every such one dropped)."""
     import os
     import resource
 
     if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 1200:
         pytest.skip("the descriptor limit is below 1200 here")
-    url, _, _ = server
+    url, _, group = server
+    assert group.loop is not None
     spare = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
-    ch = HttpChannel(url)
+    t = HttpTransport(url)
     try:
-        ch.request(Request("GET", "/high"))
-        [conn] = ch._idle
-        assert conn.sock is not None and conn.sock.fileno() > 1024
-        first = conn.sock
-        ch.request(Request("GET", "/again"))
-        assert ch._idle[0].sock is first
+        group.run(t.handle(Request("GET", "/high")))
+        [first] = _idle_sockets(t, group.loop)
+        assert first > 1024
+        group.run(t.handle(Request("GET", "/again")))
+        assert _idle_sockets(t, group.loop) == [first]
     finally:
-        ch.close()
+        group.run(t.aclose())
         for fd in spare:
             os.close(fd)

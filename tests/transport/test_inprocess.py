@@ -49,8 +49,8 @@ def make(delay_s: float = 0.0) -> tuple[InProcessTransport, Echo]:
 
 def test_routes_and_captures() -> None:
     t, echo = make()
-    req = Request("POST", "/x?a=1", Headers({"X-Thing": "v"}), b"abc")
-    resp = run(t.send(ADDR, req))
+    req = Request("POST", "/x?a=1", Headers({"X-Thing": "v"}), b"abc", address=ADDR)
+    resp = run(t.handle(req))
     assert resp.status == 200 and resp.headers["x-served"] == "1"
     assert echo.got[0].query == {"a": "1"} and echo.got[0].headers["x-thing"] == "v"
     [m] = t.captured
@@ -62,8 +62,8 @@ def test_routes_and_captures() -> None:
 
 def test_the_receiver_gets_a_copy() -> None:
     t, echo = make()
-    req = Request("POST", "/x", Headers({"a": "1"}), b"abc")
-    run(t.send(ADDR, req))
+    req = Request("POST", "/x", Headers({"a": "1"}), b"abc", address=ADDR)
+    run(t.handle(req))
     assert echo.got[0] is not req
     assert req.body == b"abc"  # the service changed its copy, not the sender's
     echo.got[0].headers["a"] = "changed"
@@ -73,17 +73,17 @@ def test_the_receiver_gets_a_copy() -> None:
 def test_unknown_address_is_a_transport_error() -> None:
     t, _ = make()
     with pytest.raises(TransportError) as exc:
-        run(t.send("inproc://nobody", Request("GET", "/")))
+        run(t.handle(Request("GET", "/", address="inproc://nobody")))
     assert exc.value.status == 503
     t.unregister(ADDR)
     with pytest.raises(TransportError):
-        run(t.send(ADDR, Request("GET", "/")))
+        run(t.handle(Request("GET", "/", address=ADDR)))
 
 
 def test_capture_can_be_switched_off() -> None:
     t, _ = make()
     t.capture = False
-    run(t.send(ADDR, Request("GET", "/")))
+    run(t.handle(Request("GET", "/", address=ADDR)))
     assert t.captured == []
 
 
@@ -91,12 +91,12 @@ def test_drop() -> None:
     t, echo = make()
     t.inject(ADDR, Fault(drop=True))
     with pytest.raises(TransportError) as exc:
-        run(t.send(ADDR, Request("GET", "/")))
+        run(t.handle(Request("GET", "/", address=ADDR)))
     assert not isinstance(exc.value, TransportTimeoutError)
     assert echo.got == []  # never delivered
     assert t.captured[-1].error == "dropped" and t.captured[-1].response is None
     t.inject(ADDR, None)
-    assert run(t.send(ADDR, Request("GET", "/"))).status == 200
+    assert run(t.handle(Request("GET", "/", address=ADDR))).status == 200
 
 
 def test_hang_waits_for_the_timeout() -> None:
@@ -104,7 +104,7 @@ def test_hang_waits_for_the_timeout() -> None:
     t.inject(ADDR, Fault(hang=True))
     t0 = time.monotonic()
     with pytest.raises(TransportTimeoutError) as exc:
-        run(t.send(ADDR, Request("GET", "/"), 0.05))
+        run(t.handle(Request("GET", "/", address=ADDR, timeout_s=0.05)))
     assert time.monotonic() - t0 >= 0.04
     assert exc.value.status == 504
     assert echo.got == []
@@ -115,7 +115,7 @@ def test_latency_delays_delivery() -> None:
     t, _ = make()
     t.inject(ADDR, Fault(latency_ms=50))
     t0 = time.monotonic()
-    run(t.send(ADDR, Request("GET", "/")))
+    run(t.handle(Request("GET", "/", address=ADDR)))
     assert time.monotonic() - t0 >= 0.045
 
 
@@ -123,7 +123,7 @@ def test_fail_after_starts_the_work_then_breaks_the_connection() -> None:
     t, echo = make(delay_s=0.5)
     t.inject(ADDR, Fault(fail_after_ms=20))
     with pytest.raises(TransportError):
-        run(t.send(ADDR, Request("POST", "/", body=b"x")))
+        run(t.handle(Request("POST", "/", body=b"x", address=ADDR)))
     assert len(echo.got) == 1  # the service saw the request
     assert echo.finished == 0  # and was cut off
     assert t.captured[-1].error == "crashed"
@@ -139,7 +139,7 @@ def test_tamper_request_and_response() -> None:
         return Response(299, r.body + b"!", r.headers)
 
     t.inject(ADDR, Fault(tamper_request=req_hook, tamper_response=resp_hook))
-    resp = run(t.send(ADDR, Request("POST", "/", body=b"orig")))
+    resp = run(t.handle(Request("POST", "/", body=b"orig", address=ADDR)))
     assert echo.bodies == [b"tampered"]
     assert resp.status == 299 and resp.body.endswith(b"!")
     # The capture shows what the service received, as a copy it cannot change afterwards.
@@ -157,7 +157,7 @@ def test_a_service_bug_is_a_json_500_as_over_http() -> None:
         raise RuntimeError("bug")
 
     t.register(ADDR, broken)
-    resp = run(t.send(ADDR, Request("GET", "/")))
+    resp = run(t.handle(Request("GET", "/", address=ADDR)))
     assert resp.status == 500
     assert resp.error_code() == AtomaLabError.code
 
@@ -170,7 +170,7 @@ def test_the_answer_is_a_copy() -> None:
         return shared
 
     t.register(ADDR, service)
-    resp = run(t.send(ADDR, Request("GET", "/")))
+    resp = run(t.handle(Request("GET", "/", address=ADDR)))
     assert resp is not shared
     resp.headers["a"] = "2"
     assert shared.headers["a"] == "1"

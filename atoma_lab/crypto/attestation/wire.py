@@ -16,7 +16,8 @@ _KINDS: dict[str, type[AttestationEvidence] | type[TdxEvidence]] = {
 
 def evidence_from_dict(d: object) -> Evidence:
     """The evidence object ``d`` describes, by its ``evidence_type``."""
-    kind = _KINDS.get(d.get("evidence_type")) if isinstance(d, dict) else None  # type: ignore[arg-type]
+    name = d.get("evidence_type") if isinstance(d, dict) else None
+    kind = _KINDS.get(name) if isinstance(name, str) else None
     if kind is None:
         raise EvidenceFormatError(f"unknown evidence_type; known: {', '.join(sorted(_KINDS))}")
     return kind.from_dict(d)

@@ -1,4 +1,4 @@
-"""Crafted bad requests through a network's channel, and the status, code and charge each got."""
+"""Crafted bad requests sent to a network's proxy, and the status, code and charge each got."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ class CaseKit:
     def __init__(self, net: Any, model: str = DEFAULT_MODEL) -> None:
         self.net = net
         self.model = model
-        self.client = AtomaLabClient(api_key=net.api_key, channel=net.channel())
+        self.client: AtomaLabClient = net.client()
         self._other_token: str | None = None
 
     def lock(self) -> NodesCreateLockResponse:
@@ -108,7 +108,7 @@ def _without(name: str) -> Callable[[CaseKit], Request]:
 
 def _replayed(kit: CaseKit) -> Request:
     req = kit.request(kit.sealed())
-    first = kit.client.channel.request(req)
+    first = kit.net.send(req)
     if not first.ok:
         raise RuntimeError(f"the request to replay failed: {first.status}")
     return req
@@ -168,7 +168,7 @@ NEGATIVE_CASES: tuple[NegativeCase, ...] = (
 
 def negative_matrix(net: Any, *, model: str = DEFAULT_MODEL,
                     cases: Sequence[NegativeCase] = NEGATIVE_CASES) -> list[dict[str, Any]]:
-    """Send each case's request through ``net.channel()`` and report what it got.
+    """Send each case's request to the proxy (``net.send``) and report what it got.
 
     Rows: ``case``, ``refused by``, ``status``, ``code``, ``expected``, ``as expected``,
     ``units charged`` (by this request; a refused one must be 0) and the error ``message``.
@@ -181,7 +181,7 @@ def negative_matrix(net: Any, *, model: str = DEFAULT_MODEL,
         for case in cases:
             req = case.make(kit)
             charged_before = sum(int(r["units_charged"]) for r in net.ledger.settlements())
-            resp = kit.client.channel.request(req)
+            resp = net.send(req)
             status, code = error_of(resp)
             charged = sum(int(r["units_charged"]) for r in net.ledger.settlements()) - charged_before
             try:
