@@ -34,11 +34,6 @@ DEFAULT_REPLAY_CACHE_ENTRIES = 1_000_000  # entries; beyond that the guard refus
 DEFAULT_KEY_GRACE_S = 60.0  # seconds an old node key is still accepted after rotation
 _MSG_REQUEST = b"\x01"
 _MSG_RESPONSE = b"\x02"
-# Fields only Atoma's profile has: a hardened body with one of them is a spliced/downgraded one.
-_ATOMA_ONLY_REQUEST_FIELDS = frozenset({"node_dh_public_key", "plaintext_body_hash", "stream"})
-_ATOMA_ONLY_RESPONSE_FIELDS = frozenset({"response_hash"})
-_HARDENED_ONLY_REQUEST_FIELDS = frozenset({"node_key_id", "timestamp", "request_id"})
-_HARDENED_ONLY_RESPONSE_FIELDS = frozenset({"request_id", "request_hash"})
 
 RandomBytes = Callable[[int], bytes]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
@@ -124,7 +124,7 @@ def seal_request(
         shared = client_key.exchange(node_public_key)
         k_c2n, k_n2c = derive_direction_keys(shared, salt, client_key.public_bytes,
                                              node_public_key)
-    # Every field but the ciphertext, validated by the dataclass; the AAD does not cover the
+    # Every field but the ciphertext, checked by the model; the AAD does not cover the
     # ciphertext, which replaces the tag-sized stand-in below.
     header = HardenedRequest(
         model_name=model_name,
@@ -144,7 +144,7 @@ def seal_request(
         k_n2c = hpke_ctx.export(HPKE_EXPORT_N2C, 32)
     else:
         ciphertext = AESGCM(k_c2n).encrypt(nonce, plaintext, header.aad())
-    request = replace(header, ciphertext=ciphertext)
+    request = header.replace(ciphertext=ciphertext)
     context = HardenedClientContext(
         _n2c=AESGCM(k_n2c), request_id=request_id, request_hash=request.request_hash(),
         node_public_key=node_public_key, profile=profile,
