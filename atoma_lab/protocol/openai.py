@@ -83,8 +83,10 @@ def _parse_input(value: object) -> EmbeddingInput:
 class EmbeddingInputKind(Kind):
     """``input``: a string, strings, token ids or lists of token ids (normalised to lists)."""
 
-    def decode(self, value: Any, field: str) -> EmbeddingInput:
+    def check(self, value: Any, field: str) -> EmbeddingInput:
         return _parse_input(value)
+
+    decode = check
 
     def schema(self, ref: Ref) -> dict[str, Any]:
         token_ids = {"type": "array", "items": {"type": "integer", "minimum": 0,

@@ -87,12 +87,14 @@ Ref = Callable[[type["WireModel"]], dict[str, Any]]
 class Kind(abc.ABC):
     """A field's kind. ``check`` takes the Python value given to a constructor, ``decode`` the
     JSON value read from the wire; both return the Python value or raise naming ``field``.
-    ``encode`` gives the JSON value (the identity unless ``encodes``)."""
+    ``encode`` gives the JSON value (the identity unless ``encodes``). Each check tests the valid
+    case first and leaves the exact error to the shared helpers of :mod:`atoma_lab.encoding`."""
 
     encodes: bool = False
 
+    @abc.abstractmethod
     def check(self, value: Any, field: str) -> Any:
-        return self.decode(value, field)
+        """The Python value given to a constructor, checked (misuse raises ``TypeError``)."""
 
     @abc.abstractmethod
     def decode(self, value: Any, field: str) -> Any:
@@ -124,6 +126,9 @@ class Bytes(Kind):
                                      field=field)
 
     def check(self, value: Any, field: str) -> bytes:
+        if type(value) is bytes and (len(value) == self.size
+                                     or (self.size is None and len(value) >= self.min_size)):
+            return value
         if not isinstance(value, bytes):
             raise TypeError(f"{field} must be bytes, not {type(value).__name__}")
         self._length(len(value), field)
@@ -155,8 +160,12 @@ class UInt(Kind):
         self.minimum = minimum
         self.maximum = maximum
 
-    def decode(self, value: Any, field: str) -> int:
+    def check(self, value: Any, field: str) -> int:
+        if type(value) is int and self.minimum <= value <= self.maximum:
+            return value
         return require_int(value, field=field, minimum=self.minimum, maximum=self.maximum)
+
+    decode = check
 
     def schema(self, ref: Ref) -> dict[str, Any]:
         return {"type": "integer", "minimum": self.minimum, "maximum": self.maximum}
@@ -168,8 +177,12 @@ class Text(Kind):
     def __init__(self, *, nonempty: bool = False) -> None:
         self.nonempty = nonempty
 
-    def decode(self, value: Any, field: str) -> str:
+    def check(self, value: Any, field: str) -> str:
+        if type(value) is str and (value or not self.nonempty):
+            return value
         return require_str(value, field=field, allow_empty=not self.nonempty)
+
+    decode = check
 
     def schema(self, ref: Ref) -> dict[str, Any]:
         return {"type": "string", "minLength": 1} if self.nonempty else {"type": "string"}
@@ -188,10 +201,12 @@ class Base64Text(Text):
 class Flag(Kind):
     """A JSON boolean."""
 
-    def decode(self, value: Any, field: str) -> bool:
-        if not isinstance(value, bool):
-            raise InvalidFieldError(f"{field}: expected a boolean", field=field)
-        return value
+    def check(self, value: Any, field: str) -> bool:
+        if value is True or value is False:
+            return value
+        raise InvalidFieldError(f"{field}: expected a boolean", field=field)
+
+    decode = check
 
     def schema(self, ref: Ref) -> dict[str, Any]:
         return {"type": "boolean"}
@@ -204,10 +219,12 @@ class Choice(Kind):
         self.options = options
         self.error = error
 
-    def decode(self, value: Any, field: str) -> str:
-        if type(value) is not str or value not in self.options:
-            raise self.error(f"{field}: expected one of {', '.join(self.options)}", field=field)
-        return value
+    def check(self, value: Any, field: str) -> str:
+        if type(value) is str and value in self.options:
+            return value
+        raise self.error(f"{field}: expected one of {', '.join(self.options)}", field=field)
+
+    decode = check
 
     def schema(self, ref: Ref) -> dict[str, Any]:
         if len(self.options) == 1:
@@ -369,11 +386,16 @@ class WireModel(tuple[Any, ...], metaclass=_WireModelMeta):
     _arg_names: ClassVar[tuple[str, ...]]
     _required_args: ClassVar[frozenset[str]]
     _defaults: ClassVar[tuple[tuple[str, Any], ...]]
+    _default_values: ClassVar[tuple[Any, ...]]
+    _in_order: ClassVar[bool]
+    _n_required: ClassVar[int]
     _by_name: ClassVar[dict[str, int]]
     _names: ClassVar[frozenset[str]]
     _checks: ClassVar[tuple[tuple[str, Callable[[Any, str], Any], bool], ...]]
     _decoders: ClassVar[tuple[tuple[str, Callable[[Any, str], Any], bool, Any], ...]]
-    _encoders: ClassVar[tuple[tuple[str, Callable[[Any], Any] | None, bool], ...]]
+    _wire_names: ClassVar[tuple[str, ...]]
+    _encoders: ClassVar[tuple[Callable[[Any], Any] | None, ...]]
+    _write_null: ClassVar[tuple[bool, ...]]
 
     @classmethod
     def _prepare(cls) -> None:
@@ -381,16 +403,23 @@ class WireModel(tuple[Any, ...], metaclass=_WireModelMeta):
         cls._arg_names = tuple(f.name for f in fields if not f.kw_only)
         cls._required_args = frozenset(f.name for f in fields if f.default is _MISSING)
         cls._defaults = tuple((f.name, f.default) for f in fields)
+        cls._default_values = tuple(f.default for f in fields)
+        cls._in_order = not any(f.kw_only for f in fields)
+        cls._n_required = sum(f.default is _MISSING for f in fields)
         cls._by_name = {f.name: f.index for f in fields}
         cls._names = frozenset(cls._by_name)
         cls._checks = tuple((f.name, f.kind.check, f.default is None) for f in fields)
         cls._decoders = tuple((f.name, f.kind.decode, f.required, f.default) for f in fields)
-        cls._encoders = tuple((f.name, f.kind.encode if f.kind.encodes else None, f.write_null)
-                              for f in fields)
+        cls._wire_names = tuple(f.name for f in fields)
+        cls._encoders = tuple(f.kind.encode if f.kind.encodes else None for f in fields)
+        cls._write_null = tuple(f.write_null for f in fields)
 
     # -------------------------------------------------------------- construction
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        if not kwargs and cls._in_order and cls._n_required <= len(args) <= len(cls._defaults):
+            # Every argument positional, in declaration order (a model without kw_only fields).
+            return cls._checked([*args, *cls._default_values[len(args):]])
         if args:
             if len(args) > len(cls._arg_names):
                 raise TypeError(f"{cls.__name__}() takes {len(cls._arg_names)} positional "
@@ -415,9 +444,11 @@ class WireModel(tuple[Any, ...], metaclass=_WireModelMeta):
     def _checked(cls, values: list[Any]) -> Self:
         """Check every field's value (declaration order) as the kind says; ``None`` is accepted
         for an optional field whose default is ``None``."""
-        return _tnew(cls, [value if value is None and optional else check(value, name)
-                           for (name, check, optional), value
-                           in zip(cls._checks, values, strict=True)])
+        for i, (name, check, optional) in enumerate(cls._checks):
+            value = values[i]
+            if value is not None or not optional:
+                values[i] = check(value, name)
+        return _tnew(cls, values)
 
     @classmethod
     def _from_values(cls, values: Sequence[Any]) -> Self:
@@ -502,13 +533,13 @@ class WireModel(tuple[Any, ...], metaclass=_WireModelMeta):
     def to_dict(self) -> dict[str, Any]:
         """The wire form: keys in declaration order, ``None`` optionals left out unless the field
         writes ``null``."""
-        out: dict[str, Any] = {}
-        for (name, encode, write_null), value in zip(self._encoders, self, strict=True):
-            if value is None:
-                if write_null:
-                    out[name] = None
-            else:
+        out = {}
+        for name, encode, write_null, value in zip(self._wire_names, self._encoders,
+                                                   self._write_null, self, strict=False):
+            if value is not None:
                 out[name] = value if encode is None else encode(value)
+            elif write_null:
+                out[name] = None
         return out
 
     def to_json(self) -> bytes:
