@@ -478,20 +478,6 @@ class WireModel(tuple[Any, ...], metaclass=_WireModelMeta):
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self)._from_values, (tuple(self),))
 
-    @classmethod
-    def validator(cls, *names: str) -> Callable[..., None]:
-        """A function checking the given fields' Python values as the constructor would, in this
-        order (for fields a caller passes on to :meth:`trusted`)."""
-        checks = [cls._checks[cls._by_name[name]] for name in names]
-
-        def validate(*values: Any) -> None:
-            for (name, check, optional), value in zip(checks, values, strict=True):
-                if value is not None or not optional:
-                    check(value, name)
-
-        validate.__doc__ = f"Check {', '.join(names)} as {cls.__name__} does."
-        return validate
-
     # -------------------------------------------------------------- wire
 
     @classmethod

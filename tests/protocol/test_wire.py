@@ -168,16 +168,6 @@ def test_trusted_builds_the_same_object_without_checks() -> None:
         unchecked.replace()  # replace checks again
 
 
-def test_validator_checks_named_fields_like_the_constructor() -> None:
-    check = Sample.validator("name", "flag", "mode")
-    check("x", None, "a")
-    for values, field in [(("", None, None), "name"), (("x", "yes", None), "flag"),
-                          (("x", None, "z"), "mode")]:
-        with pytest.raises(InvalidFieldError) as info:
-            check(*values)
-        assert info.value.field == field
-
-
 def test_models_are_immutable_values() -> None:
     s = sample()
     with pytest.raises(AttributeError):

@@ -15,7 +15,17 @@ from atoma_lab.crypto.aead import NONCE_SIZE, TAG_SIZE
 from atoma_lab.crypto.hashing import HASH_SIZE
 from atoma_lab.crypto.kdf import SALT_SIZE
 from atoma_lab.crypto.keys import X25519_KEY_SIZE
-from atoma_lab.protocol.wire import Base64Text, Bytes, Flag, Nested, Text, UInt, WireModel, wire
+from atoma_lab.protocol.wire import (
+    Base64Text,
+    Bytes,
+    Flag,
+    Nested,
+    Text,
+    UInt,
+    WireModel,
+    wire,
+    wire_fields,
+)
 
 DEFAULT_MAX_NUM_TOKENS = 8192  # MAX_NUM_TOKENS_FOR_CONFIDENTIAL_COMPUTE, atoma-proxy nodes.rs
 DEFAULT_LOCK_TIMEOUT_S = 5  # MAX_TIMEOUT_FOR_CONFIDENTIAL_COMPUTE, seconds
@@ -41,10 +51,25 @@ class ConfidentialComputeRequest(WireModel, root="body", what="confidential comp
         f"units the request may use (default {DEFAULT_MAX_NUM_TOKENS})"))
 
 
-# The fields of a request its sender chooses rather than computes: ``seal_request`` checks these
-# before building the request with ``trusted``.
-check_caller_fields = ConfidentialComputeRequest.validator(
-    "stack_small_id", "model_name", "stream", "num_compute_units")
+_REQUEST_KINDS = {f.name: f.kind for f in wire_fields(ConfidentialComputeRequest)}
+_check_stack = _REQUEST_KINDS["stack_small_id"].check
+_check_model = _REQUEST_KINDS["model_name"].check
+_check_stream = _REQUEST_KINDS["stream"].check
+_check_units = _REQUEST_KINDS["num_compute_units"].check
+
+
+def check_caller_fields(stack_small_id: object, model_name: object, stream: object,
+                        num_compute_units: object) -> None:
+    """The fields of a :class:`ConfidentialComputeRequest` its sender chooses rather than
+    computes, checked by their declared kinds; ``seal_request`` checks these before building the
+    request with ``trusted`` (called directly: a generic loop over them costs more than the
+    construction it saves)."""
+    _check_stack(stack_small_id, "stack_small_id")
+    _check_model(model_name, "model_name")
+    if stream is not None:
+        _check_stream(stream, "stream")
+    if num_compute_units is not None:
+        _check_units(num_compute_units, "num_compute_units")
 
 
 class Usage(WireModel, root="usage", what="usage"):
