@@ -19,22 +19,28 @@ Declaration order is the wire order. A field with a default may come before one 
 it is ``kw_only`` (as with dataclasses), which is how ``stream`` precedes ``model_name`` on the wire
 while ``model_name`` stays a positional argument.
 
-Why our own small codec and not msgspec Structs: measured on the project's CPU machine
-(msgspec 0.22, Python 3.11), msgspec's decoder accepts base64 whose unused trailing bits are set
-(``encoding.b64decode`` refuses it), reports ``null`` for a required field and a wrong type alike
-(as text: ``Expected `bytes`, got `null` - at `$.nonce```), so neither the strict base64 rule nor
-the typed errors (``MissingFieldError`` against ``InvalidFieldError``, with ``field=``) could be
-kept without parsing its messages. Using a Struct only as the class would keep our codec and still
-cost the hot path: a Struct runs ``__post_init__`` on every construction and offers no way around
-it, so the envelope would validate what it has just made (a table-driven check is ~0.5 us for the
-ten-field request, where a Struct alone costs ~0.04 us). Its JSON Schema lacks the canonical base64
-patterns and the accepted/written distinction, so it would be rewritten anyway.
+Why our own small codec and not msgspec Structs (msgspec 0.22 tried on Python 3.11): msgspec's
+decoder accepts base64 whose unused trailing bits are set (``encoding.b64decode`` refuses it) and
+reports a ``null`` required field and a wrongly typed one alike, as text (``Expected `bytes`, got
+`null` - at `$.nonce```), so neither the strict base64 rule nor the typed errors
+(``MissingFieldError`` against ``InvalidFieldError``, with ``field=``) could be kept without parsing
+its messages. A Struct used only as the class would keep our codec but cost the hot path: a Struct
+cannot define ``__init__`` or ``__new__`` and runs ``__post_init__`` on every construction, so
+the envelope would check what it has just made; measured side by side, a ten-field Struct checked
+that way took about four times what a ten-field ``tuple.__new__`` takes, a bare Struct a tenth of
+it. Its JSON Schema lacks the canonical base64 patterns and the accepted/written distinction, so it
+would be rewritten anyway. No code is generated (``exec`` has no place in a sans-IO layer), so
+``to_dict`` and the checked constructor are loops over per-field tables, dearer than the
+hand-written code they replace by tens of nanoseconds a field (``from_dict`` is not: base64 and
+the checks dominate it); the envelope's hot path builds with :meth:`WireModel.trusted`.
 
 Why a tuple: a model instance is a tuple subclass with a C accessor per field (the ones
 :func:`collections.namedtuple` makes), so the derived fast constructor is one ``tuple.__new__``
-whatever the number of fields, about 0.1 us where the slot-setter chains it replaces took ~0.3 us
-(five fields) and ~0.6 us (ten). Equality also compares the type; ordering is refused; a model is
-immutable; ``dataclasses.replace`` becomes :meth:`WireModel.replace` (which runs the checks again).
+whatever the number of fields: measured side by side, a half to a third of the slot-setter chains
+it replaces (five and ten fields). Reading a field costs a few nanoseconds more than a slot. A
+model is immutable; equality also compares the type; ordering is refused; ``dataclasses.replace``
+becomes :meth:`WireModel.replace` (which runs the checks again); iterating or indexing a model
+gives its values in wire order.
 """
 
 from __future__ import annotations
@@ -140,8 +146,7 @@ class Bytes(Kind):
             self._length(len(data), field)
         return data
 
-    def encode(self, value: bytes) -> str:
-        return b64encode(value)
+    encode = staticmethod(b64encode)  # type: ignore[assignment]  # no frame of our own
 
     def schema(self, ref: Ref) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "string", "contentEncoding": "base64",
@@ -384,14 +389,11 @@ class WireModel(tuple[Any, ...], metaclass=_WireModelMeta):
     __wire_fields__: ClassVar[tuple[WireField, ...]]
     __wire_options__: ClassVar[dict[str, Any]]
     _arg_names: ClassVar[tuple[str, ...]]
-    _required_args: ClassVar[frozenset[str]]
-    _defaults: ClassVar[tuple[tuple[str, Any], ...]]
-    _default_values: ClassVar[tuple[Any, ...]]
     _in_order: ClassVar[bool]
-    _n_required: ClassVar[int]
+    _default_values: ClassVar[tuple[Any, ...]]
     _by_name: ClassVar[dict[str, int]]
     _names: ClassVar[frozenset[str]]
-    _checks: ClassVar[tuple[tuple[str, Callable[[Any, str], Any], bool], ...]]
+    _spec: ClassVar[tuple[tuple[str, Any, Callable[[Any, str], Any], bool], ...]]
     _decoders: ClassVar[tuple[tuple[str, Callable[[Any, str], Any], bool, Any], ...]]
     _wire_names: ClassVar[tuple[str, ...]]
     _encoders: ClassVar[tuple[Callable[[Any], Any] | None, ...]]
@@ -401,14 +403,11 @@ class WireModel(tuple[Any, ...], metaclass=_WireModelMeta):
     def _prepare(cls) -> None:
         fields = cls.__wire_fields__
         cls._arg_names = tuple(f.name for f in fields if not f.kw_only)
-        cls._required_args = frozenset(f.name for f in fields if f.default is _MISSING)
-        cls._defaults = tuple((f.name, f.default) for f in fields)
-        cls._default_values = tuple(f.default for f in fields)
         cls._in_order = not any(f.kw_only for f in fields)
-        cls._n_required = sum(f.default is _MISSING for f in fields)
+        cls._default_values = tuple(f.default for f in fields)
         cls._by_name = {f.name: f.index for f in fields}
         cls._names = frozenset(cls._by_name)
-        cls._checks = tuple((f.name, f.kind.check, f.default is None) for f in fields)
+        cls._spec = tuple((f.name, f.default, f.kind.check, f.default is None) for f in fields)
         cls._decoders = tuple((f.name, f.kind.decode, f.required, f.default) for f in fields)
         cls._wire_names = tuple(f.name for f in fields)
         cls._encoders = tuple(f.kind.encode if f.kind.encodes else None for f in fields)
@@ -417,7 +416,7 @@ class WireModel(tuple[Any, ...], metaclass=_WireModelMeta):
     # -------------------------------------------------------------- construction
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
-        if not kwargs and cls._in_order and cls._n_required <= len(args) <= len(cls._defaults):
+        if not kwargs and cls._in_order and len(args) <= len(cls._spec):
             # Every argument positional, in declaration order (a model without kw_only fields).
             return cls._checked([*args, *cls._default_values[len(args):]])
         if args:
@@ -432,20 +431,30 @@ class WireModel(tuple[Any, ...], metaclass=_WireModelMeta):
                 named.update(kwargs)
         else:
             named = kwargs
-        if not cls._required_args <= named.keys():
-            missing = sorted(cls._required_args - named.keys())
-            raise TypeError(f"{cls.__name__}() missing required arguments: {missing}")
         if not cls._names >= named.keys():
             unexpected = sorted(named.keys() - cls._names)
             raise TypeError(f"{cls.__name__}() got unexpected keyword arguments: {unexpected}")
-        return cls._checked([named.get(name, default) for name, default in cls._defaults])
+        get = named.get
+        values: list[Any] = []
+        append = values.append
+        for name, default, check, optional in cls._spec:
+            value = get(name, default)
+            if value is None and optional:
+                append(None)
+            elif value is _MISSING:
+                raise TypeError(f"{cls.__name__}() missing required argument: {name!r}")
+            else:
+                append(check(value, name))
+        return _tnew(cls, values)
 
     @classmethod
     def _checked(cls, values: list[Any]) -> Self:
         """Check every field's value (declaration order) as the kind says; ``None`` is accepted
         for an optional field whose default is ``None``."""
-        for i, (name, check, optional) in enumerate(cls._checks):
+        for i, (name, _, check, optional) in enumerate(cls._spec):
             value = values[i]
+            if value is _MISSING:
+                raise TypeError(f"{cls.__name__}() missing required argument: {name!r}")
             if value is not None or not optional:
                 values[i] = check(value, name)
         return _tnew(cls, values)
