@@ -627,6 +627,16 @@ def test_seal_request_argument_misuse() -> None:
         assert caught.value.field == name
 
 
+def test_seal_response_checks_the_usage_it_is_given(client_key: X25519KeyPair,
+                                                   node_key: X25519KeyPair) -> None:
+    """The response is built without re-checking the fields seal_response made; the caller's
+    ``usage`` is checked on the way in."""
+    opened = open_request(_seal(client_key, node_key).request, node_key)
+    with pytest.raises(TypeError):
+        seal_response(RESPONSE_PLAINTEXT, opened.context,
+                      usage={"prompt_tokens": 3, "total_tokens": 3})  # type: ignore[arg-type]
+
+
 def test_seal_request_takes_a_bytearray_key_and_keeps_bytes() -> None:
     node = X25519KeyPair.from_private_bytes(NODE_SK)
     sealed = seal_request(REQUEST_PLAINTEXT, node_public_key=bytearray(node.public_bytes),

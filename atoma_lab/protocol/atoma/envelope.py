@@ -247,7 +247,7 @@ def seal_response(
     signature = signer.sign(response_hash).to_base64() if signer is not None else None
     # Every field was made just above with the right size: skip re-validating it. ``usage`` is the
     # caller's, so its type is checked (a Usage is valid by construction).
-    if usage is not None and type(usage) is not Usage:
+    if usage is not None and not isinstance(usage, Usage):
         raise TypeError("usage must be a Usage")
     return ConfidentialComputeResponse.trusted(nonce, ciphertext, response_hash, signature, usage)
 
