@@ -461,7 +461,7 @@ class WireModel(tuple[Any, ...], metaclass=_WireModelMeta):
 
     @classmethod
     def _from_values(cls, values: Sequence[Any]) -> Self:
-        """Checked, from every field's value in declaration order (pickle, copy, replace)."""
+        """Checked, from every field's value in declaration order (pickle and copy)."""
         if len(values) != len(cls.__wire_fields__):
             raise TypeError(f"{cls.__name__} has {len(cls.__wire_fields__)} fields, "
                             f"got {len(values)} values")
