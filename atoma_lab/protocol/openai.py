@@ -3,21 +3,37 @@
 ``CreateEmbeddingRequest`` accepts what the OpenAI API accepts for ``input``: a string, a list of
 strings, a list of token ids, or a list of lists of token ids (at most 2048 inputs). Parsing is
 strict and names the offending field; unknown keys are ignored, as serde does (Atoma's proxy even
-injects ``max_completion_tokens`` into embeddings bodies).
+injects ``max_completion_tokens`` into embeddings bodies). Each model is declared once
+(:mod:`atoma_lab.protocol.wire`), its fields in the order OpenAI's and Atoma's SDKs write them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import numpy as np
 
-from atoma_lab.encoding import b64decode, dumps, loads, require_int, require_str
-from atoma_lab.errors import InvalidFieldError, MissingFieldError, PeerProtocolError
+from atoma_lab.crypto.hashing import HASH_SIZE
+from atoma_lab.encoding import b64decode, require_int
+from atoma_lab.errors import InvalidFieldError, PeerProtocolError
+from atoma_lab.protocol.wire import (
+    U32_MAX,
+    Base64Text,
+    Bytes,
+    Choice,
+    Kind,
+    ListOf,
+    Nested,
+    Ref,
+    Text,
+    UInt,
+    WireModel,
+    b64_pattern,
+    wire,
+)
 
 MAX_INPUTS = 2048  # OpenAI's limit on the number of inputs in one request
-MAX_TOKEN_ID = 2**32 - 1
+MAX_TOKEN_ID = U32_MAX
 EncodingFormat = Literal["float", "base64"]
 EmbeddingInput = str | list[str] | list[int] | list[list[int]]
 
@@ -64,62 +80,36 @@ def _parse_input(value: object) -> EmbeddingInput:
                             field="input[0]")
 
 
-@dataclass(frozen=True, slots=True)
-class CreateEmbeddingRequest:
-    """An OpenAI ``POST /v1/embeddings`` body."""
+class EmbeddingInputKind(Kind):
+    """``input``: a string, strings, token ids or lists of token ids (normalised to lists)."""
 
-    input: EmbeddingInput
-    model: str
-    encoding_format: EncodingFormat | None = None
-    dimensions: int | None = None
-    user: str | None = None
+    def check(self, value: Any, field: str) -> EmbeddingInput:
+        return _parse_input(value)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "input", _parse_input(self.input))
-        require_str(self.model, field="model", allow_empty=False)
-        if self.encoding_format not in (None, "float", "base64"):
-            raise InvalidFieldError("encoding_format: must be 'float' or 'base64'",
-                                    field="encoding_format")
-        if self.dimensions is not None:
-            require_int(self.dimensions, field="dimensions", minimum=1, maximum=2**32 - 1)
-        if self.user is not None:
-            require_str(self.user, field="user")
+    decode = check
 
-    @classmethod
-    def from_dict(cls, data: object) -> CreateEmbeddingRequest:
-        """Validate a parsed JSON object."""
-        if not isinstance(data, dict):
-            raise InvalidFieldError("body: expected a JSON object", field="body")
-        for name in ("input", "model"):
-            if name not in data:
-                raise MissingFieldError(f"{name}: required", field=name)
-        return cls(
-            input=data["input"],
-            model=data["model"],
-            encoding_format=data.get("encoding_format"),
-            dimensions=data.get("dimensions"),
-            user=data.get("user"),
-        )
+    def schema(self, ref: Ref) -> dict[str, Any]:
+        token_ids = {"type": "array", "items": {"type": "integer", "minimum": 0,
+                                                "maximum": MAX_TOKEN_ID}, "minItems": 1}
+        return {"anyOf": [
+            {"type": "string"},
+            {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": MAX_INPUTS},
+            token_ids,
+            {"type": "array", "items": token_ids, "minItems": 1, "maxItems": MAX_INPUTS},
+        ]}
 
-    @classmethod
-    def from_json(cls, body: bytes | str) -> CreateEmbeddingRequest:
-        """Parse and validate JSON bytes."""
-        return cls.from_dict(loads(body, what="embeddings request"))
 
-    def to_dict(self) -> dict[str, Any]:
-        """Keys in the Python SDK's order: input, model, then the optional ones that are set."""
-        out: dict[str, Any] = {"input": self.input, "model": self.model}
-        if self.dimensions is not None:
-            out["dimensions"] = self.dimensions
-        if self.encoding_format is not None:
-            out["encoding_format"] = self.encoding_format
-        if self.user is not None:
-            out["user"] = self.user
-        return out
+class CreateEmbeddingRequest(WireModel, root="body", what="embeddings request",
+                             null_is_missing=False):
+    """An OpenAI ``POST /v1/embeddings`` body (keys in the Python SDK's order: input, model, then
+    the optional ones that are set)."""
 
-    def to_json(self) -> bytes:
-        """Compact UTF-8 JSON, byte-identical to the Python SDK's ``model_dump_json()``."""
-        return dumps(self.to_dict())
+    input: EmbeddingInput = wire(EmbeddingInputKind())
+    model: str = wire(Text(nonempty=True))
+    dimensions: int | None = wire(UInt(1, U32_MAX), default=None, kw_only=True)
+    encoding_format: EncodingFormat | None = wire(Choice("float", "base64"), default=None,
+                                                  kw_only=True)
+    user: str | None = wire(Text(), default=None, kw_only=True)
 
     @property
     def is_tokens(self) -> bool:
@@ -137,39 +127,11 @@ class CreateEmbeddingRequest:
         return inp  # type: ignore[return-value]
 
 
-@dataclass(frozen=True, slots=True)
-class EmbeddingUsage:
+class EmbeddingUsage(WireModel, root="usage", what="usage", null_is_missing=False):
     """``usage`` of an embeddings response (no completion tokens for embeddings)."""
 
-    prompt_tokens: int
-    total_tokens: int
-
-    def __post_init__(self) -> None:
-        require_int(self.prompt_tokens, field="usage.prompt_tokens")
-        require_int(self.total_tokens, field="usage.total_tokens")
-
-    @classmethod
-    def from_dict(cls, data: object, *, field: str = "usage") -> EmbeddingUsage:
-        if not isinstance(data, dict):
-            raise InvalidFieldError(f"{field}: expected an object", field=field)
-        for name in ("prompt_tokens", "total_tokens"):
-            if name not in data:
-                raise MissingFieldError(f"{field}.{name}: required", field=f"{field}.{name}")
-        return cls(
-            prompt_tokens=require_int(data["prompt_tokens"], field=f"{field}.prompt_tokens"),
-            total_tokens=require_int(data["total_tokens"], field=f"{field}.total_tokens"),
-        )
-
-    def to_dict(self) -> dict[str, int]:
-        return {"prompt_tokens": self.prompt_tokens, "total_tokens": self.total_tokens}
-
-
-@dataclass(frozen=True, slots=True)
-class Embedding:
-    """One ``data`` item: its index and its vector (float32)."""
-
-    index: int
-    embedding: np.ndarray = field(repr=False)
+    prompt_tokens: int = wire(UInt())
+    total_tokens: int = wire(UInt())
 
 
 def _float_vector(items: list[Any]) -> np.ndarray | None:
@@ -180,55 +142,59 @@ def _float_vector(items: list[Any]) -> np.ndarray | None:
     return np.array(items, dtype=np.float32)
 
 
-@dataclass(frozen=True, slots=True)
-class CreateEmbeddingResponse:
-    """An OpenAI embeddings response, with numpy access to the vectors."""
+class Float32Vector(Kind):
+    """One embedding: a float32 numpy vector in Python; on the wire a list of numbers or, with
+    ``encoding_format="base64"``, base64 of its little-endian float32 bytes."""
 
-    data: list[Embedding]
-    model: str
-    usage: EmbeddingUsage
-    object: str = "list"
+    def check(self, value: Any, field: str) -> np.ndarray:
+        if not isinstance(value, np.ndarray) or value.ndim != 1:
+            raise TypeError(f"{field} must be a 1-D numpy array")
+        return value
+
+    def decode(self, value: Any, field: str) -> np.ndarray:
+        if isinstance(value, str):
+            buf = b64decode(value, field=field)
+            if len(buf) % 4:
+                raise InvalidFieldError(f"{field}: not float32 data", field=field)
+            return np.frombuffer(buf, dtype="<f4").astype(np.float32)
+        if isinstance(value, list) and (floats := _float_vector(value)) is not None:
+            return floats
+        raise InvalidFieldError(f"{field}: expected floats or base64", field=field)
+
+    def schema(self, ref: Ref) -> dict[str, Any]:
+        return {"anyOf": [
+            {"type": "array", "items": {"type": "number"}},
+            {"type": "string", "contentEncoding": "base64", "pattern": b64_pattern(),
+             "description": "little-endian float32 values"},
+        ]}
+
+
+class Embedding(WireModel, root="embedding", what="embedding", null_is_missing=False):
+    """One ``data`` item: its index and its vector (float32; written as a numpy array, which
+    :func:`atoma_lab.encoding.dumps` writes as float32 numbers)."""
+
+    object: str = wire(Choice("embedding"), default="embedding", kw_only=True)
+    embedding: np.ndarray = wire(Float32Vector(), kw_only=True, repr=False)
+    index: int = wire(UInt(), kw_only=True)  # type: ignore[assignment]  # shadows tuple.index
+
+
+class CreateEmbeddingResponse(WireModel, root="response", what="embeddings response",
+                              null_is_missing=False):
+    """An OpenAI embeddings response, with numpy access to the vectors. A malformed one is the
+    peer's fault: parsing raises :class:`PeerProtocolError`."""
+
+    object: str = wire(Choice("list"), default="list", kw_only=True)
+    data: list[Embedding] = wire(ListOf(Nested(Embedding)))
+    model: str = wire(Text())
+    usage: EmbeddingUsage = wire(Nested(EmbeddingUsage))
 
     @classmethod
-    def from_dict(cls, payload: Any) -> CreateEmbeddingResponse:
-        """Validate a parsed response (float lists or base64 little-endian float32 strings).
-
-        A malformed response is the peer's fault: :class:`PeerProtocolError`.
-        """
+    def from_dict(cls, data: Any) -> Self:  # ``object`` is a field name in this class
+        """Validate a parsed response (float lists or base64 little-endian float32 strings)."""
         try:
-            if not isinstance(payload, dict):
-                raise InvalidFieldError("response: expected an object", field="response")
-            items = payload.get("data")
-            if not isinstance(items, list):
-                raise InvalidFieldError("data: expected a list", field="data")
-            data = []
-            for i, item in enumerate(items):
-                if not isinstance(item, dict):
-                    raise InvalidFieldError(f"data[{i}]: expected an object", field=f"data[{i}]")
-                index = require_int(item.get("index"), field=f"data[{i}].index")
-                raw = item.get("embedding")
-                if isinstance(raw, str):
-                    buf = b64decode(raw, field=f"data[{i}].embedding")
-                    if len(buf) % 4:
-                        raise InvalidFieldError(f"data[{i}].embedding: not float32 data",
-                                                field=f"data[{i}].embedding")
-                    vec = np.frombuffer(buf, dtype="<f4").astype(np.float32)
-                elif isinstance(raw, list) and (floats := _float_vector(raw)) is not None:
-                    vec = floats
-                else:
-                    raise InvalidFieldError(f"data[{i}].embedding: expected floats or base64",
-                                            field=f"data[{i}].embedding")
-                data.append(Embedding(index=index, embedding=vec))
-            model = require_str(payload.get("model"), field="model")
-            usage = EmbeddingUsage.from_dict(payload.get("usage"))
+            return super().from_dict(data)
         except InvalidFieldError as exc:
             raise PeerProtocolError(f"malformed embeddings response: {exc.message}") from exc
-        kind = str(payload.get("object", "list"))
-        return cls(data=data, model=model, usage=usage, object=kind)
-
-    @classmethod
-    def from_json(cls, body: bytes | str) -> CreateEmbeddingResponse:
-        return cls.from_dict(loads(body, what="embeddings response"))
 
     def to_numpy(self) -> np.ndarray:
         """All vectors as one ``(n, d)`` float32 array, in ``index`` order."""
@@ -236,3 +202,13 @@ class CreateEmbeddingResponse:
         if not ordered:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack([e.embedding for e in ordered])
+
+
+class SignedEmbeddingResponse(CreateEmbeddingResponse, what="signed embeddings response"):
+    """The plain route's answer: the OpenAI response followed by the node's ``signature`` and
+    ``response_hash`` over the serde-compact bytes of the rest (atoma-protocol.md section 2.6)."""
+
+    signature: str = wire(Base64Text(), description="Sui signature: base64 of flag || "
+                                                    "signature || public key")
+    response_hash: bytes = wire(Bytes(HASH_SIZE),
+                                description="BLAKE2b-256 of the rest, serde-compact")

@@ -1,10 +1,15 @@
 """The proxy's HTTP surface as an OpenAPI 3.1 document (served at ``GET /openapi.json``).
 
 The schemas say what :class:`~atoma_lab.services.proxy.ProxyService` really accepts and answers,
-not more: binary fields are strict standard base64 of their exact size (canonical: the unused
-trailing bits of the last symbol are zero, as :func:`atoma_lab.encoding.b64decode` requires),
-integers are u64 unless the code bounds them further, unknown request keys are ignored (serde's
-rule, so ``additionalProperties`` is left open on requests), and every error is Atoma's
+not more. The wire models' component schemas are derived from their one declaration
+(:func:`atoma_lab.protocol.wire.json_schema`): a request as the proxy *accepts* it (binary fields
+are strict standard base64 of their exact size, canonical as :func:`atoma_lab.encoding.b64decode`
+requires; integers are u64 unless the code bounds them further; an optional field may be null;
+unknown keys are ignored, serde's rule, so ``additionalProperties`` is left open except on the
+hardened profile's), a response as it is *written* (exactly its keys). What an operation adds to a
+model (the proxy answers a confidential request only with a signed, hashed, metered answer) is
+stated on the operation. The paths, and the few bodies that are no wire model (errors, model list,
+attestation, stacks, health), are written here. Every error is Atoma's
 ``{"error": {"code", "message"}}`` with the status its :class:`~atoma_lab.errors.AtomaLabError`
 class carries. Node refusals that are the caller's fault pass through the proxy with their own
 status and code, so the confidential and plain routes list those statuses too.
@@ -15,58 +20,54 @@ and run schemathesis against a live proxy.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Any
 
-from atoma_lab.crypto.aead import NONCE_SIZE, TAG_SIZE
 from atoma_lab.crypto.attestation import NVIDIA_CC_GPU_DEVICE_SLOT
-from atoma_lab.crypto.hashing import HASH_SIZE
-from atoma_lab.crypto.kdf import SALT_SIZE
 from atoma_lab.crypto.keys import X25519_KEY_SIZE
-from atoma_lab.protocol import hardened
-from atoma_lab.protocol.atoma.messages import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_MAX_NUM_TOKENS
-from atoma_lab.protocol.openai import MAX_INPUTS, MAX_TOKEN_ID
+from atoma_lab.protocol.atoma.messages import (
+    SUI_SIGNATURE,
+    ConfidentialComputeRequest,
+    ConfidentialComputeResponse,
+    NodesCreateLockRequest,
+    NodesCreateLockResponse,
+    Usage,
+)
+from atoma_lab.protocol.hardened import HardenedRequest, HardenedResponse
+from atoma_lab.protocol.openai import CreateEmbeddingRequest, SignedEmbeddingResponse
+from atoma_lab.protocol.wire import U64_MAX, WireModel, b64_length, b64_pattern, json_schema
 from atoma_lab.services.metrics import PROMETHEUS_CONTENT_TYPE
 
 OPENAPI_VERSION = "3.1.0"
-U64_MAX = 2**64 - 1
-U32_MAX = 2**32 - 1
-_B64 = "[A-Za-z0-9+/]"
-# The last symbol before padding may carry only data bits: 2 of them before "==", 4 before "=".
-_LAST_BEFORE_TWO_PADS = "[AQgw]"
-_LAST_BEFORE_ONE_PAD = "[AEIMQUYcgkosw048]"
 JSON = "application/json"
 ERROR_REF = "#/components/schemas/Error"
 
+# The components derived from wire models: name -> (model, whether it is written by the proxy
+# rather than accepted). A nested model listed here is referenced; one not listed is inlined.
+WIRE_COMPONENTS: dict[str, tuple[type[WireModel], bool]] = {
+    "NodesCreateLockRequest": (NodesCreateLockRequest, False),
+    "NodesCreateLockResponse": (NodesCreateLockResponse, True),
+    "ConfidentialComputeRequest": (ConfidentialComputeRequest, False),
+    "ConfidentialComputeResponse": (ConfidentialComputeResponse, True),
+    "HardenedComputeRequest": (HardenedRequest, False),
+    "HardenedComputeResponse": (HardenedResponse, True),
+    "Usage": (Usage, True),
+    "CreateEmbeddingRequest": (CreateEmbeddingRequest, False),
+    "SignedEmbeddingResponse": (SignedEmbeddingResponse, True),
+}
+# Fields whose examples are the served model names.
+_MODEL_NAME_FIELDS = (("NodesCreateLockRequest", "model"), ("CreateEmbeddingRequest", "model"))
 
-def b64_pattern(size: int | None = None) -> str:
-    """A regular expression for canonical padded standard base64, of ``size`` bytes if given."""
-    if size is None:
-        return (f"^(?:{_B64}{{4}})*(?:{_B64}{_LAST_BEFORE_TWO_PADS}==|"
-                f"{_B64}{{2}}{_LAST_BEFORE_ONE_PAD}=)?$")
-    full, rest = divmod(size, 3)
-    tail = {0: "", 1: f"{_B64}{_LAST_BEFORE_TWO_PADS}==",
-            2: f"{_B64}{{2}}{_LAST_BEFORE_ONE_PAD}="}[rest]
-    return f"^(?:{_B64}{{4}}){{{full}}}{tail}$"
 
-
-def _b64(size: int | None = None, *, description: str, min_bytes: int = 0) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "string", "contentEncoding": "base64",
-                              "pattern": b64_pattern(size), "description": description}
-    if size is not None:
-        schema["minLength"] = schema["maxLength"] = 4 * ((size + 2) // 3)
-    elif min_bytes:
-        schema["minLength"] = 4 * ((min_bytes + 2) // 3)
-    return schema
+def _b64(size: int, *, description: str) -> dict[str, Any]:
+    return {"type": "string", "contentEncoding": "base64", "pattern": b64_pattern(size),
+            "minLength": b64_length(size), "maxLength": b64_length(size),
+            "description": description}
 
 
 def _int(minimum: int = 0, maximum: int = U64_MAX, **extra: Any) -> dict[str, Any]:
     return {"type": "integer", "minimum": minimum, "maximum": maximum, **extra}
-
-
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"anyOf": [schema, {"type": "null"}]}
 
 
 def _object(properties: dict[str, Any], required: Sequence[str], *, closed: bool = False,
@@ -84,111 +85,32 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def _wire_schemas() -> dict[str, Any]:
+    names = {model: name for name, (model, _) in WIRE_COMPONENTS.items()}
+
+    def placer(written: bool) -> Callable[[type[WireModel]], dict[str, Any]]:
+        def place(model: type[WireModel]) -> dict[str, Any]:
+            if model in names:
+                return _ref(names[model])
+            return json_schema(model, written=written, ref=place, description=False)
+        return place
+
+    return {name: json_schema(model, written=written, ref=placer(written))
+            for name, (model, written) in WIRE_COMPONENTS.items()}
+
+
 def _schemas(models: Sequence[str]) -> dict[str, Any]:
-    model_name: dict[str, Any] = {"type": "string", "minLength": 1}
+    wire = _wire_schemas()
     if models:
-        model_name["examples"] = list(models)
-    usage = _object({"prompt_tokens": _int(), "total_tokens": _int()},
-                    ["prompt_tokens", "total_tokens"], closed=True)
-    sui_signature = {"type": "string", "pattern": b64_pattern(),
-                     "description": "Sui signature: base64 of flag || signature || public key"}
-    token_ids = {"type": "array", "items": _int(0, MAX_TOKEN_ID), "minItems": 1}
+        for component, field in _MODEL_NAME_FIELDS:
+            wire[component]["properties"][field]["examples"] = list(models)
+    sui_signature = {"type": "string", "pattern": b64_pattern(), "description": SUI_SIGNATURE}
     return {
         "Error": _object({
             "error": _object({"code": {"type": "string", "pattern": "^[A-Z][A-Z0-9_]*$"},
                               "message": {"type": "string"}}, ["code", "message"], closed=True),
         }, ["error"], closed=True, description="Atoma's ErrorResponse"),
-        "NodesCreateLockRequest": _object({
-            "model": model_name,
-            "max_num_tokens": _nullable(_int(1, description=(
-                f"compute units to lock (default {DEFAULT_MAX_NUM_TOKENS})"))),
-            "timeout": _nullable(_int(1, description=(
-                f"seconds the lock lives (default {DEFAULT_LOCK_TIMEOUT_S})"))),
-        }, ["model"]),
-        "NodesCreateLockResponse": _object({
-            "public_key": _b64(X25519_KEY_SIZE, description="the node's X25519 public key"),
-            "node_small_id": _int(),
-            "stack_entry_digest": _nullable({"type": "string", "minLength": 1}),
-            "stack_small_id": _int(),
-        }, ["public_key", "node_small_id", "stack_entry_digest", "stack_small_id"], closed=True),
-        "ConfidentialComputeRequest": _object({
-            "ciphertext": _b64(description="AES-256-GCM output, tag appended", min_bytes=TAG_SIZE),
-            "stack_small_id": _int(),
-            "nonce": _b64(NONCE_SIZE, description="AES-GCM nonce"),
-            "salt": _b64(SALT_SIZE, description="HKDF salt"),
-            "client_dh_public_key": _b64(X25519_KEY_SIZE, description="ephemeral X25519 key"),
-            "node_dh_public_key": _b64(X25519_KEY_SIZE, description="the node key it is sealed to"),
-            "plaintext_body_hash": _b64(HASH_SIZE, description="BLAKE2b-256 of the plaintext"),
-            "stream": _nullable({"type": "boolean"}),
-            "model_name": {"type": "string"},
-            "num_compute_units": _nullable(_int(description=(
-                f"units the request may use (default {DEFAULT_MAX_NUM_TOKENS})"))),
-        }, ["ciphertext", "stack_small_id", "nonce", "salt", "client_dh_public_key",
-            "node_dh_public_key", "plaintext_body_hash", "model_name"]),
-        "ConfidentialComputeResponse": _object({
-            "nonce": _b64(NONCE_SIZE, description="AES-GCM nonce of the response"),
-            "ciphertext": _b64(description="the sealed OpenAI response", min_bytes=TAG_SIZE),
-            "response_hash": _b64(HASH_SIZE, description="BLAKE2b-256 of the response plaintext"),
-            "signature": sui_signature,
-            "usage": _ref("Usage"),
-        }, ["nonce", "ciphertext", "response_hash", "signature", "usage"], closed=True),
-        "HardenedComputeRequest": _object({
-            "profile": {"enum": list(hardened.PROFILES)},
-            "model_name": {"type": "string", "minLength": 1},
-            "stack_small_id": _int(),
-            "node_key_id": _b64(hardened.KEY_ID_SIZE,
-                                description="BLAKE2b-256 of the node key it is sealed to"),
-            "client_dh_public_key": _b64(X25519_KEY_SIZE,
-                                         description="ephemeral X25519 key (HPKE enc)"),
-            "salt": _b64(SALT_SIZE, description="HKDF salt"),
-            "nonce": _b64(NONCE_SIZE, description="AES-GCM nonce (bound in the AAD)"),
-            "timestamp": _int(description="client Unix time, seconds (replay window)"),
-            "request_id": _b64(hardened.REQUEST_ID_SIZE, description="random request id"),
-            "num_compute_units": _int(),
-            "ciphertext": _b64(description="AES-256-GCM output with the AAD, tag appended",
-                               min_bytes=TAG_SIZE),
-        }, ["profile", "model_name", "stack_small_id", "node_key_id", "client_dh_public_key",
-            "salt", "nonce", "timestamp", "request_id", "ciphertext"], closed=True,
-            description="atoma-lab's hardened profile (not Atoma's)"),
-        "HardenedComputeResponse": _object({
-            "profile": {"enum": list(hardened.PROFILES)},
-            "request_id": _b64(hardened.REQUEST_ID_SIZE, description="the request it answers"),
-            "request_hash": _b64(HASH_SIZE, description="BLAKE2b-256 of request AAD and ciphertext"),
-            "nonce": _b64(NONCE_SIZE, description="AES-GCM nonce of the response"),
-            "ciphertext": _b64(description="the sealed OpenAI response", min_bytes=TAG_SIZE),
-            "signature": sui_signature,
-            "usage": _ref("Usage"),
-        }, ["profile", "request_id", "request_hash", "nonce", "ciphertext", "signature"],
-            closed=True),
-        "Usage": usage,
-        "CreateEmbeddingRequest": _object({
-            "input": {"anyOf": [
-                {"type": "string"},
-                {"type": "array", "items": {"type": "string"}, "minItems": 1,
-                 "maxItems": MAX_INPUTS},
-                token_ids,
-                {"type": "array", "items": token_ids, "minItems": 1, "maxItems": MAX_INPUTS},
-            ]},
-            "model": model_name,
-            "encoding_format": _nullable({"enum": ["float", "base64"]}),
-            "dimensions": _nullable(_int(1, U32_MAX)),
-            "user": _nullable({"type": "string"}),
-        }, ["input", "model"]),
-        "SignedEmbeddingResponse": _object({
-            "object": {"const": "list"},
-            "data": {"type": "array", "items": _object({
-                "object": {"const": "embedding"},
-                "embedding": {"anyOf": [
-                    {"type": "array", "items": {"type": "number"}},
-                    _b64(description="little-endian float32 values"),
-                ]},
-                "index": _int(),
-            }, ["object", "embedding", "index"], closed=True)},
-            "model": {"type": "string"},
-            "usage": usage,
-            "signature": sui_signature,
-            "response_hash": _b64(HASH_SIZE, description="BLAKE2b-256 of the rest, serde-compact"),
-        }, ["object", "data", "model", "usage", "signature", "response_hash"], closed=True),
+        **wire,
         "ModelList": _object({
             "object": {"const": "list"},
             "data": {"type": "array", "items": _object({
@@ -296,8 +218,10 @@ def openapi_document(*, models: Sequence[str] = (), server_url: str | None = Non
         "/v1/confidential/embeddings": {"post": _operation(
             "Embeddings of a sealed request; the answer is sealed to the client",
             "confidentialEmbeddingsCreate",
-            _responses({"oneOf": [_ref("ConfidentialComputeResponse"),
-                                  _ref("HardenedComputeResponse")]}, _FORWARDED),
+            # The proxy passes on only an Atoma answer that is hashed, signed and metered.
+            _responses({"oneOf": [{"allOf": [_ref("ConfidentialComputeResponse"), {"required": [
+                "response_hash", "signature", "usage"]}]}, _ref("HardenedComputeResponse")]},
+                _FORWARDED),
             auth=True, body={"oneOf": [_ref("ConfidentialComputeRequest"),
                                        _ref("HardenedComputeRequest")]})},
         "/v1/embeddings": {"post": _operation(
@@ -353,4 +277,4 @@ def openapi_document(*, models: Sequence[str] = (), server_url: str | None = Non
     return doc
 
 
-__all__ = ["OPENAPI_VERSION", "b64_pattern", "openapi_document"]
+__all__ = ["OPENAPI_VERSION", "WIRE_COMPONENTS", "b64_pattern", "openapi_document"]

@@ -84,10 +84,10 @@ def harmless(original: ConfidentialComputeRequest, changed_wire: bytes) -> bool:
         changed = ConfidentialComputeRequest.from_json(changed_wire)
     except AtomaLabError:
         return False
-    same = dataclasses.replace(changed, stream=original.stream,
-                               client_dh_public_key=_masked(changed.client_dh_public_key))
-    return same == dataclasses.replace(original,
-                                       client_dh_public_key=_masked(original.client_dh_public_key))
+    same = changed.replace(stream=original.stream,
+                           client_dh_public_key=_masked(changed.client_dh_public_key))
+    return same == original.replace(
+        client_dh_public_key=_masked(original.client_dh_public_key))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -150,11 +150,11 @@ def test_the_harmless_test_is_narrow() -> None:
     assert harmless(sealed.request, wire)
     assert not harmless(sealed.request, wire.replace(b'"stack_small_id":12', b'"stack_small_id":13'))
     assert not harmless(sealed.request, wire.replace(b'"model_name":"m"', b'"model_name":"l"'))
-    top = dataclasses.replace(sealed.request, client_dh_public_key=flip(
-        sealed.request.client_dh_public_key, 255))
+    top = sealed.request.replace(
+        client_dh_public_key=flip(sealed.request.client_dh_public_key, 255))
     assert harmless(sealed.request, top.to_json())
-    low = dataclasses.replace(sealed.request, client_dh_public_key=flip(
-        sealed.request.client_dh_public_key, 254))
+    low = sealed.request.replace(
+        client_dh_public_key=flip(sealed.request.client_dh_public_key, 254))
     assert not harmless(sealed.request, low.to_json())
 
 

@@ -5,6 +5,7 @@ loopback proxy."""
 from __future__ import annotations
 
 import base64
+import copy
 import os
 import re
 from collections.abc import Iterator
@@ -26,7 +27,15 @@ from schemathesis.specs.openapi.checks import (
 )
 from schemathesis.specs.openapi.definitions import OPENAPI_31
 
-from atoma_lab.services.openapi import OPENAPI_VERSION, b64_pattern, openapi_document
+from atoma_lab.protocol import Usage
+from atoma_lab.protocol.openai import SignedEmbeddingResponse
+from atoma_lab.protocol.wire import UInt, json_schema, wire, wire_fields, wire_names
+from atoma_lab.services.openapi import (
+    OPENAPI_VERSION,
+    WIRE_COMPONENTS,
+    b64_pattern,
+    openapi_document,
+)
 
 from .support import CONF, LOCK, Adversary, start_adversary
 
@@ -36,9 +45,17 @@ SCHEMA = schemathesis.openapi.from_dict(DOC)
 
 def _validator(name: str) -> jsonschema.Draft202012Validator:
     """A validator for one component schema, with the document's $refs resolvable."""
+    return _pointer_validator(f"/components/schemas/{name}")
+
+
+def _pointer_validator(pointer: str) -> jsonschema.Draft202012Validator:
+    """A validator for the schema at a JSON pointer into the document."""
     registry: Registry = Registry().with_resource("urn:doc", DRAFT202012.create_resource(DOC))
-    return jsonschema.Draft202012Validator({"$ref": f"urn:doc#/components/schemas/{name}"},
-                                           registry=registry)
+    return jsonschema.Draft202012Validator({"$ref": f"urn:doc#{pointer}"}, registry=registry)
+
+
+CONF_ANSWER = ("/paths/~1v1~1confidential~1embeddings/post/responses/200/content/"
+               "application~1json/schema")
 
 
 @pytest.fixture(scope="module")
@@ -133,12 +150,14 @@ def test_real_answers_match_their_schemas(live: Adversary) -> None:
     conf = send(a.net, "POST", CONF, orjson.dumps(sealed))
     assert conf.status == 200
     _validator("ConfidentialComputeResponse").validate(orjson.loads(conf.body))
+    _pointer_validator(CONF_ANSWER).validate(orjson.loads(conf.body))
     for fmt in ("float", "base64"):
         body = {"input": ["a b", "c"], "model": MODEL, "encoding_format": fmt}
         _validator("CreateEmbeddingRequest").validate(body)
         plain = send(a.net, "POST", "/v1/embeddings", body)
         assert plain.status == 200
         _validator("SignedEmbeddingResponse").validate(orjson.loads(plain.body))
+        assert SignedEmbeddingResponse.from_json(plain.body).to_numpy().shape[0] == 2
     _validator("ModelList").validate(orjson.loads(send(a.net, "GET", "/v1/models").body))
     attestation = send(a.net, "GET", "/v1/nodes/attestation?node_small_id=1", token=None)
     _validator("NodeAttestation").validate(orjson.loads(attestation.body))
@@ -167,6 +186,65 @@ def test_the_schemas_are_not_blind() -> None:
         _validator("ConfidentialComputeResponse").validate(
             {"nonce": "A" * 16, "ciphertext": "A" * 24, "response_hash": "A" * 43 + "=",
              "signature": "AA==", "usage": {"prompt_tokens": -1, "total_tokens": 1}})
+    # The confidential route answers only with a hashed, signed and metered Atoma answer, which
+    # the operation states over the model's own schema (where these fields are optional).
+    unsigned = {"nonce": "A" * 16, "ciphertext": "A" * 24, "response_hash": "A" * 43 + "=",
+                "usage": {"prompt_tokens": 1, "total_tokens": 1}}
+    _validator("ConfidentialComputeResponse").validate(unsigned)
+    with pytest.raises(jsonschema.ValidationError):
+        _pointer_validator(CONF_ANSWER).validate(unsigned)
+
+
+# ------------------------------------------------------------------------------------------------
+# The wire models' components are derived from their one declaration
+# ------------------------------------------------------------------------------------------------
+
+
+def _undocumented(doc: dict[str, Any]) -> dict[str, set[str]]:
+    """Per derived component, the fields its model and its schema do not share."""
+    out = {}
+    for name, (model, _) in WIRE_COMPONENTS.items():
+        differ = set(wire_names(model)) ^ set(doc["components"]["schemas"][name]["properties"])
+        if differ:
+            out[name] = differ
+    return out
+
+
+def test_every_wire_model_field_is_in_the_document() -> None:
+    assert _undocumented(DOC) == {}
+    for name, (model, _) in WIRE_COMPONENTS.items():
+        schema = DOC["components"]["schemas"][name]
+        assert {f.name for f in wire_fields(model) if f.required} <= set(schema["required"]), name
+    # Nothing but the served models' names is added to what the declarations derive.
+    names = {model: name for name, (model, _) in WIRE_COMPONENTS.items()}
+    for name, (model, written) in WIRE_COMPONENTS.items():
+        schema = copy.deepcopy(DOC["components"]["schemas"][name])
+        for prop in schema["properties"].values():
+            prop.pop("examples", None)
+
+        def place(nested: Any, written: bool = written) -> dict[str, Any]:
+            if nested in names:
+                return {"$ref": f"#/components/schemas/{names[nested]}"}
+            return json_schema(nested, written=written, ref=place, description=False)
+
+        assert schema == json_schema(model, written=written, ref=place), name
+
+
+def test_a_field_a_model_gains_reaches_the_document(monkeypatch: pytest.MonkeyPatch) -> None:
+    class UsageWithCache(Usage):
+        """Usage that reports cached tokens too."""
+
+        cached_tokens: int | None = wire(UInt(), default=None)
+
+    assert "cached_tokens" in json_schema(UsageWithCache, written=True)["properties"]
+    monkeypatch.setitem(WIRE_COMPONENTS, "Usage", (UsageWithCache, True))
+    grown = openapi_document(models=[MODEL])
+    assert "cached_tokens" in grown["components"]["schemas"]["Usage"]["properties"]
+    assert _undocumented(grown) == {}
+    # ... and the comparison above would catch a document that lacked it.
+    stale = copy.deepcopy(grown)
+    del stale["components"]["schemas"]["Usage"]["properties"]["cached_tokens"]
+    assert _undocumented(stale) == {"Usage": {"cached_tokens"}}
 
 
 # ------------------------------------------------------------------------------------------------

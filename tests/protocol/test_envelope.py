@@ -7,7 +7,6 @@ answer), 1.5 (client opens) and 2 (exact cryptography).
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -42,6 +41,7 @@ from atoma_lab.protocol import (
     seal_request,
     seal_response,
 )
+from atoma_lab.protocol.wire import wire_names
 
 # Fixed keys, so that every bit-flip outcome below is deterministic.
 CLIENT_SK = bytes.fromhex("a8abababababababababababababababababababababababababababababab6b")
@@ -265,7 +265,7 @@ def _request_flip_outcomes(
 ) -> dict[int, str]:
     outcomes: dict[int, str] = {}
     for bit in bits:
-        tampered = dataclasses.replace(request, **{field: _flip(getattr(request, field), bit)})
+        tampered = request.replace(**{field: _flip(getattr(request, field), bit)})
         try:
             open_request(tampered, node_key)
         except AtomaLabError as exc:
@@ -324,7 +324,7 @@ def test_every_bit_flip_of_the_client_key_is_rejected_except_the_masked_top_bit(
     wrong = {bit: got for bit, got in outcomes.items() if got != "DecryptionError"}
     assert not wrong
     flipped = _flip(request.client_dh_public_key, 255)
-    top = dataclasses.replace(request, client_dh_public_key=flipped)
+    top = request.replace(client_dh_public_key=flipped)
     assert top.client_dh_public_key != request.client_dh_public_key
     assert open_request(top, node_key).plaintext == REQUEST_PLAINTEXT
 
@@ -334,8 +334,7 @@ def test_every_bit_flip_of_the_client_key_is_rejected_except_the_masked_top_bit(
 def test_low_order_client_key_is_rejected(
     client_key: X25519KeyPair, node_key: X25519KeyPair, low_order: bytes
 ) -> None:
-    request = dataclasses.replace(_seal(client_key, node_key).request,
-                                  client_dh_public_key=low_order)
+    request = _seal(client_key, node_key).request.replace(client_dh_public_key=low_order)
     with pytest.raises(InvalidPublicKeyError) as info:
         open_request(request, node_key)
     assert info.value.status == 400
@@ -364,8 +363,7 @@ def test_request_relabelled_to_another_node_fails_to_decrypt(
 ) -> None:
     """Sealed to one node, the key field rewritten to another node's key: the AEAD catches it."""
     other = X25519KeyPair.from_private_bytes(OTHER_NODE_SK)
-    request = dataclasses.replace(_seal(client_key, node_key).request,
-                                  node_dh_public_key=other.public_bytes)
+    request = _seal(client_key, node_key).request.replace(node_dh_public_key=other.public_bytes)
     with pytest.raises(DecryptionError):
         open_request(request, other)
 
@@ -374,8 +372,7 @@ def test_wrong_plaintext_hash_is_a_hash_mismatch(
     client_key: X25519KeyPair, node_key: X25519KeyPair
 ) -> None:
     other_hash = hashlib.blake2b(b'{"input":"other","model":"m"}', digest_size=32).digest()
-    request = dataclasses.replace(_seal(client_key, node_key).request,
-                                  plaintext_body_hash=other_hash)
+    request = _seal(client_key, node_key).request.replace(plaintext_body_hash=other_hash)
     with pytest.raises(HashMismatchError) as info:
         open_request(request, node_key)
     assert info.value.field == "plaintext_body_hash"
@@ -388,7 +385,7 @@ def test_fields_swapped_between_two_requests_fail_to_decrypt(
     a = _seal(X25519KeyPair.generate(), node_key, salt=None, nonce=None).request
     b = _seal(X25519KeyPair.generate(), node_key, salt=None, nonce=None).request
     with pytest.raises(DecryptionError):
-        open_request(dataclasses.replace(a, **{swapped: getattr(b, swapped)}), node_key)
+        open_request(a.replace(**{swapped: getattr(b, swapped)}), node_key)
 
 
 def test_truncated_ciphertext_fails_to_decrypt(
@@ -397,8 +394,7 @@ def test_truncated_ciphertext_fails_to_decrypt(
     request = _seal(client_key, node_key).request
     for cut in (1, 16):
         with pytest.raises(DecryptionError):
-            open_request(dataclasses.replace(request, ciphertext=request.ciphertext[:-cut]),
-                         node_key)
+            open_request(request.replace(ciphertext=request.ciphertext[:-cut]), node_key)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -419,7 +415,7 @@ def _response_flip_outcomes(
         else:
             tampered = _flip(value, bit)
         try:
-            open_response(dataclasses.replace(response, **{field: tampered}), sealed.context,
+            open_response(response.replace(**{field: tampered}), sealed.context,
                           **open_kwargs)
         except AtomaLabError as exc:
             outcomes[bit] = type(exc).__name__
@@ -490,7 +486,7 @@ def test_malformed_signature_is_a_signature_error(
 ) -> None:
     sealed, response = make_exchange()
     with pytest.raises(SignatureError):
-        open_response(dataclasses.replace(response, signature=bad), sealed.context,
+        open_response(response.replace(signature=bad), sealed.context,
                       require_signature=True)
 
 
@@ -501,14 +497,14 @@ def test_signature_swapped_from_another_response_is_rejected(
     # A genuine signature by the same signer, over another hash.
     other = signer.sign(hashlib.blake2b(b"other", digest_size=32).digest()).to_base64()
     with pytest.raises(SignatureError):
-        open_response(dataclasses.replace(response, signature=other), sealed.context,
+        open_response(response.replace(signature=other), sealed.context,
                       expected_signer_address=signer.address)
 
 
 def test_signature_is_not_checked_by_default(make_exchange: Callable[[], Exchange]) -> None:
     """The default matches Atoma's Python SDK: hash checked, signature ignored."""
     sealed, response = make_exchange()
-    result = open_response(dataclasses.replace(response, signature="garbage"), sealed.context)
+    result = open_response(response.replace(signature="garbage"), sealed.context)
     assert result.plaintext == RESPONSE_PLAINTEXT
     assert result.signer is None
 
@@ -516,9 +512,9 @@ def test_signature_is_not_checked_by_default(make_exchange: Callable[[], Exchang
 def test_missing_response_hash(make_exchange: Callable[[], Exchange]) -> None:
     sealed, response = make_exchange()
     with pytest.raises(PeerProtocolError):
-        open_response(dataclasses.replace(response, response_hash=None), sealed.context)
+        open_response(response.replace(response_hash=None), sealed.context)
     sealed, response = make_exchange()
-    result = open_response(dataclasses.replace(response, response_hash=None), sealed.context,
+    result = open_response(response.replace(response_hash=None), sealed.context,
                            require_hash=False)
     assert result.plaintext == RESPONSE_PLAINTEXT
 
@@ -526,7 +522,7 @@ def test_missing_response_hash(make_exchange: Callable[[], Exchange]) -> None:
 def test_missing_signature_when_required(make_exchange: Callable[[], Exchange]) -> None:
     sealed, response = make_exchange()
     with pytest.raises(PeerProtocolError):
-        open_response(dataclasses.replace(response, signature=None), sealed.context,
+        open_response(response.replace(signature=None), sealed.context,
                       require_signature=True)
 
 
@@ -593,8 +589,8 @@ def test_open_response_refuses_a_response_under_the_request_nonce(
         open_response(forged, sealed.context)
     assert info.value.field == "nonce"
     # The same bytes under a fresh nonce are accepted: the refusal is about the nonce alone.
-    genuine = dataclasses.replace(forged, nonce=RESPONSE_NONCE,
-                                  ciphertext=key.encrypt(RESPONSE_NONCE, RESPONSE_PLAINTEXT, None))
+    genuine = forged.replace(nonce=RESPONSE_NONCE,
+                             ciphertext=key.encrypt(RESPONSE_NONCE, RESPONSE_PLAINTEXT, None))
     assert open_response(genuine, sealed.context).plaintext == RESPONSE_PLAINTEXT
 
 
@@ -631,6 +627,16 @@ def test_seal_request_argument_misuse() -> None:
         assert caught.value.field == name
 
 
+def test_seal_response_checks_the_usage_it_is_given(client_key: X25519KeyPair,
+                                                   node_key: X25519KeyPair) -> None:
+    """The response is built without re-checking the fields seal_response made; the caller's
+    ``usage`` is checked on the way in."""
+    opened = open_request(_seal(client_key, node_key).request, node_key)
+    with pytest.raises(TypeError):
+        seal_response(RESPONSE_PLAINTEXT, opened.context,
+                      usage={"prompt_tokens": 3, "total_tokens": 3})  # type: ignore[arg-type]
+
+
 def test_seal_request_takes_a_bytearray_key_and_keeps_bytes() -> None:
     node = X25519KeyPair.from_private_bytes(NODE_SK)
     sealed = seal_request(REQUEST_PLAINTEXT, node_public_key=bytearray(node.public_bytes),
@@ -638,7 +644,7 @@ def test_seal_request_takes_a_bytearray_key_and_keeps_bytes() -> None:
     request = sealed.request
     assert type(request.node_dh_public_key) is bytes and type(sealed.context.node_public_key) is bytes
     # Equal to the same request built through the checked constructor, and through the wire.
-    fields_ = {f: getattr(request, f) for f in request.__dataclass_fields__}
+    fields_ = {name: getattr(request, name) for name in wire_names(request)}
     assert ConfidentialComputeRequest(**fields_) == request
     assert ConfidentialComputeRequest.from_json(request.to_json()) == request
     assert open_request(request, node).plaintext == REQUEST_PLAINTEXT
@@ -702,11 +708,11 @@ def test_no_secret_in_error_messages_or_reprs(
     request = sealed.request
     other = X25519KeyPair.from_private_bytes(OTHER_NODE_SK)
     for field in ("ciphertext", "nonce", "salt", "client_dh_public_key", "plaintext_body_hash"):
-        tampered = dataclasses.replace(request, **{field: _flip(getattr(request, field), 3)})
+        tampered = request.replace(**{field: _flip(getattr(request, field), 3)})
         expect_failure(lambda t=tampered: open_request(t, node_key))
     expect_failure(lambda: open_request(request, other))
     expect_failure(lambda: open_request(
-        dataclasses.replace(request, client_dh_public_key=LOW_ORDER_KEYS[0]), node_key))
+        request.replace(client_dh_public_key=LOW_ORDER_KEYS[0]), node_key))
 
     opened = open_request(request, node_key)
     expect_failure(lambda: seal_response(RESPONSE_PLAINTEXT, opened.context, nonce=REQUEST_NONCE))
@@ -715,10 +721,10 @@ def test_no_secret_in_error_messages_or_reprs(
     expect_failure(lambda: seal_response(RESPONSE_PLAINTEXT, opened.context))
     for field in ("ciphertext", "nonce", "response_hash"):
         s, r = make_exchange()
-        tampered_r = dataclasses.replace(r, **{field: _flip(getattr(r, field), 5)})
+        tampered_r = r.replace(**{field: _flip(getattr(r, field), 5)})
         expect_failure(lambda t=tampered_r, c=s.context: open_response(t, c))
     s, r = make_exchange()
-    expect_failure(lambda: open_response(dataclasses.replace(r, signature="AAAA"), s.context,
+    expect_failure(lambda: open_response(r.replace(signature="AAAA"), s.context,
                                          require_signature=True))
     s, r = make_exchange()
     expect_failure(lambda: open_response(r, s.context, expected_signer_address="0x" + "0" * 64))

@@ -8,7 +8,6 @@ only; atoma-lab must reproduce and open them.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -225,7 +224,7 @@ def test_no_secrets_in_reprs_or_messages() -> None:
         assert CANARY not in text
         assert base64.b64encode(sealed.request.ciphertext).decode() not in text
     flipped = bytes([sealed.request.ciphertext[0] ^ 0x01]) + sealed.request.ciphertext[1:]
-    bad = dataclasses.replace(sealed.request, ciphertext=flipped)  # always a different byte
+    bad = sealed.request.replace(ciphertext=flipped)  # always a different byte
     with pytest.raises(DecryptionError) as excinfo:
         _open(bad)
     assert CANARY not in str(excinfo.value)
@@ -258,7 +257,7 @@ def test_every_bound_field_changed_is_rejected(name: str) -> None:
     request = _fixed().request
     if name == "ciphertext":
         change = {"ciphertext": request.ciphertext[:-1] + bytes([request.ciphertext[-1] ^ 1])}
-    tampered = h.HardenedRequest.from_json(dataclasses.replace(request, **change).to_json())
+    tampered = h.HardenedRequest.from_json(request.replace(**change).to_json())
     guard = h.ReplayGuard()
     with pytest.raises(error):
         _open(tampered, guard=guard)
@@ -268,8 +267,7 @@ def test_every_bound_field_changed_is_rejected(name: str) -> None:
 
 def test_key_id_of_another_known_key_fails_to_decrypt() -> None:
     ring = h.NodeKeyRing(OTHER_NODE).rotate(NODE, now=NOW)
-    request = dataclasses.replace(_fixed().request,
-                                  node_key_id=h.node_key_id(OTHER_NODE.public_bytes))
+    request = _fixed().request.replace(node_key_id=h.node_key_id(OTHER_NODE.public_bytes))
     with pytest.raises(DecryptionError):
         h.open_request(request, ring, guard=h.ReplayGuard(), now=NOW)
 
@@ -280,7 +278,7 @@ def test_fields_spliced_across_two_requests_are_rejected() -> None:
     assert all(getattr(a, f) != getattr(b, f) for f in ("model_name", "timestamp", "salt"))
     for name in ("model_name", "stack_small_id", "client_dh_public_key", "salt", "nonce",
                  "timestamp", "request_id", "num_compute_units", "ciphertext"):
-        spliced = dataclasses.replace(a, **{name: getattr(b, name)})
+        spliced = a.replace(**{name: getattr(b, name)})
         with pytest.raises(DecryptionError):
             _open(spliced)
 
@@ -291,13 +289,12 @@ def test_response_swapped_between_requests_is_rejected() -> None:
     with pytest.raises(ResponseMismatchError):
         h.open_response(response_b, sealed_a.context)
     # Even with A's request id and hash pasted in, B's response fails A's receipt and key.
-    relabelled = dataclasses.replace(response_b, request_id=sealed_a.context.request_id,
-                                     request_hash=sealed_a.context.request_hash)
+    relabelled = response_b.replace(request_id=sealed_a.context.request_id,
+                                    request_hash=sealed_a.context.request_hash)
     with pytest.raises(SignatureError):
         h.open_response(relabelled, sealed_a.context)
     # ... and a re-signed one (a malicious proxy with its own key) fails decryption.
-    resigned = dataclasses.replace(
-        relabelled,
+    resigned = relabelled.replace(
         signature=SIGNER.sign(h.receipt_digest(sealed_a.context.request_hash,
                                                relabelled.response_hash())).to_base64(),
     )
@@ -319,13 +316,13 @@ def test_response_field_changed_is_rejected(name: str) -> None:
         "signature": SuiSigner.from_ed25519_seed(bytes(32)).sign(bytes(32)).to_base64(),
     }
     with pytest.raises((ResponseMismatchError, SignatureError, DecryptionError)):
-        h.open_response(dataclasses.replace(response, **{name: changes[name]}), sealed.context)
+        h.open_response(response.replace(**{name: changes[name]}), sealed.context)
 
 
 def test_usage_removed_is_rejected_and_signer_pinned() -> None:
     sealed, response = _round()
     with pytest.raises(SignatureError):
-        h.open_response(dataclasses.replace(response, usage=None), sealed.context)
+        h.open_response(response.replace(usage=None), sealed.context)
     sealed, response = _round()
     with pytest.raises(SignatureError):
         h.open_response(response, sealed.context, expected_signer_address="0x" + "00" * 32)
@@ -333,7 +330,7 @@ def test_usage_removed_is_rejected_and_signer_pinned() -> None:
 
 def test_forged_signature_by_the_right_key_on_other_content_is_rejected() -> None:
     sealed, response = _round()
-    forged = dataclasses.replace(response, signature=SIGNER.sign(bytes(32)).to_base64())
+    forged = response.replace(signature=SIGNER.sign(bytes(32)).to_base64())
     with pytest.raises(SignatureError):
         h.open_response(forged, sealed.context)
 

@@ -3,8 +3,6 @@ per variant, looked up by profile name, each checked against the primitives it i
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -91,7 +89,7 @@ def test_hpke_is_rfc9180_base_mode_with_an_exported_response_key() -> None:
     assert recipient.open(request.ciphertext, AAD) == BODY
     assert client_n2c == recipient.export(h.HPKE_EXPORT_N2C, N2C_KEY_SIZE)
     # HPKE derives its own nonce: the request's nonce is bound in the AAD only.
-    other_nonce = dataclasses.replace(request, nonce=bytes(12))
+    other_nonce = request.replace(nonce=bytes(12))
     assert h.HPKE_BASE.open_request(other_nonce, AAD, NODE)[0] == BODY
 
 

@@ -4,8 +4,6 @@ export, and the hardened profile's bindings, receipt and replay rules hold uncha
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -76,7 +74,7 @@ def test_the_plain_hardened_profile_cannot_open_it() -> None:
     in the AAD and the key derivations differ."""
     for profile, other in ((hardened.PROFILE_HPKE, hardened.PROFILE),
                            (hardened.PROFILE, hardened.PROFILE_HPKE)):
-        relabelled = dataclasses.replace(_seal(profile=profile).request, profile=other)
+        relabelled = _seal(profile=profile).request.replace(profile=other)
         with pytest.raises(DecryptionError):
             hardened.open_request(relabelled, NODE, guard=hardened.ReplayGuard(), now=NOW)
 
@@ -86,7 +84,7 @@ def test_a_response_of_the_other_profile_is_refused() -> None:
     opened = hardened.open_request(sealed.request, NODE, guard=hardened.ReplayGuard(), now=NOW)
     response = hardened.seal_response(b"x", opened.context, signer=SIGNER)
     with pytest.raises(ProfileMismatchError):
-        hardened.open_response(dataclasses.replace(response, profile=hardened.PROFILE),
+        hardened.open_response(response.replace(profile=hardened.PROFILE),
                                sealed.context)
 
 
@@ -104,7 +102,7 @@ def test_every_bound_field_is_bound(field: str) -> None:
         changed = value + "x"
     guard = hardened.ReplayGuard()
     with pytest.raises(AtomaLabError):
-        hardened.open_request(dataclasses.replace(req, **{field: changed}), NODE, guard=guard,
+        hardened.open_request(req.replace(**{field: changed}), NODE, guard=guard,
                               now=NOW)
     assert guard.entries == 0  # nothing recorded for a forgery
 

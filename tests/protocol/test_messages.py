@@ -33,6 +33,7 @@ from atoma_lab.protocol import (
     NodesCreateLockResponse,
     Usage,
 )
+from atoma_lab.protocol.wire import wire_names
 
 CANARY = "zzcanary9q7zz"  # an offending value that must never appear in a message
 
@@ -664,18 +665,18 @@ def test_malformed_embedding_response_is_the_peers_fault(mutate: Callable[[dict]
 
 
 def test_trusted_constructors_equal_the_checked_ones() -> None:
-    """``trusted`` sets every field, in order: a field added to a model without it fails here."""
+    """``trusted`` takes every field in wire order, as the checked constructor would set them."""
     request = ConfidentialComputeRequest(
         ciphertext=bytes(range(20)), stack_small_id=3, nonce=b"n" * 12, salt=b"s" * 16,
         client_dh_public_key=b"c" * 32, node_dh_public_key=b"k" * 32,
         plaintext_body_hash=b"h" * 32, model_name="m", stream=True, num_compute_units=77)
-    fields_ = [getattr(request, f) for f in request.__dataclass_fields__]
-    assert ConfidentialComputeRequest.trusted(*fields_) == request
+    values = [getattr(request, name) for name in wire_names(request)]
+    assert ConfidentialComputeRequest.trusted(*values) == request
     response = ConfidentialComputeResponse(
         nonce=b"n" * 12, ciphertext=bytes(range(20)), response_hash=b"r" * 32, signature="sig",
         usage=Usage(prompt_tokens=2, total_tokens=2))
-    fields_ = [getattr(response, f) for f in response.__dataclass_fields__]
-    built = ConfidentialComputeResponse.trusted(*fields_)
+    values = [getattr(response, name) for name in wire_names(response)]
+    built = ConfidentialComputeResponse.trusted(*values)
     assert built == response and built.to_json() == response.to_json()
     with pytest.raises(AttributeError):  # still frozen
         built.nonce = b"x" * 12  # type: ignore[misc]

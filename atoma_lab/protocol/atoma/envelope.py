@@ -154,9 +154,9 @@ def seal_request(
     ciphertext = keys.cipher.encrypt(nonce, plaintext, None)
     # The byte fields were made or size-checked just above; check what the caller passed.
     check_caller_fields(stack_small_id, model_name, stream, num_compute_units)
-    request = ConfidentialComputeRequest.trusted(
+    request = ConfidentialComputeRequest.trusted(  # every field, in wire order
         ciphertext, stack_small_id, nonce, salt, client_key.public_bytes, node_public_key,
-        body_hash, model_name, stream, num_compute_units,
+        body_hash, stream, model_name, num_compute_units,
     )
     context = ClientContext(
         _keys=keys,
@@ -245,7 +245,10 @@ def seal_response(
     response_hash = blake2b_256(plaintext)
     ciphertext = keys.cipher.encrypt(nonce, plaintext, None)
     signature = signer.sign(response_hash).to_base64() if signer is not None else None
-    # Every field was made just above with the right size: skip re-validating it.
+    # Every field was made just above with the right size: skip re-validating it. ``usage`` is the
+    # caller's, so its type is checked (a Usage is valid by construction).
+    if usage is not None and not isinstance(usage, Usage):
+        raise TypeError("usage must be a Usage")
     return ConfidentialComputeResponse.trusted(nonce, ciphertext, response_hash, signature, usage)
 
 

@@ -31,11 +31,6 @@ REQUEST_ID_SIZE = 16  # bytes
 KEY_ID_SIZE = HASH_SIZE  # bytes, BLAKE2b-256 of the node's X25519 public key
 _MSG_REQUEST = b"\x01"
 _MSG_RESPONSE = b"\x02"
-# Fields only Atoma's profile has: a hardened body with one of them is a spliced/downgraded one.
-_ATOMA_ONLY_REQUEST_FIELDS = frozenset({"node_dh_public_key", "plaintext_body_hash", "stream"})
-_ATOMA_ONLY_RESPONSE_FIELDS = frozenset({"response_hash"})
-_HARDENED_ONLY_REQUEST_FIELDS = frozenset({"node_key_id", "timestamp", "request_id"})
-_HARDENED_ONLY_RESPONSE_FIELDS = frozenset({"request_id", "request_hash"})
 
 RandomBytes = Callable[[int], bytes]
 

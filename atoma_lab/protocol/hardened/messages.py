@@ -1,32 +1,27 @@
-"""The hardened profile's wire messages, strict parsing and downgrade checks. Pure."""
+"""The hardened profile's wire messages, strict parsing and downgrade checks. Pure.
+
+Each model is declared once (:mod:`atoma_lab.protocol.wire`); unlike Atoma's, unknown keys are
+refused, and a body of the other profile, or a profile-less one carrying this profile's fields, is
+a :class:`~atoma_lab.errors.ProfileMismatchError`.
+"""
 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from atoma_lab.crypto.aead import NONCE_SIZE, TAG_SIZE
 from atoma_lab.crypto.hashing import HASH_SIZE, blake2b_256
 from atoma_lab.crypto.kdf import SALT_SIZE
 from atoma_lab.crypto.keys import X25519_KEY_SIZE
-from atoma_lab.encoding import b64decode, b64encode, dumps, loads, require_int, require_str
-from atoma_lab.errors import (
-    InvalidFieldError,
-    InvalidLengthError,
-    ProfileMismatchError,
-)
-from atoma_lab.protocol.atoma.messages import (  # the strict JSON helpers are shared
+from atoma_lab.errors import InvalidFieldError, ProfileMismatchError
+from atoma_lab.protocol.atoma.messages import (
+    SUI_SIGNATURE,
     ConfidentialComputeRequest,
+    ConfidentialComputeResponse,
     Usage,
-    _object,
-    _required,
 )
 from atoma_lab.protocol.hardened.layout import (
-    _ATOMA_ONLY_REQUEST_FIELDS,
-    _ATOMA_ONLY_RESPONSE_FIELDS,
-    _HARDENED_ONLY_REQUEST_FIELDS,
-    _HARDENED_ONLY_RESPONSE_FIELDS,
     _MSG_REQUEST,
     _PROFILE_PREFIX,
     KEY_ID_SIZE,
@@ -38,22 +33,23 @@ from atoma_lab.protocol.hardened.layout import (
     _str16,
     _u64,
 )
+from atoma_lab.protocol.wire import (
+    Base64Text,
+    Bytes,
+    Choice,
+    Nested,
+    Text,
+    UInt,
+    WireModel,
+    wire,
+    wire_names,
+)
 
 
-def _check_bytes(value: object, name: str, size: int) -> None:
-    if not isinstance(value, bytes):
-        raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
-    if len(value) != size:
-        raise InvalidLengthError(f"{name}: expected {size} bytes, got {len(value)}", field=name)
-
-
-def _check_ciphertext(value: object) -> None:
-    if not isinstance(value, bytes):
-        raise TypeError("ciphertext must be bytes")
-    if len(value) < TAG_SIZE:
-        raise InvalidLengthError(
-            f"ciphertext: at least {TAG_SIZE} bytes (the tag), got {len(value)}", field="ciphertext"
-        )
+def _object(data: object, what: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise InvalidFieldError(f"{what}: expected a JSON object", field=what)
+    return data
 
 
 def _check_profile(d: dict[str, Any], *, atoma_only: frozenset[str], allowed: frozenset[str],
@@ -77,46 +73,31 @@ def _check_profile(d: dict[str, Any], *, atoma_only: frozenset[str], allowed: fr
             raise InvalidFieldError(f"{name}: unknown field in a {PROFILE} {what}", field=name)
 
 
-_REQUEST_FIELDS = frozenset({
-    "profile", "model_name", "stack_small_id", "node_key_id", "client_dh_public_key", "salt",
-    "nonce", "timestamp", "request_id", "num_compute_units", "ciphertext",
-})
+_PROFILE_FIELD = "the envelope profile (bound in the AAD)"
 
 
-@dataclass(frozen=True, slots=True)
-class HardenedRequest:
-    """The hardened confidential request body (client -> proxy -> node)."""
+class HardenedRequest(WireModel, root="body", what="hardened request", unknown="forbid"):
+    """The hardened confidential request body (client -> proxy -> node): atoma-lab's hardened
+    profile, not Atoma's."""
 
-    model_name: str
-    stack_small_id: int
-    node_key_id: bytes
-    client_dh_public_key: bytes
-    salt: bytes
-    nonce: bytes
-    timestamp: int
-    request_id: bytes
-    ciphertext: bytes = field(repr=False)
-    num_compute_units: int | None = None
-    profile: str = PROFILE
-
-    def __post_init__(self) -> None:
-        if self.profile not in PROFILES:
-            raise ProfileMismatchError(f"profile: expected one of {', '.join(PROFILES)}",
-                                       field="profile")
-        require_str(self.model_name, field="model_name", allow_empty=False)
-        require_int(self.stack_small_id, field="stack_small_id")
-        _check_bytes(self.node_key_id, "node_key_id", KEY_ID_SIZE)
-        _check_bytes(self.client_dh_public_key, "client_dh_public_key", X25519_KEY_SIZE)
-        _check_bytes(self.salt, "salt", SALT_SIZE)
-        _check_bytes(self.nonce, "nonce", NONCE_SIZE)
-        require_int(self.timestamp, field="timestamp")
-        _check_bytes(self.request_id, "request_id", REQUEST_ID_SIZE)
-        _check_ciphertext(self.ciphertext)
-        if self.num_compute_units is not None:
-            require_int(self.num_compute_units, field="num_compute_units")
+    profile: str = wire(Choice(*PROFILES, error=ProfileMismatchError), default=PROFILE,
+                        kw_only=True, required=True, description=_PROFILE_FIELD)
+    model_name: str = wire(Text(nonempty=True))
+    stack_small_id: int = wire(UInt())
+    node_key_id: bytes = wire(Bytes(KEY_ID_SIZE),
+                              description="BLAKE2b-256 of the node key it is sealed to")
+    client_dh_public_key: bytes = wire(Bytes(X25519_KEY_SIZE),
+                                       description="ephemeral X25519 key (HPKE enc)")
+    salt: bytes = wire(Bytes(SALT_SIZE), description="HKDF salt")
+    nonce: bytes = wire(Bytes(NONCE_SIZE), description="AES-GCM nonce (bound in the AAD)")
+    timestamp: int = wire(UInt(), description="client Unix time, seconds (replay window)")
+    request_id: bytes = wire(Bytes(REQUEST_ID_SIZE), description="random request id")
+    num_compute_units: int | None = wire(UInt(), default=None, kw_only=True)
+    ciphertext: bytes = wire(Bytes(min_size=TAG_SIZE), repr=False,
+                             description="AES-256-GCM output with the AAD, tag appended")
 
     def aad(self) -> bytes:
-        """The request AAD (layout in the module docstring)."""
+        """The request AAD (layout in docs/hardened-profile.md)."""
         return (
             (_PROFILE_PREFIX if self.profile == PROFILE else _str16(self.profile))
             + _MSG_REQUEST + _str16(self.model_name) + _u64(self.stack_small_id)
@@ -134,85 +115,30 @@ class HardenedRequest:
         return self.node_key_id + self.client_dh_public_key + self.request_id
 
     @classmethod
-    def from_dict(cls, data: object) -> HardenedRequest:
+    def from_dict(cls, data: object) -> Self:
         d = _object(data, "body")
-        _check_profile(d, atoma_only=_ATOMA_ONLY_REQUEST_FIELDS, allowed=_REQUEST_FIELDS,
+        _check_profile(d, atoma_only=ATOMA_ONLY_REQUEST_FIELDS, allowed=_REQUEST_FIELDS,
                        what="request")
-        ncu = d.get("num_compute_units")
-        return cls(
-            model_name=require_str(_required(d, "model_name"), field="model_name",
-                                   allow_empty=False),
-            stack_small_id=require_int(_required(d, "stack_small_id"), field="stack_small_id"),
-            node_key_id=b64decode(_required(d, "node_key_id"), field="node_key_id",
-                                  size=KEY_ID_SIZE),
-            client_dh_public_key=b64decode(_required(d, "client_dh_public_key"),
-                                           field="client_dh_public_key", size=X25519_KEY_SIZE),
-            salt=b64decode(_required(d, "salt"), field="salt", size=SALT_SIZE),
-            nonce=b64decode(_required(d, "nonce"), field="nonce", size=NONCE_SIZE),
-            timestamp=require_int(_required(d, "timestamp"), field="timestamp"),
-            request_id=b64decode(_required(d, "request_id"), field="request_id",
-                                 size=REQUEST_ID_SIZE),
-            ciphertext=b64decode(_required(d, "ciphertext"), field="ciphertext"),
-            num_compute_units=None if ncu is None else require_int(ncu, field="num_compute_units"),
-            profile=d["profile"],
-        )
-
-    @classmethod
-    def from_json(cls, body: bytes | str) -> HardenedRequest:
-        return cls.from_dict(loads(body, what="hardened request"))
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "profile": self.profile,
-            "model_name": self.model_name,
-            "stack_small_id": self.stack_small_id,
-            "node_key_id": b64encode(self.node_key_id),
-            "client_dh_public_key": b64encode(self.client_dh_public_key),
-            "salt": b64encode(self.salt),
-            "nonce": b64encode(self.nonce),
-            "timestamp": self.timestamp,
-            "request_id": b64encode(self.request_id),
-        }
-        if self.num_compute_units is not None:
-            out["num_compute_units"] = self.num_compute_units
-        out["ciphertext"] = b64encode(self.ciphertext)
-        return out
-
-    def to_json(self) -> bytes:
-        return dumps(self.to_dict())
+        return super().from_dict(d)
 
 
-_RESPONSE_FIELDS = frozenset({
-    "profile", "request_id", "request_hash", "nonce", "ciphertext", "signature", "usage",
-})
+class HardenedResponse(WireModel, root="response", what="hardened response", unknown="forbid"):
+    """The hardened confidential response body (node -> proxy -> client): atoma-lab's hardened
+    profile, not Atoma's."""
 
-
-@dataclass(frozen=True, slots=True)
-class HardenedResponse:
-    """The hardened confidential response body (node -> proxy -> client)."""
-
-    request_id: bytes
-    request_hash: bytes
-    nonce: bytes
-    ciphertext: bytes = field(repr=False)
-    signature: str
-    usage: Usage | None = None
-    profile: str = PROFILE
-
-    def __post_init__(self) -> None:
-        if self.profile not in PROFILES:
-            raise ProfileMismatchError(f"profile: expected one of {', '.join(PROFILES)}",
-                                       field="profile")
-        _check_bytes(self.request_id, "request_id", REQUEST_ID_SIZE)
-        _check_bytes(self.request_hash, "request_hash", HASH_SIZE)
-        _check_bytes(self.nonce, "nonce", NONCE_SIZE)
-        _check_ciphertext(self.ciphertext)
-        require_str(self.signature, field="signature", allow_empty=False)
-        if self.usage is not None and not isinstance(self.usage, Usage):
-            raise TypeError("usage must be a Usage")
+    profile: str = wire(Choice(*PROFILES, error=ProfileMismatchError), default=PROFILE,
+                        kw_only=True, required=True, description=_PROFILE_FIELD)
+    request_id: bytes = wire(Bytes(REQUEST_ID_SIZE), description="the request it answers")
+    request_hash: bytes = wire(Bytes(HASH_SIZE),
+                               description="BLAKE2b-256 of request AAD and ciphertext")
+    nonce: bytes = wire(Bytes(NONCE_SIZE), description="AES-GCM nonce of the response")
+    ciphertext: bytes = wire(Bytes(min_size=TAG_SIZE), repr=False,
+                             description="the sealed OpenAI response")
+    signature: str = wire(Base64Text(nonempty=True), description=SUI_SIGNATURE)
+    usage: Usage | None = wire(Nested(Usage), default=None)
 
     def aad(self) -> bytes:
-        """The response AAD (layout in the module docstring)."""
+        """The response AAD (layout in docs/hardened-profile.md)."""
         return _response_aad(self.profile, self.request_id, self.request_hash, self.nonce,
                              self.usage)
 
@@ -221,42 +147,24 @@ class HardenedResponse:
         return blake2b_256(self.aad() + self.ciphertext)
 
     @classmethod
-    def from_dict(cls, data: object) -> HardenedResponse:
+    def from_dict(cls, data: object) -> Self:
         d = _object(data, "response")
-        _check_profile(d, atoma_only=_ATOMA_ONLY_RESPONSE_FIELDS, allowed=_RESPONSE_FIELDS,
+        _check_profile(d, atoma_only=ATOMA_ONLY_RESPONSE_FIELDS, allowed=_RESPONSE_FIELDS,
                        what="response")
-        usage = d.get("usage")
-        return cls(
-            request_id=b64decode(_required(d, "request_id"), field="request_id",
-                                 size=REQUEST_ID_SIZE),
-            request_hash=b64decode(_required(d, "request_hash"), field="request_hash",
-                                   size=HASH_SIZE),
-            nonce=b64decode(_required(d, "nonce"), field="nonce", size=NONCE_SIZE),
-            ciphertext=b64decode(_required(d, "ciphertext"), field="ciphertext"),
-            signature=require_str(_required(d, "signature"), field="signature", allow_empty=False),
-            usage=None if usage is None else Usage.from_dict(usage),
-            profile=d["profile"],
-        )
+        return super().from_dict(d)
 
-    @classmethod
-    def from_json(cls, body: bytes | str) -> HardenedResponse:
-        return cls.from_dict(loads(body, what="hardened response"))
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "profile": self.profile,
-            "request_id": b64encode(self.request_id),
-            "request_hash": b64encode(self.request_hash),
-            "nonce": b64encode(self.nonce),
-            "ciphertext": b64encode(self.ciphertext),
-            "signature": self.signature,
-        }
-        if self.usage is not None:
-            out["usage"] = self.usage.to_dict()
-        return out
-
-    def to_json(self) -> bytes:
-        return dumps(self.to_dict())
+# What tells the profiles apart, from the two declarations: a field only Atoma's profile has marks
+# a hardened body as spliced or downgraded; one only the hardened profile has marks a body
+# without a profile as a hardened one with its profile stripped.
+_REQUEST_FIELDS = frozenset(wire_names(HardenedRequest))
+_RESPONSE_FIELDS = frozenset(wire_names(HardenedResponse))
+ATOMA_ONLY_REQUEST_FIELDS = frozenset(wire_names(ConfidentialComputeRequest)) - _REQUEST_FIELDS
+ATOMA_ONLY_RESPONSE_FIELDS = frozenset(wire_names(ConfidentialComputeResponse)) - _RESPONSE_FIELDS
+HARDENED_ONLY_REQUEST_FIELDS = _REQUEST_FIELDS - {"profile"} - set(
+    wire_names(ConfidentialComputeRequest))
+HARDENED_ONLY_RESPONSE_FIELDS = _RESPONSE_FIELDS - {"profile"} - set(
+    wire_names(ConfidentialComputeResponse))
 
 
 def parse_request(data: object, *, accept_atoma: bool = False
@@ -270,7 +178,7 @@ def parse_request(data: object, *, accept_atoma: bool = False
     d = _object(data, "body")
     if "profile" in d:
         return HardenedRequest.from_dict(d)
-    spliced = sorted(_HARDENED_ONLY_REQUEST_FIELDS & d.keys())
+    spliced = sorted(HARDENED_ONLY_REQUEST_FIELDS & d.keys())
     if spliced:
         raise ProfileMismatchError(
             f"{spliced[0]}: a {PROFILE} field in a body without a profile", field="profile"
@@ -285,7 +193,7 @@ def parse_request(data: object, *, accept_atoma: bool = False
 def parse_response(data: object) -> HardenedResponse:
     """Parse a response to a hardened request; an Atoma-shaped one is a :class:`ProfileMismatchError`."""
     d = _object(data, "response")
-    if "profile" not in d and not (_HARDENED_ONLY_RESPONSE_FIELDS & d.keys()):
+    if "profile" not in d and not (HARDENED_ONLY_RESPONSE_FIELDS & d.keys()):
         raise ProfileMismatchError(
             f"an Atoma-profile response to a {PROFILE} request", field="profile"
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -100,7 +100,7 @@ def seal_request(
     request_id = _draw(request_id, REQUEST_ID_SIZE, "request_id", rng)
     node_public_key = bytes(node_public_key)
     key_id = node_key_id(node_public_key)
-    # Every field but the ciphertext, validated by the dataclass; the AAD does not cover the
+    # Every field but the ciphertext, checked by the model; the AAD does not cover the
     # ciphertext, which replaces the tag-sized stand-in below.
     header = HardenedRequest(
         model_name=model_name,
@@ -118,7 +118,7 @@ def seal_request(
     ciphertext, k_n2c = cipher.seal_request(plaintext, header.aad(), client_key=client_key,
                                             node_public_key=node_public_key, key_id=key_id,
                                             salt=salt, nonce=nonce)
-    request = replace(header, ciphertext=ciphertext)
+    request = header.replace(ciphertext=ciphertext)
     context = HardenedClientContext(
         _n2c=AESGCM(k_n2c), request_id=request_id, request_hash=request.request_hash(),
         node_public_key=node_public_key, profile=profile,
