@@ -34,11 +34,10 @@ from atoma_lab.crypto.attestation import AttestationEvidence, SimulatedTEE
 from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.keys import X25519KeyPair
 from atoma_lab.crypto.signing import SuiSignature, SuiSigner, verify_sui_signature
-from atoma_lab.encoding import b64encode, loads, serde_compact
+from atoma_lab.encoding import b64encode, loads, parse_uint, serde_compact
 from atoma_lab.errors import (
     AtomaLabError,
     ComputeUnitsExceededError,
-    InvalidFieldError,
     MissingHeaderError,
     ModelMismatchError,
     ModelNotFoundError,
@@ -342,17 +341,15 @@ class NodeService:
                 stack_header = request.headers.get("x-stack-small-id")
                 if stack_header is None:
                     raise MissingHeaderError("missing required header X-Stack-Small-Id")
-                if not (stack_header.isascii() and stack_header.isdigit()):
-                    raise InvalidFieldError("X-Stack-Small-Id: expected an integer",
-                                            field="X-Stack-Small-Id")
-                await self._check_stack(int(stack_header), proxy_sig.address)
+                await self._check_stack(parse_uint(stack_header, field="X-Stack-Small-Id"),
+                                        proxy_sig.address)
                 oai = CreateEmbeddingRequest.from_dict(parsed)
                 self._check_model(oai.model)
             with timing.stage("node_embed"):
                 out = await self.embedder.embed(oai)
             units = request.headers.get("x-num-compute-units")
             if units is not None and units.isascii() and units.isdigit() \
-                    and out.usage.total_tokens > int(units):
+                    and out.usage.total_tokens > parse_uint(units, field="X-Num-Compute-Units"):
                 raise ComputeUnitsExceededError(
                     f"request needs {out.usage.total_tokens} compute units; {units} were locked")
             with timing.stage("node_seal"):
