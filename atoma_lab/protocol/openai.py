@@ -4,6 +4,11 @@
 strings, a list of token ids, or a list of lists of token ids (at most 2048 inputs). Parsing is
 strict and names the offending field; unknown keys are ignored, as serde does (Atoma's proxy even
 injects ``max_completion_tokens`` into embeddings bodies).
+
+Text is bounded before anyone tokenises it: at most :data:`MAX_INPUT_CHARS` characters per input
+and :data:`MAX_REQUEST_CHARS` per request, everywhere (400 ``INPUT_TOO_LONG`` naming the input);
+a node's engine bounds it further by its model's maximum sequence length
+(:func:`check_input_chars`).
 """
 
 from __future__ import annotations
@@ -14,16 +19,50 @@ from typing import Any, Literal
 import numpy as np
 
 from atoma_lab.encoding import b64decode, dumps, loads, require_int, require_str
-from atoma_lab.errors import InvalidFieldError, MissingFieldError, PeerProtocolError
+from atoma_lab.errors import (
+    InputTooLongError,
+    InvalidFieldError,
+    MissingFieldError,
+    PeerProtocolError,
+)
 
 MAX_INPUTS = 2048  # OpenAI's limit on the number of inputs in one request
+# The hard caps on text, whatever the model: no embedding model reads a million characters (a
+# token covers at least one), and a request's text fits the 64 MiB body limit.
+MAX_INPUT_CHARS = 1 << 20  # characters per text input
+MAX_REQUEST_CHARS = 1 << 24  # characters of text per request
 MAX_TOKEN_ID = 2**32 - 1
 EncodingFormat = Literal["float", "base64"]
 EmbeddingInput = str | list[str] | list[int] | list[list[int]]
 
 
+def check_input_chars(inputs: str | list[str] | list[int] | list[list[int]], *,
+                      max_input_chars: int = MAX_INPUT_CHARS,
+                      max_request_chars: int = MAX_REQUEST_CHARS) -> None:
+    """Refuse text inputs longer than ``max_input_chars`` characters each or
+    ``max_request_chars`` together (400 ``INPUT_TOO_LONG`` naming the input), before any
+    tokeniser reads them. Token-id inputs pass (their length is their cost)."""
+    if isinstance(inputs, str):
+        if len(inputs) > max_input_chars:
+            raise InputTooLongError(f"input: {len(inputs)} characters; at most "
+                                    f"{max_input_chars} per input", field="input")
+        return
+    total = 0
+    for i, item in enumerate(inputs):
+        if not isinstance(item, str):
+            return  # token ids (the parser allows no mix)
+        if len(item) > max_input_chars:
+            raise InputTooLongError(f"input[{i}]: {len(item)} characters; at most "
+                                    f"{max_input_chars} per input", field=f"input[{i}]")
+        total += len(item)
+    if total > max_request_chars:
+        raise InputTooLongError(f"input: {total} characters in all; at most {max_request_chars} "
+                                "per request", field="input")
+
+
 def _parse_input(value: object) -> EmbeddingInput:
     if isinstance(value, str):
+        check_input_chars(value)
         return value
     if not isinstance(value, list):
         raise InvalidFieldError(
@@ -42,6 +81,7 @@ def _parse_input(value: object) -> EmbeddingInput:
         for i, item in enumerate(value):
             if not isinstance(item, str):
                 raise InvalidFieldError(f"input[{i}]: expected a string", field=f"input[{i}]")
+        check_input_chars(value)
         return list(value)
     if isinstance(first, int) and not isinstance(first, bool):
         return [require_int(t, field=f"input[{i}]", maximum=MAX_TOKEN_ID) for i, t in enumerate(value)]
@@ -118,8 +158,32 @@ class CreateEmbeddingRequest:
         return out
 
     def to_json(self) -> bytes:
-        """Compact UTF-8 JSON, byte-identical to the Python SDK's ``model_dump_json()``."""
-        return dumps(self.to_dict())
+        """Compact UTF-8 JSON, byte-identical to the Python SDK's ``model_dump_json()``.
+
+        Text that UTF-8 cannot carry (a lone surrogate, as ``"\\ud800"`` makes) is an
+        :class:`InvalidFieldError` naming its field (``input[i]``, ``model``, ``user``)."""
+        try:
+            return dumps(self.to_dict())
+        except TypeError as exc:  # orjson refuses str that is not valid UTF-8
+            field = self._unencodable_field()
+            if field is None:
+                raise
+            raise InvalidFieldError(f"{field}: not valid Unicode text (a lone surrogate?)",
+                                    field=field) from exc
+
+    def _unencodable_field(self) -> str | None:
+        named: list[tuple[str, object]] = [("model", self.model), ("user", self.user)]
+        if isinstance(self.input, str):
+            named.append(("input", self.input))
+        elif self.input and isinstance(self.input[0], str):
+            named += [(f"input[{i}]", item) for i, item in enumerate(self.input)]
+        for name, value in named:
+            if isinstance(value, str):
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    return name
+        return None
 
     @property
     def is_tokens(self) -> bool:
