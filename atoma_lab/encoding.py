@@ -80,10 +80,10 @@ def loads(body: bytes | str, *, what: str = "body") -> Any:
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        if str(exc).startswith("number is infinity"):  # e.g. a 5,000-digit id: the caller's field
-            field = _key_before(body, exc.pos)
-            raise InvalidFieldError(f"{field or what}: a number beyond the range of a 64-bit "
-                                    "integer or a double", field=field) from exc
+        field = _key_before(body, exc.pos) if str(exc).startswith("number is infinity") else None
+        if field is not None:  # e.g. a 5,000-digit id: that field is wrong, not the JSON
+            raise InvalidFieldError(f"{field}: a number beyond the range of a 64-bit integer "
+                                    "or a double", field=field) from exc
         # orjson's message quotes no input beyond a position, but keep ours fixed.
         raise InvalidJSONError(f"{what} is not valid UTF-8 JSON") from exc
     if _depth_exceeds(value, MAX_JSON_DEPTH):
