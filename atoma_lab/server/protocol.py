@@ -63,6 +63,8 @@ class _LingeringTransport:
     def __init__(self, transport: asyncio.Transport, protocol: GuardedHttpToolsProtocol) -> None:
         self._transport = transport
         self._protocol = protocol
+        self.write = transport.write  # what every answer calls, without __getattr__
+        self.is_closing = transport.is_closing
 
     def close(self) -> None:
         self._protocol._close_after_body()
