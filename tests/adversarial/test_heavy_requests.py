@@ -143,6 +143,9 @@ def test_a_lone_surrogate_is_a_typed_error_naming_the_input(adversary: Adversary
     with pytest.raises(InvalidFieldError) as exc:
         CreateEmbeddingRequest(input="x", model="m\udfff").to_json()
     assert exc.value.field == "model"
+    with pytest.raises(InvalidFieldError) as exc:
+        a.client.nodes.lock("m\udfff")
+    assert exc.value.field == "model"
     assert a.books() == books  # refused before any lock was taken
 
 

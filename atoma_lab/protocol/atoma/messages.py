@@ -327,7 +327,11 @@ class NodesCreateLockRequest:
         return out
 
     def to_json(self) -> bytes:
-        return dumps(self.to_dict())
+        try:
+            return dumps(self.to_dict())
+        except TypeError as exc:  # orjson refuses a str that UTF-8 cannot carry
+            raise InvalidFieldError("model: not valid Unicode text (a lone surrogate?)",
+                                    field="model") from exc
 
 
 @dataclass(frozen=True, slots=True)
