@@ -7,7 +7,10 @@
     atoma-lab demo [TEXT...]
 
 ``serve`` runs a proxy and N nodes in one process; ``node`` and ``proxy`` run them as separate
-services (other processes or machines). Everything binds loopback unless --allow-public.
+services (other processes or machines). Everything binds loopback unless --allow-public. Every
+listener takes the limits --max-header-count, --max-header-bytes, --max-body-bytes,
+--header-timeout-s, --body-timeout-s, --idle-timeout-s and --max-connections (defaults in
+``atoma_lab.server.limits``); /metrics needs --metrics-token (random and printed when unset).
 """
 
 from __future__ import annotations
@@ -36,18 +39,56 @@ def _short(data: bytes | str, n: int = 72) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
+def _limits(args: argparse.Namespace) -> Any:
+    from atoma_lab.server.limits import ServerLimits
+
+    try:
+        return ServerLimits(
+            max_header_count=args.max_header_count, max_header_bytes=args.max_header_bytes,
+            max_body_bytes=args.max_body_bytes, header_timeout_s=args.header_timeout_s,
+            body_timeout_s=args.body_timeout_s, idle_timeout_s=args.idle_timeout_s,
+            max_connections=args.max_connections)
+    except ValueError as exc:
+        raise SystemExit(f"atoma-lab: {exc}") from None
+
+
+def _add_limit_flags(p: argparse.ArgumentParser) -> None:
+    from atoma_lab.server import limits as d
+
+    g = p.add_argument_group("listener limits")
+    g.add_argument("--max-header-count", type=int, default=d.DEFAULT_MAX_HEADER_COUNT,
+                   help="headers per request (431 beyond)")
+    g.add_argument("--max-header-bytes", type=int, default=d.DEFAULT_MAX_HEADER_BYTES,
+                   help="bytes of request target and headers (431 beyond)")
+    g.add_argument("--max-body-bytes", type=int, default=d.MAX_BODY_BYTES,
+                   help="bytes of body (413 beyond)")
+    g.add_argument("--header-timeout-s", type=float, default=d.DEFAULT_HEADER_TIMEOUT_S,
+                   help="time for a request's headers (408 beyond)")
+    g.add_argument("--body-timeout-s", type=float, default=d.DEFAULT_BODY_TIMEOUT_S,
+                   help="time for a request's body after its headers (408 beyond)")
+    g.add_argument("--idle-timeout-s", type=float, default=d.DEFAULT_IDLE_TIMEOUT_S,
+                   help="an idle keep-alive connection is closed after this")
+    g.add_argument("--max-connections", type=int, default=d.DEFAULT_MAX_CONNECTIONS,
+                   help="open connections per listener (503 beyond)")
+    p.add_argument("--metrics-token", default=None,
+                   help="bearer token for /metrics (random and printed if unset)")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from atoma_lab.lab.network import build_network
 
     net = build_network(nodes=args.nodes, mode="http", model=args.model, api_key=args.api_key,
                         host=args.host, port=args.port, ledger_path=args.ledger,
                         grace_window_s=args.grace_window_s,
-                        health_interval_s=args.health_interval_s or None)
+                        health_interval_s=args.health_interval_s or None,
+                        server_limits=_limits(args), metrics_token=args.metrics_token,
+                        lock_sweep_interval_s=args.lock_sweep_interval_s)
     print(f"atoma-lab proxy on {net.base_url}  ({len(net.nodes)} node(s), model {args.model})")
     for node, url in zip(net.nodes, net.node_urls, strict=True):
         print(f"  node {node.node_small_id}: {url}  key counter {node.key_rotation_counter}")
     print(f"ATOMA_LAB_BASE_URL={net.base_url}")
     print(f"ATOMA_LAB_API_KEY={net.api_key}")
+    print(f"ATOMA_LAB_METRICS_TOKEN={net.metrics_token}")
     sys.stdout.flush()
     return _wait_for_stop(net.close)
 
@@ -94,7 +135,8 @@ def cmd_node(args: argparse.Namespace) -> int:
                         tee_seed=_seed(args.tee_seed, "--tee-seed"),
                         signer_seed=_seed(args.signer_seed, "--signer-seed"),
                         grace_window_s=args.grace_window_s, rotate_every_s=args.rotate_every_s,
-                        allow_public=args.allow_public)
+                        allow_public=args.allow_public, limits=_limits(args),
+                        metrics_token=args.metrics_token)
     url = server.start()
     node = server.node
     print(f"atoma-lab node {node.node_small_id} on {url}  (models {', '.join(node.embedder.models)};"
@@ -102,6 +144,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     print(f"  sui address {node.sui_address}; key counter {node.key_rotation_counter}; "
           f"TEE vendor {node.tee.vendor_address}")
     print(f"ATOMA_LAB_NODE_URL={url}")
+    print(f"ATOMA_LAB_METRICS_TOKEN={server.metrics_token}")
     sys.stdout.flush()
     return _wait_for_stop(server.stop)
 
@@ -115,12 +158,15 @@ def cmd_proxy(args: argparse.Namespace) -> int:
                                               vendors=args.trust_vendor or ()),
                          health_interval_s=args.health_interval_s,
                          node_timeout_s=args.node_timeout_s, wait_for_nodes_s=args.wait_for_nodes_s,
-                         allow_public=args.allow_public)
+                         allow_public=args.allow_public, limits=_limits(args),
+                         metrics_token=args.metrics_token,
+                         lock_sweep_interval_s=args.lock_sweep_interval_s)
     url = server.start()
     print(f"atoma-lab proxy on {url}  ({len(server.node_ids)} node(s): "
           f"{', '.join(f'{i}={u}' for i, u in zip(server.node_ids, args.node, strict=True))})")
     print(f"ATOMA_LAB_BASE_URL={url}")
     print(f"ATOMA_LAB_API_KEY={server.api_key}")
+    print(f"ATOMA_LAB_METRICS_TOKEN={server.metrics_token}")
     sys.stdout.flush()
     return _wait_for_stop(server.stop)
 
@@ -218,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--grace-window-s", type=float, default=0.0)
     s.add_argument("--health-interval-s", type=float, default=5.0,
                    help="probe the nodes this often (0: only when none is up)")
+    s.add_argument("--lock-sweep-interval-s", type=float, default=1.0,
+                   help="give back expired open locks this often")
+    _add_limit_flags(s)
     s.set_defaults(func=cmd_serve)
     n = sub.add_parser("node", help="serve one node on its own (a proxy elsewhere reaches it)")
     n.add_argument("--host", default="127.0.0.1")
@@ -235,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--tee-seed", default=None, help="hex seed of the simulated TEE vendor")
     n.add_argument("--signer-seed", default=None, help="hex seed of the node's Sui key")
     n.add_argument("--allow-public", action="store_true", help="allow binding beyond loopback")
+    _add_limit_flags(n)
     n.set_defaults(func=cmd_node)
     x = sub.add_parser("proxy", help="serve a proxy in front of nodes running elsewhere")
     x.add_argument("--host", default="127.0.0.1")
@@ -249,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--node-timeout-s", type=float, default=60.0)
     x.add_argument("--wait-for-nodes-s", type=float, default=60.0)
     x.add_argument("--allow-public", action="store_true", help="allow binding beyond loopback")
+    x.add_argument("--lock-sweep-interval-s", type=float, default=1.0,
+                   help="give back expired open locks this often")
+    _add_limit_flags(x)
     x.set_defaults(func=cmd_proxy)
     e = sub.add_parser("embed", help="embed texts (in-process network unless --base-url)")
     e.add_argument("text", nargs="+")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 from typing import Any
 
 import orjson
@@ -79,11 +80,26 @@ def loads(body: bytes | str, *, what: str = "body") -> Any:
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        field = _key_before(body, exc.pos) if str(exc).startswith("number is infinity") else None
+        if field is not None:  # e.g. a 5,000-digit id: that field is wrong, not the JSON
+            raise InvalidFieldError(f"{field}: a number beyond the range of a 64-bit integer "
+                                    "or a double", field=field) from exc
         # orjson's message quotes no input beyond a position, but keep ours fixed.
         raise InvalidJSONError(f"{what} is not valid UTF-8 JSON") from exc
     if _depth_exceeds(value, MAX_JSON_DEPTH):
         raise InvalidJSONError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels")
     return value
+
+
+_KEY_BEFORE = re.compile(r'"([A-Za-z0-9_.\-]{1,64})"\s*:\s*$')
+
+
+def _key_before(body: bytes | str, pos: int) -> str | None:
+    """The object key right before character ``pos`` of a JSON document, if there is one."""
+    tail = body[max(0, pos - 80):pos]
+    text = tail.decode("utf-8", "replace") if isinstance(tail, bytes) else tail
+    match = _KEY_BEFORE.search(text)
+    return match.group(1) if match else None
 
 
 def _depth_exceeds(value: Any, limit: int) -> bool:
@@ -221,6 +237,17 @@ def require_int(value: object, *, field: str, minimum: int = 0, maximum: int = 2
     return value
 
 
+def parse_uint(text: str, *, field: str, maximum: int = 2**64 - 1) -> int:
+    """A non-negative decimal integer written in ASCII digits (a header or a query parameter), at
+    most ``maximum``. Its length is checked before Python converts it: ``int()`` of thousands of
+    digits is slow, and refused (``ValueError``) beyond 4,300."""
+    if not (text.isascii() and text.isdigit()):
+        raise InvalidFieldError(f"{field}: expected a non-negative integer", field=field)
+    if len(text) > len(str(maximum)) or int(text) > maximum:
+        raise InvalidFieldError(f"{field}: must be between 0 and {maximum}", field=field)
+    return int(text)
+
+
 def require_str(value: object, *, field: str, allow_empty: bool = True) -> str:
     """A JSON string."""
     if not isinstance(value, str):
@@ -236,6 +263,7 @@ __all__ = [
     "b64encode",
     "dumps",
     "loads",
+    "parse_uint",
     "require_int",
     "require_str",
     "serde_compact",

@@ -120,6 +120,20 @@ class BodyTooLargeError(RequestError):
     code = "BODY_TOO_LARGE"
 
 
+class HeadersTooLargeError(RequestError):
+    """The request's headers exceed the listener's limit on their number or total size."""
+
+    status = 431
+    code = "HEADERS_TOO_LARGE"
+
+
+class RequestTimeoutError(RequestError):
+    """The request's headers or body did not arrive within the listener's timeout."""
+
+    status = 408
+    code = "REQUEST_TIMEOUT"
+
+
 class AuthenticationError(AtomaLabError):
     """The bearer token is missing or unknown."""
 
@@ -374,7 +388,11 @@ class ModelLoadError(InferenceError):
 
 
 class InputTooLongError(RequestError):
-    """An input exceeds the model's maximum sequence length and truncation is off."""
+    """An input is too long: more tokens than the model takes with truncation off, or more
+    characters than an input or a request may carry.
+
+    ``field`` names the input (``input[i]``), or ``input`` for the request's total.
+    """
 
     code = "INPUT_TOO_LONG"
 
@@ -441,6 +459,18 @@ class APIError(AtomaLabError):
             self.fault = fault  # type: ignore[misc]
 
 
+#: How many characters of a caller's value (a model name, say) an error message quotes.
+QUOTE_CHARS = 64
+
+
+def quoted(value: str, limit: int = QUOTE_CHARS) -> str:
+    """``repr(value)``, cut to ``limit`` characters plus a count of the rest, for messages that
+    name what the caller sent (an unbounded name must not come back whole)."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
+
+
 def _all_error_classes() -> list[type[AtomaLabError]]:
     out: list[type[AtomaLabError]] = []
     stack: list[type[AtomaLabError]] = [AtomaLabError]
@@ -465,6 +495,20 @@ def error_from_response(status: int, code: str, message: str) -> AtomaLabError:
     return APIError(message, status=status, code=code)
 
 
+def known_error(status: int, code: str) -> type[AtomaLabError] | None:
+    """The class of this tree that answers ``status`` with ``code`` (as the error table lists
+    them), or ``None`` for a pair no atoma-lab service sends."""
+    for cls in _all_error_classes():
+        if "code" in cls.__dict__ and cls.code == code and cls.status == status:
+            return cls
+    return None
+
+
+def error_codes() -> frozenset[str]:
+    """Every code of the error table: the fixed set metric labels may take (with ``OTHER``)."""
+    return frozenset(cls.code for cls in _all_error_classes() if "code" in cls.__dict__)
+
+
 def error_table() -> list[tuple[int, str, str, str]]:
     """Every error class with its own code: ``(status, code, class name, first doc line)``,
     sorted by status then code. The README's error table is generated from this."""
@@ -479,6 +523,7 @@ def error_table() -> list[tuple[int, str, str, str]]:
 
 
 __all__ = [
+    "QUOTE_CHARS",
     "APIError",
     "AtomaLabError",
     "AttestationError",
@@ -497,6 +542,7 @@ __all__ = [
     "EvidenceSignatureError",
     "Fault",
     "HashMismatchError",
+    "HeadersTooLargeError",
     "InferenceError",
     "InputTooLongError",
     "InsufficientBalanceError",
@@ -521,6 +567,7 @@ __all__ = [
     "ReplayedRequestError",
     "ReportDataError",
     "RequestError",
+    "RequestTimeoutError",
     "ResponseMismatchError",
     "ServiceUnavailableError",
     "SignatureError",
@@ -533,6 +580,9 @@ __all__ = [
     "TransportError",
     "TransportTimeoutError",
     "UntrustedSignerError",
+    "error_codes",
     "error_from_response",
     "error_table",
+    "known_error",
+    "quoted",
 ]

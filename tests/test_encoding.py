@@ -19,6 +19,7 @@ from atoma_lab.encoding import (
     b64decode,
     b64encode,
     loads,
+    parse_uint,
     require_int,
     require_str,
     serde_compact,
@@ -464,3 +465,28 @@ def test_require_str():
     for bad in (None, 1, b"m", ["m"]):
         with pytest.raises(InvalidFieldError):
             require_str(bad, field="model")
+
+
+# ----------------------------------------------------------------------------------------------
+# Numbers too long to convert (issue 16, item 10)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_a_field_beyond_a_double_is_an_invalid_field_naming_it() -> None:
+    with pytest.raises(InvalidFieldError) as exc:
+        loads(b'{"model": "m", "stack_small_id": ' + b"9" * 5000 + b"}")
+    assert exc.value.code == "INVALID_FIELD" and exc.value.field == "stack_small_id"
+    assert "9999" not in exc.value.message
+
+
+@pytest.mark.parametrize("text,value", [("0", 0), ("18446744073709551615", 2**64 - 1)])
+def test_parse_uint_takes_u64(text: str, value: int) -> None:
+    assert parse_uint(text, field="n") == value
+
+
+@pytest.mark.parametrize("text", ["", "-1", "+1", "1.0", "²", " 1", "18446744073709551616",
+                                  "0" * 21, "9" * 5000])
+def test_parse_uint_refuses_before_converting(text: str) -> None:
+    with pytest.raises(InvalidFieldError) as exc:
+        parse_uint(text, field="X-Stack-Small-Id")
+    assert exc.value.field == "X-Stack-Small-Id"

@@ -21,12 +21,22 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from atoma_lab.errors import InvalidFieldError, ModelNotFoundError
+from atoma_lab.errors import InvalidFieldError, ModelNotFoundError, quoted
 from atoma_lab.inference.batching import DynamicBatcher
 from atoma_lab.inference.engine import Embedder, EmbeddingEngine, EmbeddingResult
-from atoma_lab.protocol.openai import CreateEmbeddingRequest, EmbeddingUsage
+from atoma_lab.protocol.openai import (
+    MAX_REQUEST_CHARS,
+    CreateEmbeddingRequest,
+    EmbeddingUsage,
+    check_input_chars,
+)
 
 EncodingFormat = Literal["float", "base64"]
+# A node refuses text far longer than its model reads, before tokenising: the tokeniser reads all
+# of an input even when it keeps only max_seq_length tokens. A token rarely spans more than a
+# few characters, so 64 per token is generous (16,384 characters for a 256-token model).
+MAX_CHARS_PER_TOKEN = 64
+NODE_MAX_REQUEST_CHARS = 1 << 22  # characters of text per request at a node (4 Mi)
 
 
 def _b64_row(row: np.ndarray) -> str:
@@ -63,7 +73,7 @@ def _check_model(embedder: Embedder, request: CreateEmbeddingRequest,
                  served_names: Sequence[str] | None) -> None:
     names = tuple(served_names) if served_names else (embedder.model_name,)
     if request.model not in names:
-        raise ModelNotFoundError(f"model {request.model!r} is not served here; "
+        raise ModelNotFoundError(f"model {quoted(request.model)} is not served here; "
                                  f"this engine serves {list(names)}")
 
 
@@ -118,14 +128,24 @@ class EmbedResponse:
 class NodeEmbedder:
     """An engine behind a dynamic batcher, shaped for a node: ``models`` and ``async embed``.
 
-    ``models`` are the served names (the engine's own first, then ``aliases``).
+    ``models`` are the served names (the engine's own first, then ``aliases``). Before anything
+    is tokenised, a text input longer than ``max_chars_per_token`` times the model's
+    ``max_seq_length`` characters, or requests with more than ``max_request_chars`` characters
+    in all, are 400 ``INPUT_TOO_LONG`` naming the input.
     """
 
     def __init__(self, engine: EmbeddingEngine, *, aliases: Sequence[str] = (),
-                 batcher: DynamicBatcher | None = None, truncate: bool | None = None) -> None:
+                 batcher: DynamicBatcher | None = None, truncate: bool | None = None,
+                 max_chars_per_token: int = MAX_CHARS_PER_TOKEN,
+                 max_request_chars: int = NODE_MAX_REQUEST_CHARS) -> None:
+        if max_chars_per_token < 1 or not 1 <= max_request_chars <= MAX_REQUEST_CHARS:
+            raise ValueError("max_chars_per_token must be at least 1, max_request_chars "
+                             f"between 1 and {MAX_REQUEST_CHARS}")
         self.engine = engine
         self.batcher = batcher or DynamicBatcher(engine)
         self.truncate = truncate
+        self.max_input_chars = max_chars_per_token * engine.max_seq_length
+        self.max_request_chars = max_request_chars
         names = [engine.model_name, *aliases]
         self._models = tuple(dict.fromkeys(names))
 
@@ -133,12 +153,19 @@ class NodeEmbedder:
     def models(self) -> Sequence[str]:
         return self._models
 
+    def check_lengths(self, request: CreateEmbeddingRequest) -> None:
+        """Refuse over-long text before it reaches the tokeniser (see the class docstring)."""
+        check_input_chars(request.input, max_input_chars=self.max_input_chars,
+                          max_request_chars=self.max_request_chars)
+
     async def embed(self, request: CreateEmbeddingRequest) -> EmbedResponse:
+        self.check_lengths(request)
         body, usage = await aembed_request(self.batcher, request, truncate=self.truncate,
                                            served_names=self._models)
         return EmbedResponse(body=body, usage=usage)
 
     def embed_sync(self, request: CreateEmbeddingRequest) -> EmbedResponse:
+        self.check_lengths(request)
         body, usage = embed_request(self.batcher, request, truncate=self.truncate,
                                     served_names=self._models)
         return EmbedResponse(body=body, usage=usage)
@@ -149,6 +176,8 @@ class NodeEmbedder:
 
 
 __all__ = [
+    "MAX_CHARS_PER_TOKEN",
+    "NODE_MAX_REQUEST_CHARS",
     "EmbedResponse",
     "EncodingFormat",
     "NodeEmbedder",

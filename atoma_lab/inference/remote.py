@@ -60,6 +60,7 @@ from atoma_lab.errors import (
     ModelNotFoundError,
     PeerProtocolError,
     RequestError,
+    quoted,
 )
 from atoma_lab.inference.engine import apply_dimensions
 from atoma_lab.inference.openai import EmbedResponse, encode_embeddings_response
@@ -163,7 +164,7 @@ class RemoteEmbedder:
     async def embed(self, request: CreateEmbeddingRequest) -> EmbedResponse:
         """The OpenAI answer to ``request``, computed by the backend."""
         if request.model not in self._models:
-            raise ModelNotFoundError(f"model {request.model!r} is not served here; "
+            raise ModelNotFoundError(f"model {quoted(request.model)} is not served here; "
                                      f"this embedder serves {list(self._models)}", field="model")
         inputs = request.inputs()
         if not inputs:

@@ -19,7 +19,7 @@ import dataclasses
 import secrets
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from atoma_lab.client import DEFAULT_MODEL, AsyncAtomaLabClient, AtomaLabClient
 from atoma_lab.crypto.attestation import AttestationEvidence, AttestationPolicy, SimulatedTEE
@@ -27,10 +27,13 @@ from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.signing import SuiSigner
 from atoma_lab.services.ledger import STACK_SIZE_TO_BUY, Ledger
 from atoma_lab.services.node import PROFILES, Embedder, NodeService
-from atoma_lab.services.proxy import ProxyService
+from atoma_lab.services.proxy import LOCK_SWEEP_INTERVAL_S, ProxyService
 from atoma_lab.transport.base import Headers, Request, Response, Transport
 from atoma_lab.transport.inprocess import InProcessTransport
 from atoma_lab.transport.loop import LoopThread, LoopTransport
+
+if TYPE_CHECKING:
+    from atoma_lab.server.limits import ServerLimits
 
 Mode = Literal["inprocess", "http"]
 PROXY_ADDRESS = "inproc://proxy"
@@ -52,7 +55,7 @@ class Network:
     def __init__(self, *, mode: Mode, ledger: Ledger, proxy: ProxyService, nodes: list[NodeService],
                  api_key: str, user_id: int, tee: SimulatedTEE,
                  transport: InProcessTransport | None, runner: Any, base_url: str | None,
-                 node_urls: list[str]) -> None:
+                 node_urls: list[str], metrics_token: str | None = None) -> None:
         self.mode = mode
         self.ledger = ledger
         self.proxy = proxy
@@ -64,8 +67,14 @@ class Network:
         self._runner = runner
         self.base_url = base_url
         self.node_urls = node_urls
+        self.metrics_token = metrics_token  # /metrics of the proxy and of every node
         self.owns_embedders = False
         self._closed = False
+
+    def start_lock_sweeper(self, interval_s: float) -> None:
+        """Have the proxy give back expired open locks every ``interval_s`` seconds (by its
+        clock) until :meth:`close`."""
+        self._runner.spawn(self.proxy.run_lock_sweeper(interval_s))
 
     def start_health_checks(self, interval_s: float) -> None:
         """Have the proxy probe every node each ``interval_s`` seconds (marking them up or down
@@ -203,6 +212,9 @@ def build_network(
     health_interval_s: float | None = None,
     profiles: Sequence[str] = PROFILES,
     replay_protection: bool = True,
+    server_limits: ServerLimits | None = None,
+    metrics_token: str | None = None,
+    lock_sweep_interval_s: float | None = LOCK_SWEEP_INTERVAL_S,
 ) -> Network:
     """Build and start a proxy with ``nodes`` nodes serving ``model`` and one user.
 
@@ -214,6 +226,10 @@ def build_network(
     nodes serve replayed Atoma-profile requests, as Atoma's do.
     ``health_interval_s`` has the proxy probe its nodes on a timer (by default it probes only
     when no node of a model is up); a node it cannot reach is out of rotation at once either way.
+    ``server_limits`` bound every HTTP listener (default :class:`~atoma_lab.server.ServerLimits`).
+    ``metrics_token`` opens ``/metrics`` of the proxy and the nodes (random when not given:
+    :attr:`Network.metrics_token`). ``lock_sweep_interval_s`` is how often expired open locks
+    are given back (``None``: only at the next lock call, as before).
     """
     if nodes < 1:
         raise ValueError("a network needs at least one node")
@@ -240,13 +256,15 @@ def build_network(
         raise ValueError(f"mode must be 'inprocess' or 'http', not {mode!r}")
     if proxy_signer is None:  # the wallet lives with the ledger: a restart keeps its stacks
         proxy_signer = SuiSigner.from_ed25519_seed(ledger.proxy_signing_seed())
+    if metrics_token is None:
+        metrics_token = "atl-metrics-" + secrets.token_urlsafe(24)
     proxy = ProxyService(ledger=ledger, transport=node_transport, signer=proxy_signer,
                          attestation_policy=policy, clock=clock, node_timeout_s=node_timeout_s,
-                         stack_size=stack_size)
+                         stack_size=stack_size, metrics_token=metrics_token)
     node_services = [
         NodeService(node_small_id=i + 1, embedder=embedders[i], stack_owner=ledger.stack_owner,
                     tee=tee, grace_window_s=grace_window_s, clock=clock, profiles=profiles,
-                    replay_protection=replay_protection)
+                    replay_protection=replay_protection, metrics_token=metrics_token)
         for i in range(nodes)
     ]
     prices = list(prices) if prices is not None else [1] * nodes
@@ -264,9 +282,12 @@ def build_network(
     else:
         from atoma_lab.server import ServerGroup, asgi_app
 
-        apps = [(asgi_app(proxy.handle), host, port)]
-        apps += [(asgi_app(n.handle), "127.0.0.1", 0) for n in node_services]
-        runner = ServerGroup(apps, allow_public=host not in ("127.0.0.1", "localhost", "::1"))
+        limits = server_limits
+        apps = [(asgi_app(proxy.handle, precheck=proxy.check_head, limits=limits), host, port)]
+        apps += [(asgi_app(n.handle, precheck=n.check_head, limits=limits), "127.0.0.1", 0)
+                 for n in node_services]
+        runner = ServerGroup(apps, allow_public=host not in ("127.0.0.1", "localhost", "::1"),
+                             limits=limits)
         urls = runner.start()
         base_url, node_urls = urls[0], urls[1:]
     for node, url, price in zip(node_services, node_urls, prices, strict=True):
@@ -282,10 +303,12 @@ def build_network(
         ledger.add_api_token(user_id, api_key)
     net = Network(mode=mode, ledger=ledger, proxy=proxy, nodes=node_services, api_key=api_key,
                   user_id=user_id, tee=tee, transport=transport, runner=runner, base_url=base_url,
-                  node_urls=node_urls)
+                  node_urls=node_urls, metrics_token=metrics_token)
     net.owns_embedders = embedder is None
     for i in range(nodes):
         net.publish_key(i)
     if health_interval_s is not None:
         net.start_health_checks(health_interval_s)
+    if lock_sweep_interval_s is not None:
+        net.start_lock_sweeper(lock_sweep_interval_s)
     return net

@@ -5,6 +5,11 @@ strings, a list of token ids, or a list of lists of token ids (at most 2048 inpu
 strict and names the offending field; unknown keys are ignored, as serde does (Atoma's proxy even
 injects ``max_completion_tokens`` into embeddings bodies). Each model is declared once
 (:mod:`atoma_lab.protocol.wire`), its fields in the order OpenAI's and Atoma's SDKs write them.
+
+Text is bounded before anyone tokenises it: at most :data:`MAX_INPUT_CHARS` characters per input
+and :data:`MAX_REQUEST_CHARS` per request, everywhere (400 ``INPUT_TOO_LONG`` naming the input);
+a node's engine bounds it further by its model's maximum sequence length
+(:func:`check_input_chars`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import numpy as np
 
 from atoma_lab.crypto.hashing import HASH_SIZE
 from atoma_lab.encoding import b64decode, require_int
-from atoma_lab.errors import InvalidFieldError, PeerProtocolError
+from atoma_lab.errors import InputTooLongError, InvalidFieldError, PeerProtocolError
 from atoma_lab.protocol.wire import (
     U32_MAX,
     Base64Text,
@@ -33,13 +38,42 @@ from atoma_lab.protocol.wire import (
 )
 
 MAX_INPUTS = 2048  # OpenAI's limit on the number of inputs in one request
+# The hard caps on text, whatever the model: no embedding model reads a million characters (a
+# token covers at least one), and a request's text fits the 64 MiB body limit.
+MAX_INPUT_CHARS = 1 << 20  # characters per text input
+MAX_REQUEST_CHARS = 1 << 24  # characters of text per request
 MAX_TOKEN_ID = U32_MAX
 EncodingFormat = Literal["float", "base64"]
 EmbeddingInput = str | list[str] | list[int] | list[list[int]]
 
 
+def check_input_chars(inputs: str | list[str] | list[int] | list[list[int]], *,
+                      max_input_chars: int = MAX_INPUT_CHARS,
+                      max_request_chars: int = MAX_REQUEST_CHARS) -> None:
+    """Refuse text inputs longer than ``max_input_chars`` characters each or
+    ``max_request_chars`` together (400 ``INPUT_TOO_LONG`` naming the input), before any
+    tokeniser reads them. Token-id inputs pass (their length is their cost)."""
+    if isinstance(inputs, str):
+        if len(inputs) > max_input_chars:
+            raise InputTooLongError(f"input: {len(inputs)} characters; at most "
+                                    f"{max_input_chars} per input", field="input")
+        return
+    total = 0
+    for i, item in enumerate(inputs):
+        if not isinstance(item, str):
+            return  # token ids (the parser allows no mix)
+        if len(item) > max_input_chars:
+            raise InputTooLongError(f"input[{i}]: {len(item)} characters; at most "
+                                    f"{max_input_chars} per input", field=f"input[{i}]")
+        total += len(item)
+    if total > max_request_chars:
+        raise InputTooLongError(f"input: {total} characters in all; at most {max_request_chars} "
+                                "per request", field="input")
+
+
 def _parse_input(value: object) -> EmbeddingInput:
     if isinstance(value, str):
+        check_input_chars(value)
         return value
     if not isinstance(value, list):
         raise InvalidFieldError(
@@ -58,6 +92,7 @@ def _parse_input(value: object) -> EmbeddingInput:
         for i, item in enumerate(value):
             if not isinstance(item, str):
                 raise InvalidFieldError(f"input[{i}]: expected a string", field=f"input[{i}]")
+        check_input_chars(value)
         return list(value)
     if isinstance(first, int) and not isinstance(first, bool):
         return [require_int(t, field=f"input[{i}]", maximum=MAX_TOKEN_ID) for i, t in enumerate(value)]
@@ -91,9 +126,10 @@ class EmbeddingInputKind(Kind):
     def schema(self, ref: Ref) -> dict[str, Any]:
         token_ids = {"type": "array", "items": {"type": "integer", "minimum": 0,
                                                 "maximum": MAX_TOKEN_ID}, "minItems": 1}
+        text = {"type": "string", "maxLength": MAX_INPUT_CHARS}
         return {"anyOf": [
-            {"type": "string"},
-            {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": MAX_INPUTS},
+            text,
+            {"type": "array", "items": text, "minItems": 1, "maxItems": MAX_INPUTS},
             token_ids,
             {"type": "array", "items": token_ids, "minItems": 1, "maxItems": MAX_INPUTS},
         ]}

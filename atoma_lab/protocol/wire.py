@@ -538,8 +538,18 @@ class WireModel(tuple[Any, ...], metaclass=_WireModelMeta):
         return out
 
     def to_json(self) -> bytes:
-        """Compact UTF-8 JSON of :meth:`to_dict`."""
-        return dumps(self.to_dict())
+        """Compact UTF-8 JSON of :meth:`to_dict`. Text that UTF-8 cannot carry (a lone
+        surrogate, as ``"\\ud800"`` makes) is an :class:`InvalidFieldError` naming where it sits
+        (``input[1]``, ``model``, ...), not the encoder's ``TypeError``."""
+        wire = self.to_dict()
+        try:
+            return dumps(wire)
+        except TypeError as exc:  # orjson refuses a str that is not valid UTF-8
+            where = _unencodable(wire, "")
+            if where is None:
+                raise
+            raise InvalidFieldError(f"{where}: not valid Unicode text (a lone surrogate?)",
+                                    field=where) from exc
 
     # -------------------------------------------------------------- value semantics
 
@@ -643,3 +653,24 @@ __all__ = [
     "wire_fields",
     "wire_names",
 ]
+
+
+def _unencodable(value: object, where: str) -> str | None:
+    """The path of the first string in ``value`` that UTF-8 cannot encode, else ``None``."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where or "body"
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _unencodable(item, f"{where}.{key}" if where else str(key))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _unencodable(item, f"{where}[{i}]")
+            if found is not None:
+                return found
+    return None

@@ -1,6 +1,7 @@
 """ASGI apps exposing the services over HTTP, and a uvicorn runner for loopback servers."""
 
 from atoma_lab.server.app import asgi_app
+from atoma_lab.server.limits import ServerLimits
 from atoma_lab.server.runner import ServerGroup
 
-__all__ = ["ServerGroup", "asgi_app"]
+__all__ = ["ServerGroup", "ServerLimits", "asgi_app"]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import uvicorn
 
+from atoma_lab.server.limits import ServerLimits
+from atoma_lab.server.protocol import guarded_protocol
 from atoma_lab.transport.loop import BackgroundTasks, new_event_loop
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -18,18 +21,24 @@ class ServerGroup(BackgroundTasks):
     """Start apps on ``(host, port)`` pairs (port 0 picks a free one), in one event loop thread.
 
     Binding anything but loopback needs ``allow_public=True``: a research box should not expose
-    a simulator by accident.
+    a simulator by accident. Every listener holds to ``limits`` (header size and time, idle
+    time, open connections: :mod:`atoma_lab.server.protocol`); build its app with the same
+    ``limits`` (:func:`~atoma_lab.server.app.asgi_app`) for the body's.
     """
 
     def __init__(self, apps: list[tuple[Any, str, int]], *, allow_public: bool = False,
-                 on_stop: Callable[[], Awaitable[None]] | None = None) -> None:
+                 on_stop: Callable[[], Awaitable[None]] | None = None,
+                 limits: ServerLimits | None = None) -> None:
         for _, host, _ in apps:
             if host not in _LOOPBACK and not allow_public:
                 raise ValueError(f"refusing to bind {host}: pass allow_public=True to serve beyond loopback")
         super().__init__()
+        self.limits = limits or ServerLimits()
+        protocol = guarded_protocol(self.limits)
         self._configs = [uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                        lifespan="off", access_log=False, timeout_keep_alive=30,
-                                        loop="auto", http="auto")
+                                        lifespan="off", access_log=False,
+                                        timeout_keep_alive=math.ceil(self.limits.idle_timeout_s),
+                                        loop="auto", http=protocol)
                          for app, host, port in apps]
         self._servers = [uvicorn.Server(c) for c in self._configs]
         self._thread: threading.Thread | None = None

@@ -12,11 +12,14 @@ carries instead:
 * the proxy registers each node from the node's own ``GET /v1/attestation`` and
   ``GET /v1/models``, probes them every ``health_interval_s``, routes around nodes that are
   down and takes a rotated key when it sees one (or when a node answers ``STALE_NODE_KEY``);
-* a node checks stack ownership with the proxy's public ``GET /v1/stacks`` (Atoma's node reads
-  the chain);
+* a node checks stack ownership with the proxy's ``GET /v1/stacks``, signing each look-up with
+  its Sui key (Atoma's node reads the chain);
 * the simulated TEE vendor is derived from a seed every process knows: a public development seed
   by default (so a simulation is not secure: anyone can forge its reports), or ``tee_seed``.
   The proxy's policy trusts that vendor's address, and clients check against the same.
+
+Each service's listener holds to its :class:`~atoma_lab.server.limits.ServerLimits`; its
+``/metrics`` needs its ``metrics_token`` (random when not given; the CLI prints it).
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.signing import SuiSigner
 from atoma_lab.errors import NodeFailedError, TransportError
 from atoma_lab.server import ServerGroup, asgi_app
+from atoma_lab.server.limits import ServerLimits
 from atoma_lab.services.ledger import Ledger
 from atoma_lab.services.node import Embedder, NodeService, ProxyStackDirectory
-from atoma_lab.services.proxy import ProxyService
+from atoma_lab.services.proxy import LOCK_SWEEP_INTERVAL_S, ProxyService
 from atoma_lab.transport.http import HttpTransport
 
 #: The simulated TEE vendor's seed when none is given: public, for development only.
@@ -55,11 +59,18 @@ def vendor_policy(seed: bytes | None = None, *, vendors: Sequence[str] = (),
                                       max_age_s=max_age_s)
 
 
+def _metrics_token(token: str | None) -> str:
+    return token or "atl-metrics-" + secrets.token_urlsafe(24)
+
+
 class _Service:
     """One ASGI app served on its own port from a background thread."""
 
-    def __init__(self, handler: Any, host: str, port: int, allow_public: bool) -> None:
-        self._group = ServerGroup([(asgi_app(handler), host, port)], allow_public=allow_public)
+    def __init__(self, service: Any, host: str, port: int, allow_public: bool,
+                 limits: ServerLimits | None) -> None:
+        app = asgi_app(service.handle, precheck=service.check_head, limits=limits)
+        self._group = ServerGroup([(app, host, port)], allow_public=allow_public, limits=limits)
+        self.limits = self._group.limits
         self.url: str | None = None
 
     def _start(self) -> str:
@@ -81,23 +92,28 @@ class NodeServer(_Service):
     """A node on ``host:port`` that checks stacks at ``proxy_url``.
 
     ``rotate_every_s`` rotates its key on a timer (the proxy picks the new one up);
-    ``signer_seed`` fixes its Sui identity (default: a fresh one per start).
+    ``signer_seed`` fixes its Sui identity (default: a fresh one per start), which also signs
+    its stack look-ups at the proxy.
     """
 
     def __init__(self, *, node_small_id: int, embedder: Embedder, proxy_url: str,
                  host: str = "127.0.0.1", port: int = 0, tee_seed: bytes | None = None,
                  signer_seed: bytes | None = None, grace_window_s: float = 0.0,
-                 rotate_every_s: float | None = None, allow_public: bool = False) -> None:
+                 rotate_every_s: float | None = None, allow_public: bool = False,
+                 limits: ServerLimits | None = None, metrics_token: str | None = None) -> None:
         if rotate_every_s is not None and rotate_every_s <= 0:
             raise ValueError("rotate_every_s must be positive")
         self.transport = HttpTransport(timeout_s=10.0)
+        directory = ProxyStackDirectory(self.transport, proxy_url, node_small_id)
+        self.metrics_token = _metrics_token(metrics_token)
         self.node = NodeService(
-            node_small_id=node_small_id, embedder=embedder,
-            stack_owner=ProxyStackDirectory(self.transport, proxy_url, node_small_id),
+            node_small_id=node_small_id, embedder=embedder, stack_owner=directory,
             signer=SuiSigner.from_ed25519_seed(signer_seed) if signer_seed else None,
-            tee=simulated_tee(tee_seed), grace_window_s=grace_window_s)
+            tee=simulated_tee(tee_seed), grace_window_s=grace_window_s,
+            metrics_token=self.metrics_token)
+        directory.signer = self.node.signer
         self.rotate_every_s = rotate_every_s
-        super().__init__(self.node.handle, host, port, allow_public)
+        super().__init__(self.node, host, port, allow_public, limits)
 
     def start(self) -> str:
         url = self._start()
@@ -118,17 +134,24 @@ class ProxyServer(_Service):
     """A proxy on ``host:port`` in front of the nodes at ``node_urls``.
 
     :meth:`start` waits up to ``wait_for_nodes_s`` for every node to answer and registers it,
-    then probes them every ``health_interval_s``. The ledger (a SQLite file, or memory) keeps
-    the proxy's wallet, users, stacks and nodes across restarts.
+    then probes them every ``health_interval_s``, and gives back expired open locks every
+    ``lock_sweep_interval_s``. The ledger (a SQLite file, or memory) keeps the proxy's wallet,
+    users, stacks and nodes across restarts.
     """
 
     def __init__(self, *, node_urls: Sequence[str], host: str = "127.0.0.1", port: int = 0,
                  api_key: str | None = None, ledger_path: str = ":memory:",
                  policy: AttestationPolicy | None = None, health_interval_s: float = 5.0,
                  node_timeout_s: float = 60.0, wait_for_nodes_s: float = 60.0,
-                 user_balance_usdc: int = 10**12, allow_public: bool = False) -> None:
+                 user_balance_usdc: int = 10**12, allow_public: bool = False,
+                 limits: ServerLimits | None = None, metrics_token: str | None = None,
+                 lock_sweep_interval_s: float = LOCK_SWEEP_INTERVAL_S) -> None:
         if not node_urls:
             raise ValueError("a proxy needs at least one node URL")
+        if lock_sweep_interval_s <= 0:
+            raise ValueError("lock_sweep_interval_s must be positive")
+        self.lock_sweep_interval_s = lock_sweep_interval_s
+        self.metrics_token = _metrics_token(metrics_token)
         self.node_urls = list(node_urls)
         self.ledger = Ledger(ledger_path)
         self.transport = HttpTransport(timeout_s=node_timeout_s)
@@ -136,7 +159,7 @@ class ProxyServer(_Service):
             ledger=self.ledger, transport=self.transport,
             signer=SuiSigner.from_ed25519_seed(self.ledger.proxy_signing_seed()),
             attestation_policy=policy if policy is not None else vendor_policy(),
-            node_timeout_s=node_timeout_s)
+            node_timeout_s=node_timeout_s, metrics_token=self.metrics_token)
         self.health_interval_s = health_interval_s
         self.wait_for_nodes_s = wait_for_nodes_s
         user_id = self.ledger.user_id("default")
@@ -146,7 +169,7 @@ class ProxyServer(_Service):
         else:
             self.ledger.add_api_token(user_id, self.api_key)
         self.node_ids: list[int] = []
-        super().__init__(self.proxy.handle, host, port, allow_public)
+        super().__init__(self.proxy, host, port, allow_public, limits)
 
     async def _register(self, url: str) -> int:
         deadline = time.monotonic() + self.wait_for_nodes_s
@@ -168,6 +191,7 @@ class ProxyServer(_Service):
             raise
         if self.health_interval_s > 0:
             self._group.spawn(self.proxy.run_health_checks(self.health_interval_s))
+        self._group.spawn(self.proxy.run_lock_sweeper(self.lock_sweep_interval_s))
         return url
 
     def stop(self) -> None:

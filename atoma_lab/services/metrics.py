@@ -1,8 +1,22 @@
-"""Prometheus metrics per service, with Atoma's metric names (atoma-protocol.md section 8)."""
+"""Prometheus metrics per service, with Atoma's metric names (atoma-protocol.md section 8).
+
+Labels come from fixed sets, never from what a peer sent: ``code`` is a code of the error table
+or ``OTHER``; ``model`` is a model some node of the ledger (or this node) serves.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from atoma_lab.errors import error_codes
+
+OTHER_CODE = "OTHER"  # the label of a failure whose code is not in the error table
+_CODES = error_codes()
+
+
+def code_label(code: str) -> str:
+    """``code`` if the error table has it, else :data:`OTHER_CODE`."""
+    return code if code in _CODES else OTHER_CODE
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -27,6 +41,10 @@ class ServiceMetrics:
                                      registry=r)
         self.units_released = Counter("atoma_lab_compute_units_released",
                                       "Locked compute units given back", registry=r)
+
+    def count_failure(self, code: str) -> None:
+        """One failed request, labelled by :func:`code_label`."""
+        self.failed.labels(code_label(code)).inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition format."""

@@ -23,10 +23,14 @@ limited to the hardened profile refuses Atoma's (400 ``INVALID_FIELD`` on ``prof
 hardened request the proxy's X-Signature covers ``request_hash`` (the AAD and ciphertext), the
 key is named by its id, and replays are refused by the ring's timestamp window and replay guard
 (at most ``replay_window_entries`` requests inside the window; beyond that 503).
+
+Before a body is read (:meth:`NodeService.check_head`), the POST routes need ``X-Signature``
+(the proxy's); ``/metrics`` needs the metrics token.
 """
 
 from __future__ import annotations
 
+import hmac
 import inspect
 import secrets
 import time
@@ -37,11 +41,11 @@ from atoma_lab.crypto.attestation import AttestationEvidence, SimulatedTEE
 from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.keys import X25519KeyPair
 from atoma_lab.crypto.signing import SuiSignature, SuiSigner, verify_sui_signature
-from atoma_lab.encoding import b64encode, loads, serde_compact
+from atoma_lab.encoding import b64encode, loads, parse_uint, serde_compact
 from atoma_lab.errors import (
     AtomaLabError,
+    AuthenticationError,
     ComputeUnitsExceededError,
-    InvalidFieldError,
     MissingHeaderError,
     ModelMismatchError,
     ModelNotFoundError,
@@ -49,12 +53,14 @@ from atoma_lab.errors import (
     ProfileMismatchError,
     ServiceUnavailableError,
     StackNotFoundError,
+    quoted,
 )
 from atoma_lab.inference.openai import EmbedResponse
 from atoma_lab.protocol import hardened
 from atoma_lab.protocol.atoma.envelope import open_request, seal_response
 from atoma_lab.protocol.atoma.messages import DEFAULT_MAX_NUM_TOKENS, Usage
 from atoma_lab.protocol.keyring import DEFAULT_OPENED_PER_KEY, NodeKey, NodeKeyRing
+from atoma_lab.protocol.lookup import stack_lookup_digest
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
 from atoma_lab.protocol.replay import DEFAULT_REPLAY_CACHE_ENTRIES, ReplayGuard
 from atoma_lab.services.metrics import PROMETHEUS_CONTENT_TYPE, ServiceMetrics
@@ -88,23 +94,30 @@ StackOwner = Callable[[int], "str | Awaitable[str | None] | None"]
 
 
 class ProxyStackDirectory:
-    """Stack owners read from a proxy's public ``GET /v1/stacks`` (for a node in its own
-    process, where Atoma's node would read the chain). A stack assigned to another node is
-    unknown here; answers are cached, since a stack's owner and node never change."""
+    """Stack owners read from a proxy's ``GET /v1/stacks`` (for a node in its own process, where
+    Atoma's node would read the chain), signed by the node's ``signer``
+    (:mod:`atoma_lab.protocol.lookup`; set it before the first look-up). A stack assigned to
+    another node is unknown here; answers are cached, since a stack's owner and node never
+    change."""
 
     def __init__(self, transport: Transport, proxy_address: str, node_small_id: int, *,
-                 timeout_s: float = 5.0) -> None:
+                 timeout_s: float = 5.0, signer: SuiSigner | None = None) -> None:
         self.transport = transport
         self.proxy_address = proxy_address
         self.node_small_id = node_small_id
         self.timeout_s = timeout_s
+        self.signer = signer
         self._owners: dict[int, str] = {}
 
     async def __call__(self, stack_small_id: int) -> str | None:
         if stack_small_id in self._owners:
             return self._owners[stack_small_id]
-        req = Request("GET", f"/v1/stacks?stack_small_id={stack_small_id}",
-                      Headers({"accept": "application/json"}), b"",
+        headers = Headers({"accept": "application/json"})
+        if self.signer is not None:
+            headers["x-node-small-id"] = str(self.node_small_id)
+            headers["x-signature"] = self.signer.sign(
+                stack_lookup_digest(self.node_small_id, stack_small_id)).to_base64()
+        req = Request("GET", f"/v1/stacks?stack_small_id={stack_small_id}", headers, b"",
                       address=self.proxy_address, timeout_s=self.timeout_s)
         resp = await self.transport.handle(req)
         if resp.status == 404:
@@ -139,6 +152,7 @@ class NodeService:
         profiles: Sequence[str] = PROFILES,
         replay_window_s: float = hardened.DEFAULT_REPLAY_WINDOW_S,
         replay_window_entries: int = DEFAULT_REPLAY_CACHE_ENTRIES,
+        metrics_token: str | None = None,
     ) -> None:
         if replay_cache_size < 1:
             raise ValueError("replay_cache_size must be at least 1")
@@ -154,6 +168,7 @@ class NodeService:
         self.clock = clock
         self.on_rotate = on_rotate
         self.metrics = ServiceMetrics()
+        self.metrics_token = metrics_token  # None: /metrics answers nobody
         now = self.clock()
         pair, evidence = self._attested_key(1, now, None)
         self.key_ring = NodeKeyRing(
@@ -163,11 +178,13 @@ class NodeService:
         if self.on_rotate is not None:
             self.on_rotate(self)
         self.router = Router()
-        self.router.add("POST", CONFIDENTIAL_EMBEDDINGS_PATH, self._confidential_embeddings)
-        self.router.add("POST", EMBEDDINGS_PATH, self._embeddings)
+        signed = self._check_signature_header
+        self.router.add("POST", CONFIDENTIAL_EMBEDDINGS_PATH, self._confidential_embeddings,
+                        guard=signed)
+        self.router.add("POST", EMBEDDINGS_PATH, self._embeddings, guard=signed)
         self.router.add("GET", "/v1/models", self._models)
         self.router.add("GET", "/health", self._health)
-        self.router.add("GET", "/metrics", self._metrics)
+        self.router.add("GET", "/metrics", self._metrics, guard=self._check_metrics_token)
         self.router.add("GET", "/v1/attestation", self._attestation)
 
     # ------------------------------------------------------------------ keys
@@ -247,6 +264,22 @@ class NodeService:
     async def handle(self, request: Request) -> Response:
         return await self.router(request)
 
+    def check_head(self, request: Request) -> None:
+        """What the HTTP server asks before reading a body: the route, the proxy's
+        ``X-Signature`` on the POST routes (400 ``MISSING_HEADER`` without reading on)."""
+        self.router.check_head(request)
+
+    def _check_signature_header(self, request: Request) -> None:
+        if request.headers.get("x-signature") is None:
+            self.metrics.count_failure(MissingHeaderError.code)
+            raise MissingHeaderError("missing required header X-Signature")
+
+    def _check_metrics_token(self, request: Request) -> None:
+        token = request.bearer_token()
+        if self.metrics_token is None or not hmac.compare_digest(
+                token.encode("utf-8", "replace"), self.metrics_token.encode("utf-8")):
+            raise AuthenticationError("/metrics needs the metrics token")
+
     def _proxy_signature(self, request: Request, message: bytes) -> SuiSignature:
         text = request.headers.get("x-signature")
         if text is None:
@@ -264,7 +297,8 @@ class NodeService:
 
     def _check_model(self, model: str) -> None:
         if model not in self.embedder.models:
-            raise ModelNotFoundError(f"this node does not serve model {model!r}", field="model")
+            raise ModelNotFoundError(f"this node does not serve model {quoted(model)}",
+                                     field="model")
 
     async def _confidential_embeddings(self, request: Request) -> Response:
         timing = ServerTiming()
@@ -317,7 +351,7 @@ class NodeService:
                     body = seal_response(out.body, opened.context, usage=usage,
                                          signer=self.signer).to_json()
         except AtomaLabError as exc:
-            self.metrics.failed.labels(exc.code).inc()
+            self.metrics.count_failure(exc.code)
             resp = error_response(exc)
             resp.headers["server-timing"] = timing.header()
             return resp
@@ -339,17 +373,15 @@ class NodeService:
                 stack_header = request.headers.get("x-stack-small-id")
                 if stack_header is None:
                     raise MissingHeaderError("missing required header X-Stack-Small-Id")
-                if not (stack_header.isascii() and stack_header.isdigit()):
-                    raise InvalidFieldError("X-Stack-Small-Id: expected an integer",
-                                            field="X-Stack-Small-Id")
-                await self._check_stack(int(stack_header), proxy_sig.address)
+                await self._check_stack(parse_uint(stack_header, field="X-Stack-Small-Id"),
+                                        proxy_sig.address)
                 oai = CreateEmbeddingRequest.from_dict(parsed)
                 self._check_model(oai.model)
             with timing.stage("node_embed"):
                 out = await self.embedder.embed(oai)
             units = request.headers.get("x-num-compute-units")
             if units is not None and units.isascii() and units.isdigit() \
-                    and out.usage.total_tokens > int(units):
+                    and out.usage.total_tokens > parse_uint(units, field="X-Num-Compute-Units"):
                 raise ComputeUnitsExceededError(
                     f"request needs {out.usage.total_tokens} compute units; {units} were locked")
             with timing.stage("node_seal"):
@@ -362,7 +394,7 @@ class NodeService:
                 body = (canonical[:-1] + b',"signature":"' + signature.encode()
                         + b'","response_hash":"' + b64encode(digest).encode() + b'"}')
         except AtomaLabError as exc:
-            self.metrics.failed.labels(exc.code).inc()
+            self.metrics.count_failure(exc.code)
             resp = error_response(exc)
             resp.headers["server-timing"] = timing.header()
             return resp

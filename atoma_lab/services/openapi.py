@@ -186,10 +186,13 @@ def _responses(ok: dict[str, Any] | None, errors: Sequence[int], *,
 
 
 def _operation(summary: str, operation_id: str, responses: dict[str, Any], *,
-               auth: bool, body: dict[str, Any] | None = None,
+               auth: bool | str, body: dict[str, Any] | None = None,
                parameters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``auth``: ``True`` for the user's bearer token, a scheme's name for another, ``False``
+    for none."""
+    scheme = "bearerAuth" if auth is True else auth
     op: dict[str, Any] = {"summary": summary, "operationId": operation_id,
-                          "security": [{"bearerAuth": []}] if auth else [],
+                          "security": [{scheme: []}] if scheme else [],
                           "responses": responses}
     if body is not None:
         op["requestBody"] = _json_body(body)
@@ -246,16 +249,22 @@ def openapi_document(*, models: Sequence[str] = (), server_url: str | None = Non
                              "schema": {"type": "string"}}]),
         },
         "/v1/stacks": {"get": _operation(
-            "A stack's owner address and node (public, as on chain)", "stackInfo",
-            _responses(_ref("StackInfo"), (400, 404)), auth=False,
+            "A stack's owner address and node, for the node it is assigned to (X-Signature: "
+            "that node's Sui signature over BLAKE2b-256 of 'atoma-lab/stack-lookup-v1', the "
+            "node's and the stack's ids as big-endian u64)", "stackInfo",
+            _responses(_ref("StackInfo"), (400, 401, 404)), auth=False,
             parameters=[{"name": "stack_small_id", "in": "query", "required": True,
-                         "schema": _int()}])},
+                         "schema": _int()},
+                        {"name": "X-Node-Small-Id", "in": "header", "required": True,
+                         "schema": {"type": "string", "pattern": "^[0-9]{1,20}$"}},
+                        {"name": "X-Signature", "in": "header", "required": True,
+                         "schema": {"type": "string"}}])},
         "/health": {"get": _operation("Liveness", "health", _responses(_ref("Health"), ()),
                                       auth=False)},
         "/metrics": {"get": _operation(
-            "Prometheus text exposition", "metrics",
-            _responses({"type": "string"}, (), media=PROMETHEUS_CONTENT_TYPE.split(";")[0]),
-            auth=False)},
+            "Prometheus text exposition (for the operator's metrics token)", "metrics",
+            _responses({"type": "string"}, (401,), media=PROMETHEUS_CONTENT_TYPE.split(";")[0]),
+            auth="metricsToken")},
         "/openapi.json": {"get": _operation(
             "This document", "openapi", _responses({"type": "object"}, ()), auth=False)},
     }
@@ -269,7 +278,9 @@ def openapi_document(*, models: Sequence[str] = (), server_url: str | None = Non
         "components": {
             "schemas": _schemas(models),
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
-                                               "description": "the user's API token"}},
+                                               "description": "the user's API token"},
+                                "metricsToken": {"type": "http", "scheme": "bearer",
+                                                 "description": "the operator's metrics token"}},
         },
     }
     if server_url is not None:

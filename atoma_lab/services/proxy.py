@@ -14,13 +14,23 @@ be reached, or times out, is marked down at once and gets no new locks; :meth:`c
 ``GET /v1/attestation``, marks it up again, and takes a newer key whose evidence verifies. A
 node's 409 ``STALE_NODE_KEY`` makes the proxy fetch the node's key before it answers, so the
 client's retry gets the new one. Nodes in other processes find stack owners with
-``GET /v1/stacks?stack_small_id=N`` (public, as the chain is).
+``GET /v1/stacks?stack_small_id=N``, signed by the node (:mod:`atoma_lab.protocol.lookup`).
+
+Against hostile peers: the bearer token is checked from the request's head, before its body is
+read (:meth:`ProxyService.check_head`); a node's refusal reaches the client only with a status
+and code of the error table and the proxy's own words (any other answer is 502
+``BAD_PEER_RESPONSE``); metric labels come from a fixed set; ``/metrics`` needs the metrics
+token; ``/openapi.json`` names the models only to a valid token; open locks that expire are
+given back every ``lock_sweep_interval_s`` (:meth:`ProxyService.run_lock_sweeper`), not only at
+the next lock call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import hmac
+import re
 import time
 from collections.abc import Callable
 
@@ -34,12 +44,13 @@ from atoma_lab.crypto.attestation import (
 )
 from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.signing import SuiSigner, verify_sui_signature
-from atoma_lab.encoding import b64decode, loads, require_int, serde_compact
+from atoma_lab.encoding import b64decode, loads, parse_uint, require_int, serde_compact
 from atoma_lab.errors import (
     APIError,
     AtomaLabError,
     AttestationError,
     AuthenticationError,
+    InsufficientBalanceError,
     InvalidFieldError,
     ModelNotFoundError,
     NodeFailedError,
@@ -47,17 +58,25 @@ from atoma_lab.errors import (
     PeerProtocolError,
     ServiceUnavailableError,
     SignatureError,
+    StackLockedError,
+    StackNotFoundError,
+    StackUnavailableError,
     TransportError,
     TransportTimeoutError,
+    known_error,
+    quoted,
 )
 from atoma_lab.protocol import hardened
 from atoma_lab.protocol.atoma.messages import (
     DEFAULT_MAX_NUM_TOKENS,
+    ConfidentialComputeRequest,
     ConfidentialComputeResponse,
     NodesCreateLockRequest,
     NodesCreateLockResponse,
 )
+from atoma_lab.protocol.lookup import stack_lookup_digest
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
+from atoma_lab.protocol.wire import wire_names
 from atoma_lab.services.ledger import STACK_SIZE_TO_BUY, Ledger, LockRecord, NodeRecord, StackRecord
 from atoma_lab.services.metrics import PROMETHEUS_CONTENT_TYPE, ServiceMetrics
 from atoma_lab.services.policy import DEFAULT_NODE_POLICY, NodePolicy
@@ -70,6 +89,18 @@ MODELS_CREATED = 1686935002  # the fixed "created" Atoma's /v1/models reports
 PLAIN_UNITS_PER_INPUT_CAP = 8192  # compute units reserved at most per input on the plain route
 PLAIN_LOCK_TIMEOUT_S = 60  # seconds a plain-route reservation may stay in flight
 NODE_PROBE_TIMEOUT_S = 5.0  # a health probe's limit
+LOCK_SWEEP_INTERVAL_S = 1.0  # seconds between give-backs of expired open locks
+#: Codes a node never has cause to send: they are about the proxy's users, balances and locks.
+#: A node answering one is not believed (502 ``BAD_PEER_RESPONSE``).
+PROXY_ONLY_CODES = frozenset({AuthenticationError.code, InsufficientBalanceError.code,
+                              StackUnavailableError.code, StackLockedError.code})
+#: Field names a node's refusal may name (the proxy repeats the name, never the node's text):
+#: the wire fields of the requests a node reads, the headers it checks, and ``input[i][j]``.
+NODE_FIELD_NAMES = frozenset(
+    {name for cls in (ConfidentialComputeRequest, hardened.HardenedRequest,
+                      CreateEmbeddingRequest) for name in wire_names(cls)}
+    | {"profile", "body", "X-Signature", "X-Stack-Small-Id", "X-Num-Compute-Units"})
+_INPUT_FIELD = re.compile(r"input(\[\d{1,5}\]){0,2}")
 
 
 def estimate_plain_units(request: CreateEmbeddingRequest) -> int:
@@ -101,6 +132,7 @@ class ProxyService:
         stack_size: int = STACK_SIZE_TO_BUY,
         node_policy: str | NodePolicy = DEFAULT_NODE_POLICY,
         policy_seed: int | None = 0,
+        metrics_token: str | None = None,
     ) -> None:
         self.ledger = ledger
         self.transport = transport
@@ -111,17 +143,20 @@ class ProxyService:
         self.node_timeout_s = node_timeout_s
         self.stack_size = stack_size
         self.node_policy = node_policy_named(node_policy, seed=policy_seed)
+        self.metrics_token = metrics_token  # None: /metrics answers nobody
         self.metrics = ServiceMetrics()
         self.router = Router()
-        self.router.add("POST", "/v1/nodes/lock", self._nodes_lock)
-        self.router.add("POST", "/v1/confidential/embeddings", self._confidential_embeddings)
-        self.router.add("POST", "/v1/embeddings", self._embeddings)
-        self.router.add("GET", "/v1/models", self._models)
+        user = self._check_token
+        self.router.add("POST", "/v1/nodes/lock", self._nodes_lock, guard=user)
+        self.router.add("POST", "/v1/confidential/embeddings", self._confidential_embeddings,
+                        guard=user)
+        self.router.add("POST", "/v1/embeddings", self._embeddings, guard=user)
+        self.router.add("GET", "/v1/models", self._models, guard=user)
         self.router.add("GET", "/v1/nodes/attestation", self._node_attestation)
         self.router.add("POST", "/v1/nodes/attestation", self._publish_attestation)
         self.router.add("GET", "/v1/stacks", self._stack_info)
         self.router.add("GET", "/health", self._health)
-        self.router.add("GET", "/metrics", self._metrics)
+        self.router.add("GET", "/metrics", self._metrics, guard=self._check_metrics_token)
         self.router.add("GET", "/openapi.json", self._openapi)
 
     @property
@@ -131,6 +166,11 @@ class ProxyService:
 
     async def handle(self, request: Request) -> Response:
         return await self.router(request)
+
+    def check_head(self, request: Request) -> None:
+        """What the HTTP server asks before reading a body: the route, and the bearer token
+        of the routes that need one (401 without reading what follows)."""
+        self.router.check_head(request)
 
     # ------------------------------------------------------------------ administration
     def register_node(self, node_small_id: int, *, address: str, sui_address: str,
@@ -236,6 +276,19 @@ class ProxyService:
             await self.check_nodes()
             await asyncio.sleep(interval_s)
 
+    def sweep_locks(self) -> int:
+        """Give back the units of every open lock that expired (by :attr:`clock`); how many."""
+        return self.ledger.prune_expired(self.clock())
+
+    async def run_lock_sweeper(self, interval_s: float = LOCK_SWEEP_INTERVAL_S) -> None:
+        """:meth:`sweep_locks` every ``interval_s`` seconds until cancelled, so that an expired
+        lock's units come back even when nobody takes another lock."""
+        if interval_s <= 0:
+            raise ValueError("interval_s must be positive")
+        while True:
+            self.sweep_locks()
+            await asyncio.sleep(interval_s)
+
     def add_user(self, name: str, api_key: str, *, balance_usdc: int = 10**12) -> int:
         user_id = self.ledger.add_user(name, balance_usdc=balance_usdc)
         self.ledger.add_api_token(user_id, api_key)
@@ -247,6 +300,15 @@ class ProxyService:
         if user_id is None:
             raise AuthenticationError("invalid API token")
         return user_id
+
+    def _check_token(self, request: Request) -> None:
+        self._auth(request)
+
+    def _check_metrics_token(self, request: Request) -> None:
+        token = request.bearer_token()
+        if self.metrics_token is None or not hmac.compare_digest(
+                token.encode("utf-8", "replace"), self.metrics_token.encode("utf-8")):
+            raise AuthenticationError("/metrics needs the metrics token")
 
     async def _lock(self, user_id: int, model: str, max_num_tokens: int,
                     timeout_s: float) -> tuple[StackRecord, LockRecord, NodeRecord, bool]:
@@ -266,8 +328,9 @@ class ProxyService:
         now = self.clock()
         if not eligible:
             if model not in self.ledger.models():
-                raise ModelNotFoundError(f"no node serves model {model!r}", field="model")
-            raise ServiceUnavailableError(f"no attested, healthy node serves model {model!r} now")
+                raise ModelNotFoundError(f"no node serves model {quoted(model)}", field="model")
+            raise ServiceUnavailableError(
+                f"no attested, healthy node serves model {quoted(model)} now")
         # No await from here on: the placement and the lock see the same ledger.
         load = self.ledger.units_in_flight(now) if self.node_policy.needs_load else {}
         place = self.node_policy.place(eligible, load)
@@ -286,7 +349,7 @@ class ProxyService:
     def _give_back(self, lock: LockRecord, route: str, outcome: str) -> None:
         """A failed request: release all of its lock, charge nothing, count the failure."""
         self.ledger.release(lock.lock_id, route=route, outcome=outcome, now=self.clock())
-        self.metrics.failed.labels(outcome).inc()
+        self.metrics.count_failure(outcome)
         self.metrics.units_released.inc(lock.max_num_tokens)
 
     async def _forward(self, node: NodeRecord, path: str, body: bytes, headers: Headers) -> Response:
@@ -299,16 +362,43 @@ class ProxyService:
                 f"node {node.node_small_id} did not answer within {self.node_timeout_s} s") from exc
 
     @staticmethod
-    def _node_failure(resp: Response) -> AtomaLabError:
-        """Turn a node's error answer into ours: the caller's faults keep their status and body."""
-        try:
-            err = loads(resp.body).get("error", {})
-            code, message = str(err.get("code", "NODE_ERROR")), str(err.get("message", ""))
-        except (AtomaLabError, AttributeError):
-            code, message = "NODE_ERROR", "node answered without a JSON error body"
+    def _node_failure(node: NodeRecord, resp: Response) -> AtomaLabError:
+        """Turn a node's error answer into ours, in the proxy's own words (a node's text never
+        reaches the client). A refusal (4xx) keeps its status and code when the error table has
+        them and a node may send them; anything else from a node is its fault: a 5xx is 502
+        ``NODE_ERROR``, any other status or code 502 ``BAD_PEER_RESPONSE``."""
+        code = resp.error_code()
+        known = known_error(resp.status, code) if code is not None else None
+        who = f"node {node.node_small_id}"
         if 400 <= resp.status < 500:
-            return APIError(message, status=resp.status, code=code, fault="caller")
-        return NodeFailedError(f"node failed with {resp.status}: {message}")
+            if known is None or code in PROXY_ONLY_CODES:
+                return PeerProtocolError(f"{who} answered {resp.status} with a code the proxy "
+                                         "does not pass on")
+            assert code is not None
+            doc = " ".join((known.__doc__ or "").strip().split("\n\n")[0].split())
+            field = ProxyService._node_field(resp)
+            return APIError(f"{who} refused the request"
+                            + (f" ({field})" if field is not None else "") + f": {doc}",
+                            status=resp.status, code=code, fault="caller")
+        if 500 <= resp.status < 600:
+            return NodeFailedError(f"{who} failed with {resp.status}"
+                                   + (f" ({code})" if known is not None else ""))
+        return PeerProtocolError(f"{who} answered with status {resp.status}")
+
+    @staticmethod
+    def _node_field(resp: Response) -> str | None:
+        """The field a node's error message starts with (``"input[1]: ..."``), if it is one a
+        node may name; the rest of the message is the node's and is dropped."""
+        try:
+            message = loads(resp.body)["error"]["message"]
+        except (AtomaLabError, KeyError, TypeError):
+            return None
+        if not isinstance(message, str):
+            return None
+        name = message.partition(":")[0]
+        if name in NODE_FIELD_NAMES or _INPUT_FIELD.fullmatch(name):
+            return name
+        return None
 
     # ------------------------------------------------------------------ routes
     async def _nodes_lock(self, request: Request) -> Response:
@@ -352,8 +442,9 @@ class ProxyService:
                 "x-signature": self.signer.sign(digest).to_base64(),
                 "x-user-id": str(user_id),
             })
+        # The ledger's model names the metric (the client's model_name is free text).
         return await self._forward_and_settle(
-            "confidential", ccr.model_name, lock, node, "/v1/confidential/embeddings",
+            "confidential", stack.model, lock, node, "/v1/confidential/embeddings",
             request.body, headers, timing, verify)
 
     async def _embeddings(self, request: Request) -> Response:
@@ -394,7 +485,7 @@ class ProxyService:
             timing.add("proxy_forward",
                        (time.perf_counter_ns() - t0) / 1e6 - sum(node_stages.values()))
             if not resp.ok:
-                failure = self._node_failure(resp)
+                failure = self._node_failure(node, resp)
                 if failure.code == "STALE_NODE_KEY":  # the node rotated: learn its key now
                     await self.refresh_node(node.node_small_id)
                 raise failure
@@ -517,8 +608,23 @@ class ProxyService:
         return Response.json({"node_small_id": node.node_small_id, "valid": valid})
 
     async def _stack_info(self, request: Request) -> Response:
-        """Public, as on chain: a stack's owner and node (nodes elsewhere check stacks here)."""
-        stack = self.ledger.stack(request.query_int("stack_small_id"))  # unknown: 404
+        """A stack's owner and node, for the node it is assigned to (nodes elsewhere check stacks
+        here): ``X-Node-Small-Id`` and ``X-Signature`` over :func:`stack_lookup_digest` by that
+        node's registered key. A stack of another node is 404, as an unknown one."""
+        stack_small_id = request.query_int("stack_small_id")
+        node_header, sig = request.headers.get("x-node-small-id"), request.headers.get("x-signature")
+        if node_header is None or sig is None:
+            raise AuthenticationError("stack look-ups are for nodes: X-Node-Small-Id and "
+                                      "X-Signature required")
+        node = self.ledger.node(parse_uint(node_header, field="X-Node-Small-Id"))
+        if node is None:
+            raise AuthenticationError("X-Node-Small-Id names no registered node")
+        verify_sui_signature(sig, stack_lookup_digest(node.node_small_id, stack_small_id),
+                             expected_address=node.sui_address, field="X-Signature")
+        stack = self.ledger.stack(stack_small_id)  # unknown: 404
+        if stack.node_small_id != node.node_small_id:
+            raise StackNotFoundError(f"stack {stack_small_id} is not assigned to node "
+                                     f"{node.node_small_id}")
         return Response.json({"stack_small_id": stack.stack_small_id,
                               "owner_address": stack.owner_address,
                               "node_small_id": stack.node_small_id})
@@ -530,6 +636,12 @@ class ProxyService:
         return Response(200, self.metrics.render(), Headers({"content-type": PROMETHEUS_CONTENT_TYPE}))
 
     async def _openapi(self, request: Request) -> Response:
+        """The OpenAPI document; the served models appear in it only for a valid token (as
+        ``/v1/models`` lists them only to one)."""
         from atoma_lab.services.openapi import openapi_document
 
+        try:
+            self._auth(request)
+        except AuthenticationError:
+            return Response.json(openapi_document())
         return Response.json(openapi_document(models=self.ledger.models()))

@@ -14,12 +14,12 @@ responses in one place, :func:`error_response`, from the status and code each
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qsl
 
-from atoma_lab.encoding import dumps, loads
+from atoma_lab.encoding import dumps, loads, parse_uint
 from atoma_lab.errors import (
     AtomaLabError,
     AuthenticationError,
@@ -52,6 +52,17 @@ class Headers(dict[str, str]):
 
     def copy(self) -> Headers:
         return Headers(self)
+
+    @classmethod
+    def from_pairs(cls, pairs: Iterable[tuple[str, str]]) -> Headers:
+        """One pass over ``(name, value)`` pairs as they came on the wire; of a repeated name the
+        first value counts (as Starlette's and httpx's ``get`` return)."""
+        out = cls()
+        for name, value in pairs:
+            key = name.lower()
+            if not dict.__contains__(out, key):
+                dict.__setitem__(out, key, value)
+        return out
 
 
 @dataclass(slots=True)
@@ -92,7 +103,7 @@ class Request:
         raw = self.query.get(name, "")
         if not (raw.isascii() and raw.isdigit()):
             raise InvalidFieldError(f"{name}: expected an integer query parameter", field=name)
-        return int(raw)
+        return parse_uint(raw, field=name)
 
     def bearer_token(self) -> str:
         """The token of ``Authorization: Bearer <token>`` or :class:`AuthenticationError`."""

@@ -9,16 +9,26 @@ and after, then proves the network still serves a valid confidential request.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pytest
-from fakes import MODEL, FakeClock, expected_vectors, fake_embedder, full_state, send, settlements
+from fakes import (
+    MODEL,
+    FakeClock,
+    error_of,
+    expected_vectors,
+    fake_embedder,
+    full_state,
+    send,
+    settlements,
+)
 
 from atoma_lab.client import AtomaLabClient
+from atoma_lab.encoding import loads
 from atoma_lab.inference.fake import FakeEngine
 from atoma_lab.inference.openai import NodeEmbedder
 from atoma_lab.lab.network import Network, build_network
@@ -96,6 +106,37 @@ class Adversary:
                 "ledger": record,
             })
         return out
+
+    def assert_refused(self, make: Callable[[Adversary], Response], status: int, code: str,
+                       stage: str = "proxy") -> Response:
+        """Run ``make`` and check its refusal: the status and code in Atoma's error shape, no
+        secret in the message; ``stage="proxy"``: nothing settled and only the locks the case
+        took left open; ``"node"``: the consumed lock released at once with one settlement of
+        nothing; then, the case's locks expired, the books and node keys as before, and a valid
+        request served."""
+        net = self.net
+        self.expire()  # whatever an earlier failure left open
+        books, nodes, n_settled = self.books(), self.node_state(), len(settlements(net))
+        self.locks_taken = 0
+        resp = make(self)
+        assert error_of(resp) == (status, code), resp.body
+        assert SECRET not in loads(resp.body)["error"]["message"]
+        # Right after the answer: nothing in flight, nothing charged.
+        locks = net.ledger.open_locks()
+        new = settlements(net)[n_settled:]
+        assert all(lk.state == "open" for lk in locks), locks
+        if stage == "node":
+            assert [(r["units_charged"], r["outcome"]) for r in new] == [(0, code)]
+            assert locks == []
+        else:
+            assert new == []
+            assert len(locks) == self.locks_taken
+        # Once the locks the case took have expired, the books are exactly as before.
+        self.expire()
+        assert self.books() == books
+        assert self.node_state() == nodes
+        self.assert_still_serving()
+        return resp
 
     def assert_still_serving(self) -> None:
         """A valid confidential request succeeds, with the right vectors and usage."""

@@ -28,6 +28,7 @@ from schemathesis.specs.openapi.checks import (
 from schemathesis.specs.openapi.definitions import OPENAPI_31
 
 from atoma_lab.protocol import Usage
+from atoma_lab.protocol.lookup import stack_lookup_digest
 from atoma_lab.protocol.openai import SignedEmbeddingResponse
 from atoma_lab.protocol.wire import UInt, json_schema, wire, wire_fields, wire_names
 from atoma_lab.services.openapi import (
@@ -94,22 +95,31 @@ def test_every_route_the_proxy_serves_is_documented(live: Adversary) -> None:
 
 
 def test_the_proxy_serves_the_document(live: Adversary) -> None:
-    resp = send(live.net, "GET", "/openapi.json", token=None)
+    """With a valid token the document names the served models; without one it does not (as
+    ``/v1/models`` lists them only to a valid token)."""
+    resp = send(live.net, "GET", "/openapi.json")
     assert resp.status == 200 and resp.headers["content-type"] == "application/json"
     served = orjson.loads(resp.body)
     assert served == openapi_document(models=live.net.ledger.models())
     assert MODEL in served["components"]["schemas"]["CreateEmbeddingRequest"]["properties"][
         "model"]["examples"]
+    for token in (None, "atl-not-a-real-token"):
+        anonymous = send(live.net, "GET", "/openapi.json", token=token)
+        assert anonymous.status == 200
+        assert orjson.loads(anonymous.body) == openapi_document()
+        assert MODEL.encode() not in anonymous.body
 
 
 def test_every_operation_has_its_security_and_error_body() -> None:
     public = {("GET", "/v1/nodes/attestation"), ("POST", "/v1/nodes/attestation"),
-              ("GET", "/v1/stacks"), ("GET", "/health"), ("GET", "/metrics"),
-              ("GET", "/openapi.json")}
+              ("GET", "/v1/stacks"), ("GET", "/health"), ("GET", "/openapi.json")}
+    operator = {("GET", "/metrics")}
     for path, item in DOC["paths"].items():
         for method, op in item.items():
             key = (method.upper(), path)
-            assert op["security"] == ([] if key in public else [{"bearerAuth": []}]), key
+            expected = ([] if key in public else [{"metricsToken": []}] if key in operator
+                        else [{"bearerAuth": []}])
+            assert op["security"] == expected, key
             if key not in public:
                 assert "401" in op["responses"], key
             for status, resp in op["responses"].items():
@@ -162,7 +172,12 @@ def test_real_answers_match_their_schemas(live: Adversary) -> None:
     attestation = send(a.net, "GET", "/v1/nodes/attestation?node_small_id=1", token=None)
     _validator("NodeAttestation").validate(orjson.loads(attestation.body))
     _validator("AttestationEvidence").validate(a.net.nodes[0].evidence.to_dict())
-    stack = send(a.net, "GET", f"/v1/stacks?stack_small_id={lock.stack_small_id}", token=None)
+    node = next(n for n in a.net.nodes if n.node_small_id == lock.node_small_id)
+    signature = node.signer.sign(stack_lookup_digest(node.node_small_id, lock.stack_small_id))
+    stack = send(a.net, "GET", f"/v1/stacks?stack_small_id={lock.stack_small_id}", token=None,
+                 extra_headers={"x-node-small-id": str(node.node_small_id),
+                                "x-signature": signature.to_base64()})
+    assert stack.status == 200, stack.body
     _validator("StackInfo").validate(orjson.loads(stack.body))
     _validator("Health").validate(orjson.loads(send(a.net, "GET", "/health", token=None).body))
     error = send(a.net, "POST", CONF, b"{", token=None)

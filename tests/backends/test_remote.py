@@ -346,7 +346,7 @@ def test_a_backend_failure_is_a_specific_error_and_charges_nothing(
                 assert error_of(resp) == (status, error.code)
             else:
                 assert error_of(resp) == (502, "NODE_ERROR")
-                assert f"node failed with {status}" in orjson.loads(resp.body)["error"]["message"]
+                assert f"node 1 failed with {status}" in orjson.loads(resp.body)["error"]["message"]
             assert SECRET.encode() not in resp.body
         assert money(net) == before
         assert net.ledger.open_locks() == []

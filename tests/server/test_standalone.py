@@ -13,7 +13,9 @@ import pytest
 from cluster import FAKE, Cluster, Service, free_port, start_cluster
 
 from atoma_lab.client import AtomaLabClient
+from atoma_lab.crypto.signing import SuiSigner
 from atoma_lab.inference import FakeEngine
+from atoma_lab.protocol.lookup import stack_lookup_digest
 from atoma_lab.server.standalone import vendor_policy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -56,15 +58,21 @@ def test_confidential_and_plain_round_trips(cluster: Cluster) -> None:
 
 
 def test_nodes_check_stacks_at_the_proxy(cluster: Cluster) -> None:
+    """The node processes' signed look-ups work (the round trip needs them); nobody else can
+    list stacks: unsigned or signed by a key that is no node's, a look-up is 401."""
     with _client(cluster) as client:
         lock = client.nodes.lock(FAKE)
-    info = httpx.get(f"{cluster.base_url}/v1/stacks",
-                     params={"stack_small_id": lock.stack_small_id}, timeout=10).json()
-    assert info["node_small_id"] == lock.node_small_id
-    assert info["owner_address"].startswith("0x")
-    missing = httpx.get(f"{cluster.base_url}/v1/stacks", params={"stack_small_id": 99999},
-                        timeout=10)
-    assert missing.status_code == 404 and missing.json()["error"]["code"] == "STACK_NOT_FOUND"
+        out = client.confidential_embeddings.create(input="signed look-up", model=FAKE)
+    assert out.usage.total_tokens > 0
+    url, params = f"{cluster.base_url}/v1/stacks", {"stack_small_id": lock.stack_small_id}
+    unsigned = httpx.get(url, params=params, timeout=10)
+    assert unsigned.status_code == 401 and unsigned.json()["error"]["code"] == "AUTH_ERROR"
+    digest = stack_lookup_digest(lock.node_small_id, lock.stack_small_id)
+    impostor = httpx.get(url, params=params, timeout=10, headers={
+        "x-node-small-id": str(lock.node_small_id),
+        "x-signature": SuiSigner.generate().sign(digest).to_base64()})
+    assert impostor.status_code == 401
+    assert impostor.json()["error"]["code"] == "INVALID_SIGNATURE"
 
 
 def test_the_proxy_picks_up_a_rotated_key(cluster: Cluster) -> None:

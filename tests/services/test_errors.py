@@ -415,7 +415,10 @@ def test_plain_input_larger_than_a_stack_is_400(make_net: Callable[..., Network]
 
 @pytest.mark.parametrize("query,status", [("node_small_id=%C2%B2", 400), ("node_small_id=x", 400),
                                           ("node_small_id=", 400), ("", 400),
-                                          ("node_small_id=99999999999999999999999", 404),
+                                          ("node_small_id=18446744073709551615", 404),
+                                          ("node_small_id=18446744073709551616", 400),
+                                          ("node_small_id=99999999999999999999999", 400),
+                                          ("node_small_id=" + "9" * 5000, 400),
                                           ("node_small_id=424242", 404)])
 def test_attestation_lookup_with_odd_ids_is_4xx(env: Env, query: str, status: int) -> None:
     resp = send(env.net, "GET", "/v1/nodes/attestation?" + query, token=None)
@@ -425,8 +428,11 @@ def test_attestation_lookup_with_odd_ids_is_4xx(env: Env, query: str, status: in
 @pytest.mark.parametrize("header,value,expected", [
     ("x-stack-small-id", "²", (400, "INVALID_FIELD")),
     ("x-stack-small-id", "-1", (400, "INVALID_FIELD")),
-    ("x-stack-small-id", "99999999999999999999999", (404, "STACK_NOT_FOUND")),
+    ("x-stack-small-id", "18446744073709551615", (404, "STACK_NOT_FOUND")),
+    ("x-stack-small-id", "99999999999999999999999", (400, "INVALID_FIELD")),
+    ("x-stack-small-id", "9" * 5000, (400, "INVALID_FIELD")),
     ("x-num-compute-units", "²", None),
+    ("x-num-compute-units", "9" * 5000, (400, "INVALID_FIELD")),
 ])
 def test_node_plain_route_with_odd_headers(env: Env, header: str, value: str,
                                            expected: tuple[int, str] | None) -> None:

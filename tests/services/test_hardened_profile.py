@@ -76,7 +76,8 @@ def test_a_hardened_only_network_refuses_atoma_requests(make_net: Callable[..., 
     assert error_of(send(net, "POST", CONF, _atoma_body(net))) == (400, "INVALID_FIELD")
     with pytest.raises(InvalidFieldError) as exc:
         net.client().confidential_embeddings.create(input="downgraded", model=MODEL)
-    assert "profile" in exc.value.message
+    # The node's own words stay with the proxy (issue 16, item 8): the code and who refused.
+    assert exc.value.code == "INVALID_FIELD" and "node 1 refused" in exc.value.message
     assert money(net) == before
     assert net.ledger.open_locks() == []
 

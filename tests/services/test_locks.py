@@ -3,6 +3,7 @@ it costs, when the lock expires, and that one lock pays for exactly one request.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import orjson
@@ -179,6 +180,44 @@ def test_expired_locks_are_pruned_by_the_next_lock_call(make_net: Callable[..., 
     client.nodes.lock(MODEL, max_num_tokens=7, timeout=5)
     assert net.ledger.stack(first.stack_small_id).locked_compute_units == 7
     assert [lk.max_num_tokens for lk in net.ledger.open_locks()] == [7]
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_expired_locks_are_given_back_on_a_timer(make_net: Callable[..., Network],
+                                                 mode: str) -> None:
+    """Issue 16, item 14: nobody takes another lock, yet the proxy's sweeper gives an expired
+    lock's units back; the clock is the network's (injected), the timer's period real."""
+    clock = FakeClock()
+    net = make_net(nodes=1, mode=mode, clock=clock, lock_sweep_interval_s=0.01)
+    lock = net.client().nodes.lock(MODEL, max_num_tokens=100, timeout=5)
+    sid = lock.stack_small_id
+    before = money(net)
+    time.sleep(0.1)  # several sweeps: the lock has not expired by the network's clock
+    assert net.ledger.stack(sid).locked_compute_units == 100
+    assert len(net.ledger.open_locks()) == 1
+    clock.advance(5.1)
+    assert _wait_for(lambda: net.ledger.open_locks() == [])
+    assert net.ledger.stack(sid).locked_compute_units == 0
+    assert money(net) == before  # given back, nothing charged
+
+
+def test_without_the_sweeper_an_expired_lock_waits_for_the_next_lock_call(
+        make_net: Callable[..., Network]) -> None:
+    clock = FakeClock()
+    net = make_net(nodes=1, clock=clock, lock_sweep_interval_s=None)
+    net.client().nodes.lock(MODEL, max_num_tokens=100, timeout=5)
+    clock.advance(6)
+    time.sleep(0.1)
+    assert len(net.ledger.open_locks()) == 1  # what the timer mends
+    assert net.proxy.sweep_locks() == 1 and net.ledger.open_locks() == []
 
 
 def test_a_lock_serves_exactly_one_request(make_net: Callable[..., Network], mode: str) -> None:

@@ -7,13 +7,13 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from fakes import MODEL, expected_units, expected_vectors, fake_embed, fake_embedder, send
+from fakes import MODEL, error_of, expected_units, expected_vectors, fake_embed, fake_embedder, send
 from prometheus_client.parser import text_string_to_metric_families
 
 from atoma_lab.encoding import loads
 from atoma_lab.lab.network import Network
 from atoma_lab.protocol.openai import CreateEmbeddingRequest, CreateEmbeddingResponse
-from atoma_lab.transport.base import Request
+from atoma_lab.transport.base import Headers, Request
 
 INPUTS = ["hello world", "the quick brown fox jumps", "x"]
 
@@ -125,7 +125,9 @@ def test_proxy_metrics_after_a_request(net: Network) -> None:
     client = net.client()
     client.confidential_embeddings.create(input=INPUTS, model=MODEL)
     client.embeddings.create(input=INPUTS, model=MODEL)
-    resp = send(net, "GET", "/metrics", token=None)
+    assert error_of(send(net, "GET", "/metrics", token=None)) == (401, "AUTH_ERROR")
+    assert error_of(send(net, "GET", "/metrics")) == (401, "AUTH_ERROR")  # a user's token
+    resp = send(net, "GET", "/metrics", token=net.metrics_token)
     assert resp.status == 200
     assert resp.headers["content-type"].startswith("text/plain")
     samples = prometheus_samples(resp.body)
@@ -141,8 +143,11 @@ def test_node_metrics_after_a_request(net: Network) -> None:
     result = client.confidential_embeddings.create(input=INPUTS, model=MODEL)
     address = net.node_urls[net.nodes.index(
         next(n for n in net.nodes if n.node_small_id == result.node_small_id))]
-    resp = net.run(net.proxy.transport.handle(
-        Request("GET", "/metrics", address=address, timeout_s=5.0)))
+    assert net.run(net.proxy.transport.handle(
+        Request("GET", "/metrics", address=address, timeout_s=5.0))).status == 401
+    resp = net.run(net.proxy.transport.handle(Request(
+        "GET", "/metrics", Headers({"authorization": f"Bearer {net.metrics_token}"}),
+        address=address, timeout_s=5.0)))
     assert resp.status == 200
     samples = prometheus_samples(resp.body)
     assert samples[("atoma_text_embeddings_confidential_num_requests_total", MODEL)] == 1.0
@@ -160,6 +165,6 @@ def test_failed_requests_are_counted_in_metrics(net: Network) -> None:
                           model_name=MODEL)
     resp = send(net, "POST", "/v1/confidential/embeddings", sealed.request.to_json())
     assert resp.status == 409
-    samples = prometheus_samples(send(net, "GET", "/metrics", token=None).body)
+    samples = prometheus_samples(send(net, "GET", "/metrics", token=net.metrics_token).body)
     assert samples[("atoma_total_failed_requests_total", "STALE_NODE_KEY")] == 1.0
     client.close()
