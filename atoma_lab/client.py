@@ -43,6 +43,7 @@ from atoma_lab.errors import (
     TransportError,
     error_from_response,
 )
+from atoma_lab.inference.registry import DEFAULT_MODEL
 from atoma_lab.protocol import hardened
 from atoma_lab.protocol.atoma.envelope import open_response, seal_request
 from atoma_lab.protocol.atoma.messages import (
@@ -56,7 +57,6 @@ from atoma_lab.transport.base import Headers, Request, Response, Transport
 from atoma_lab.transport.loop import LoopThread, LoopTransport, run_on
 
 T = TypeVar("T")
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 @dataclass
