@@ -34,6 +34,7 @@ from atoma_lab.crypto.attestation import (
     SimulatedVerifier,
     evidence_from_dict,
 )
+from atoma_lab.display.html import bars, kv_table, section
 from atoma_lab.encoding import loads
 from atoma_lab.errors import (
     AtomaLabError,
@@ -59,16 +60,22 @@ from atoma_lab.transport.loop import LoopThread, LoopTransport, run_on
 T = TypeVar("T")
 
 
-@dataclass
+@dataclass(repr=False)
 class EmbeddingsResult:
-    """An OpenAI-shaped embeddings response with numpy access and the request's trace."""
+    """An OpenAI-shaped embeddings response with numpy access and the request's trace.
+
+    In a notebook it shows its shape, model, usage, node, attempts and the trace's stages
+    (``_repr_html_``); its ``repr`` is one short line. ``raw`` holds the sealed request, the
+    answer and both plaintexts for inspection, and is shown by neither.
+    """
 
     response: CreateEmbeddingResponse
     trace: Trace
     node_small_id: int | None = None
     stack_small_id: int | None = None
     attempts: int = 1
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    raw: dict[str, Any] = field(default_factory=dict)
+    confidential: bool = False
 
     @property
     def data(self) -> list[Any]:
@@ -89,6 +96,33 @@ class EmbeddingsResult:
     def to_numpy(self) -> np.ndarray:
         """The vectors as an ``(n, d)`` float32 array in input order."""
         return self.response.to_numpy()
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(inputs, dimensions)`` of the vectors."""
+        data = self.response.data
+        return (len(data), int(data[0].embedding.shape[0]) if data else 0)
+
+    def summary(self) -> dict[str, Any]:
+        """What the result is, without its vectors: route, shape, model, usage, node, stack,
+        attempts and total time."""
+        usage = self.response.usage
+        return {"route": "confidential" if self.confidential else "plain",
+                "shape": f"{self.shape[0]} x {self.shape[1]}", "model": self.model,
+                "prompt tokens": usage.prompt_tokens, "total tokens": usage.total_tokens,
+                "node": self.node_small_id, "stack": self.stack_small_id,
+                "attempts": self.attempts, "total ms": self.trace.total_ms}
+
+    def __repr__(self) -> str:
+        n, d = self.shape
+        where = f", node={self.node_small_id}" if self.node_small_id is not None else ""
+        return (f"EmbeddingsResult({'confidential' if self.confidential else 'plain'}, "
+                f"{n}x{d}, model={self.model!r}, total_tokens={self.usage.total_tokens}"
+                f"{where}, attempts={self.attempts}, total_ms={self.trace.total_ms:.3f})")
+
+    def _repr_html_(self) -> str:
+        return section("Embeddings result", kv_table(self.summary()),
+                       bars(self.trace.stages_ms, title="stages (ms)"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,7 +415,8 @@ class AsyncConfidentialEmbeddings:
         return EmbeddingsResult(parsed, trace, node_small_id=lock.node_small_id,
                                 stack_small_id=lock.stack_small_id, attempts=attempt,
                                 raw={"request": loads(body), "response": loads(resp.body),
-                                     "plaintext": plaintext, "response_plaintext": response_plaintext})
+                                     "plaintext": plaintext, "response_plaintext": response_plaintext},
+                                confidential=True)
 
 
 # -------------------------------------------------------------------------------------- sync
