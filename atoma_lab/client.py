@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import threading
 import time
 import weakref
@@ -58,6 +59,7 @@ from atoma_lab.transport.base import Headers, Request, Response, Transport
 from atoma_lab.transport.loop import LoopThread, LoopTransport, run_on
 
 T = TypeVar("T")
+log = logging.getLogger("atoma_lab.client")
 
 
 @dataclass(repr=False)
@@ -348,9 +350,10 @@ class AsyncConfidentialEmbeddings:
         for attempt in (1, 2):
             try:
                 return await self._once(req, plaintext, max_num_tokens, attempt)
-            except (NodeKeyMismatchError, ServiceUnavailableError):
+            except (NodeKeyMismatchError, ServiceUnavailableError) as exc:
                 if attempt == 2:
                     raise
+                log.debug("retrying a confidential request with a fresh lock after %s", exc.code)
         raise AssertionError("unreachable")
 
     async def _once(self, req: CreateEmbeddingRequest, plaintext: bytes,
