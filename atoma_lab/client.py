@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import threading
 import time
 import weakref
@@ -60,6 +61,8 @@ from atoma_lab.transport.loop import LoopThread, LoopTransport, run_on
 
 T = TypeVar("T")
 log = logging.getLogger("atoma_lab.client")
+BASE_URL_ENV = "ATOMA_LAB_BASE_URL"  # the proxy, when neither base_url nor transport is given
+API_KEY_ENV = "ATOMA_LAB_API_KEY"  # the API key, when api_key is not given
 
 
 @dataclass(repr=False)
@@ -166,8 +169,10 @@ class AsyncAtomaLabClient:
     """A client of an atoma-lab (or Atoma) proxy, for ``asyncio`` code and notebook cells.
 
     ``transport`` reaches the proxy (an in-process network's, from ``net.client_transport()``,
-    or any :class:`~atoma_lab.transport.base.Transport`); without one, HTTP to ``base_url``.
-    Requests go to ``base_url`` when given, else to the transport's default destination.
+    or any :class:`~atoma_lab.transport.base.Transport`); without one, HTTP to ``base_url``, by
+    default ``$ATOMA_LAB_BASE_URL`` (what ``atoma-lab serve`` prints). ``api_key`` defaults to
+    ``$ATOMA_LAB_API_KEY``. Requests go to ``base_url`` when given, else to the transport's
+    default destination.
     Concurrent calls from one event loop are safe: each has its own lock, seal and trace, and
     a node's attestation is fetched once however many requests wait for it.
     """
@@ -176,7 +181,7 @@ class AsyncAtomaLabClient:
         self,
         base_url: str | None = None,
         *,
-        api_key: str,
+        api_key: str | None = None,
         transport: Transport | None = None,
         timeout_s: float = 60.0,
         verify_signature: bool = True,
@@ -195,14 +200,20 @@ class AsyncAtomaLabClient:
         self.clock = clock  # the hardened profiles' timestamps, and attestation freshness
         if verify_attestation is None:  # the hardened profiles verify by default
             verify_attestation = self.profile != "atoma"
+        if api_key is None:
+            api_key = os.environ.get(API_KEY_ENV) or None
+        if api_key is None:
+            raise ValueError(f"give an api_key (or set {API_KEY_ENV})")
+        if verify_attestation and attestation_policy is None and attestation_verifier is None:
+            raise ValueError("verify_attestation needs an attestation_policy or verifier")
         if transport is None:
             if base_url is None:
-                raise ValueError("give a base_url or a transport")
+                base_url = os.environ.get(BASE_URL_ENV) or None
+            if base_url is None:
+                raise ValueError(f"give a base_url or a transport (or set {BASE_URL_ENV})")
             from atoma_lab.transport.http import HttpTransport
 
             transport = HttpTransport(base_url, timeout_s=timeout_s)
-        if verify_attestation and attestation_policy is None and attestation_verifier is None:
-            raise ValueError("verify_attestation needs an attestation_policy or verifier")
         self.base_url = base_url
         self.transport = transport
         self.api_key = api_key
@@ -468,7 +479,7 @@ class AtomaLabClient:
         self,
         base_url: str | None = None,
         *,
-        api_key: str,
+        api_key: str | None = None,
         transport: Transport | None = None,
         timeout_s: float = 60.0,
         verify_signature: bool = True,
@@ -597,4 +608,5 @@ class ConfidentialEmbeddings:
             user=user, max_num_tokens=max_num_tokens))
 
 
-__all__ = ["AsyncAtomaLabClient", "AtomaLabClient", "EmbeddingsResult", "VerifiedNode"]
+__all__ = ["API_KEY_ENV", "BASE_URL_ENV", "AsyncAtomaLabClient", "AtomaLabClient",
+           "EmbeddingsResult", "VerifiedNode"]
