@@ -340,6 +340,11 @@ class ServiceUnavailableError(AtomaLabError):
     fault = "server"
 
 
+class PeerBusyError(ServiceUnavailableError):
+    """Too many requests already wait for this peer on this transport: refused at once, nothing
+    was sent. Shares ``SERVICE_UNAVAILABLE``'s code; the peer is not marked down for it."""
+
+
 # --------------------------------------------------------------------------------------------
 # The peer broke the protocol (the client's or proxy's view of a bad node answer).
 # --------------------------------------------------------------------------------------------
@@ -351,6 +356,11 @@ class PeerProtocolError(AtomaLabError):
     status = 502
     code = "BAD_PEER_RESPONSE"
     fault = "peer"
+
+
+class ResponseTooLargeError(PeerProtocolError):
+    """A peer's answer is larger than the request can justify (its body, or its headers); the
+    connection is dropped unread. Shares ``BAD_PEER_RESPONSE``'s code."""
 
 
 class ResponseMismatchError(PeerProtocolError):
@@ -561,6 +571,7 @@ __all__ = [
     "NodeFailedError",
     "NodeKeyMismatchError",
     "NotFoundError",
+    "PeerBusyError",
     "PeerProtocolError",
     "PermissionDeniedError",
     "ProfileMismatchError",
@@ -569,6 +580,7 @@ __all__ = [
     "RequestError",
     "RequestTimeoutError",
     "ResponseMismatchError",
+    "ResponseTooLargeError",
     "ServiceUnavailableError",
     "SignatureError",
     "StackLockedError",

@@ -56,6 +56,7 @@ from atoma_lab.errors import (
     PermissionDeniedError,
     ProfileMismatchError,
     ReplayedRequestError,
+    ResponseTooLargeError,
     ServiceUnavailableError,
     StackNotFoundError,
     quoted,
@@ -68,6 +69,7 @@ from atoma_lab.protocol.keyring import DEFAULT_OPENED_PER_KEY, NodeKey, NodeKeyR
 from atoma_lab.protocol.lookup import stack_lookup_digest
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
 from atoma_lab.protocol.replay import DEFAULT_REPLAY_CACHE_ENTRIES, ReplayGuard
+from atoma_lab.services.bounds import STACK_LOOKUP_MAX_BYTES
 from atoma_lab.services.metrics import PROMETHEUS_CONTENT_TYPE, ServiceMetrics
 from atoma_lab.services.routing import Router
 from atoma_lab.services.trace import ServerTiming
@@ -108,7 +110,8 @@ class ProxyStackDirectory:
     Atoma's node would read the chain), signed by the node's ``signer``
     (:mod:`atoma_lab.protocol.lookup`; set it before the first look-up). A stack assigned to
     another node is unknown here; answers are cached, since a stack's owner and node never
-    change."""
+    change. An answer is read up to :data:`~atoma_lab.services.bounds.STACK_LOOKUP_MAX_BYTES`
+    within ``timeout_s`` (502 or 504 past them)."""
 
     def __init__(self, transport: Transport, proxy_address: str, node_small_id: int, *,
                  timeout_s: float = 5.0, signer: SuiSigner | None = None) -> None:
@@ -128,8 +131,12 @@ class ProxyStackDirectory:
             headers["x-signature"] = self.signer.sign(
                 stack_lookup_digest(self.node_small_id, stack_small_id)).to_base64()
         req = Request("GET", f"/v1/stacks?stack_small_id={stack_small_id}", headers, b"",
-                      address=self.proxy_address, timeout_s=self.timeout_s)
+                      address=self.proxy_address, timeout_s=self.timeout_s,
+                      max_response_bytes=STACK_LOOKUP_MAX_BYTES)
         resp = await self.transport.handle(req)
+        if len(resp.body) > STACK_LOOKUP_MAX_BYTES:  # a transport that does not bound its reads
+            raise ResponseTooLargeError(f"the proxy's stack look-up answer is over "
+                                        f"{STACK_LOOKUP_MAX_BYTES} bytes")
         if resp.status == 404:
             return None
         if not resp.ok:

@@ -57,7 +57,9 @@ from atoma_lab.errors import (
     ModelNotFoundError,
     NodeFailedError,
     NotFoundError,
+    PeerBusyError,
     PeerProtocolError,
+    ResponseTooLargeError,
     ServiceUnavailableError,
     SignatureError,
     StackLockedError,
@@ -79,6 +81,13 @@ from atoma_lab.protocol.atoma.messages import (
 from atoma_lab.protocol.lookup import stack_lookup_digest
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
 from atoma_lab.protocol.wire import wire_names
+from atoma_lab.services.bounds import (
+    DEFAULT_MAX_DIMENSIONS,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    NODE_INFO_MAX_BYTES,
+    confidential_response_limit,
+    plain_response_limit,
+)
 from atoma_lab.services.ledger import STACK_SIZE_TO_BUY, Ledger, LockRecord, NodeRecord, StackRecord
 from atoma_lab.services.metrics import PROMETHEUS_CONTENT_TYPE, ServiceMetrics
 from atoma_lab.services.policy import DEFAULT_NODE_POLICY, NodePolicy
@@ -140,6 +149,8 @@ class ProxyService:
         node_policy: str | NodePolicy = DEFAULT_NODE_POLICY,
         policy_seed: int | None = 0,
         metrics_token: str | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_dimensions: int = DEFAULT_MAX_DIMENSIONS,
     ) -> None:
         self.ledger = ledger
         self.transport = transport
@@ -151,6 +162,10 @@ class ProxyService:
         self.stack_size = stack_size
         self.node_policy = node_policy_named(node_policy, seed=policy_seed)
         self.metrics_token = metrics_token  # None: /metrics answers nobody
+        # A node's answer is read up to a bound derived from the request (services/bounds.py),
+        # never past max_response_bytes; models' vectors are taken to have max_dimensions at most.
+        self.max_response_bytes = max_response_bytes
+        self.max_dimensions = max_dimensions
         self.metrics = ServiceMetrics()
         self.router = Router()
         user = self._check_token
@@ -224,9 +239,13 @@ class ProxyService:
         return valid
 
     async def _node_json(self, address: str, path: str) -> object:
+        # Probes have connections of their own: requests stuck at a node do not hold them up.
         probe = Request("GET", path, Headers({"accept": "application/json"}), b"",
-                        address=address, timeout_s=NODE_PROBE_TIMEOUT_S)
+                        address=address, timeout_s=NODE_PROBE_TIMEOUT_S,
+                        max_response_bytes=NODE_INFO_MAX_BYTES, lane="probe")
         resp = await asyncio.wait_for(self.transport.handle(probe), NODE_PROBE_TIMEOUT_S)
+        if len(resp.body) > NODE_INFO_MAX_BYTES:
+            raise ResponseTooLargeError(f"{address}{path} answered over {NODE_INFO_MAX_BYTES} bytes")
         if not resp.ok:
             raise NodeFailedError(f"{address}{path} answered {resp.status}")
         try:
@@ -384,14 +403,25 @@ class ProxyService:
         self.metrics.count_failure(outcome)
         self.metrics.units_released.inc(lock.max_num_tokens)
 
-    async def _forward(self, node: NodeRecord, path: str, body: bytes, headers: Headers) -> Response:
+    async def _forward(self, node: NodeRecord, path: str, body: bytes, headers: Headers,
+                       limit: int) -> Response:
         req = Request("POST", path, headers, body, address=node.address,
-                      timeout_s=self.node_timeout_s)
+                      timeout_s=self.node_timeout_s, max_response_bytes=limit)
+        who = f"node {node.node_small_id}"
         try:
-            return await asyncio.wait_for(self.transport.handle(req), self.node_timeout_s)
+            resp = await asyncio.wait_for(self.transport.handle(req), self.node_timeout_s)
         except TimeoutError as exc:
             raise TransportTimeoutError(
-                f"node {node.node_small_id} did not answer within {self.node_timeout_s} s") from exc
+                f"{who} did not answer within {self.node_timeout_s} s") from exc
+        except ResponseTooLargeError as exc:  # in the proxy's words, as every node failure
+            raise ResponseTooLargeError(f"{who}'s answer is over the {limit} bytes this request "
+                                        "can need; dropped unread") from exc
+        except PeerBusyError as exc:
+            raise PeerBusyError(f"{who} has too many requests waiting; try again") from exc
+        if len(resp.body) > limit:  # a transport that does not bound what it reads
+            raise ResponseTooLargeError(f"node {node.node_small_id} answered {len(resp.body)} "
+                                        f"bytes; this request's answer has {limit} at most")
+        return resp
 
     @staticmethod
     def _node_failure(node: NodeRecord, resp: Response) -> AtomaLabError:
@@ -476,10 +506,13 @@ class ProxyService:
                 "x-signature": self.signer.sign(digest).to_base64(),
                 "x-user-id": str(user_id),
             })
+            limit = min(self.max_response_bytes, confidential_response_limit(
+                ciphertext_bytes=len(ccr.ciphertext), num_compute_units=units,
+                request_bytes=len(request.body), max_dimensions=self.max_dimensions))
         # The ledger's model names the metric (the client's model_name is free text).
         return await self._forward_and_settle(
             "confidential", stack.model, lock, node, "/v1/confidential/embeddings",
-            request.body, headers, timing, verify)
+            request.body, headers, timing, verify, limit)
 
     async def _embeddings(self, request: Request) -> Response:
         timing = ServerTiming()
@@ -503,18 +536,22 @@ class ProxyService:
                 "x-stack-small-id": str(stack.stack_small_id),
                 "x-num-compute-units": str(reserve),
             })
+            limit = min(self.max_response_bytes, plain_response_limit(
+                oai, request_bytes=len(body), max_dimensions=self.max_dimensions))
         return await self._forward_and_settle("plain", oai.model, lock, node, "/v1/embeddings", body,
-                                              headers, timing, self._plain_usage)
+                                              headers, timing, self._plain_usage, limit)
 
     async def _forward_and_settle(self, route: str, model: str, lock: LockRecord, node: NodeRecord,
                                   path: str, body: bytes, headers: Headers, timing: ServerTiming,
-                                  verify: Callable[[bytes, NodeRecord], int]) -> Response:
+                                  verify: Callable[[bytes, NodeRecord], int],
+                                  limit: int) -> Response:
         """Forward to the node, check its answer with ``verify`` (which returns the units it
         used), settle; on any failure release the whole lock and answer the error. The caller's
-        lock is in flight on entry and never left so."""
+        lock is in flight on entry and never left so. The node's answer is read up to ``limit``
+        bytes (502 past it)."""
         try:
             t0 = time.perf_counter_ns()
-            resp = await self._forward(node, path, body, headers)
+            resp = await self._forward(node, path, body, headers, limit)
             node_stages = ServerTiming.parse(resp.headers.get("server-timing"))
             timing.add("proxy_forward",
                        (time.perf_counter_ns() - t0) / 1e6 - sum(node_stages.values()))

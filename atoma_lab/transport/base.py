@@ -28,6 +28,7 @@ from atoma_lab.errors import (
 
 JSON = "application/json"
 MAX_BODY_BYTES = 64 * 1024 * 1024  # bytes; Atoma allows 1 GiB, a research box wants less
+DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024  # bytes of an answer's body, when nothing tighter is known
 
 
 class Headers(dict[str, str]):
@@ -72,8 +73,12 @@ class Request:
     ``address`` and ``timeout_s`` tell a transport where the request goes and how long it may
     take: ``address`` is a base URL (``http://127.0.0.1:8080``) or an in-process name
     (``inproc://proxy``); empty, the transport's own default (if it has one) applies.
-    ``timeout_s`` ``None`` means the transport's default. A server receiving a request leaves
-    both unset.
+    ``timeout_s`` ``None`` means the transport's default. ``max_response_bytes`` bounds the
+    answer's body (``None``: the transport's default); a larger answer is
+    :class:`~atoma_lab.errors.ResponseTooLargeError` (502), read no further. ``lane`` keeps a
+    kind of traffic on connections (and a queue) of its own at each peer: the proxy's health
+    probes use ``"probe"``, so that requests stuck at a node do not hold them up. A server
+    receiving a request leaves all of these unset.
     """
 
     method: str
@@ -83,6 +88,8 @@ class Request:
     query: dict[str, str] = field(default_factory=dict)
     address: str = ""
     timeout_s: float | None = None
+    max_response_bytes: int | None = None
+    lane: str = ""
 
     def __post_init__(self) -> None:
         if "?" in self.path:
@@ -157,11 +164,13 @@ Handler = Callable[[Request], Awaitable[Response]]
 class Transport(Protocol):
     """How one party reaches another: ``await transport.handle(request)``.
 
-    The request says where it goes (``request.address``) and how long it may take
-    (``request.timeout_s``). A transport raises :class:`~atoma_lab.errors.TransportError` (503)
-    when the message cannot be delivered and
-    :class:`~atoma_lab.errors.TransportTimeoutError` (504) when it is not answered in time; any
-    answer the peer gives, error statuses included, is a :class:`Response`. ``aclose`` releases
+    The request says where it goes (``request.address``), how long it may take
+    (``request.timeout_s``) and how large its answer may be (``request.max_response_bytes``). A
+    transport raises :class:`~atoma_lab.errors.TransportError` (503) when the message cannot be
+    delivered, :class:`~atoma_lab.errors.TransportTimeoutError` (504) when it is not answered in
+    time, :class:`~atoma_lab.errors.ResponseTooLargeError` (502) for an answer over its bound and
+    :class:`~atoma_lab.errors.PeerBusyError` (503) when it refuses to queue more for that peer;
+    any other answer the peer gives, error statuses included, is a :class:`Response`. ``aclose`` releases
     what the transport holds (pooled connections); a transport may be used again afterwards.
     """
 

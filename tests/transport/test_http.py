@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from atoma_lab.errors import TransportError, TransportTimeoutError
+from atoma_lab.errors import PeerBusyError, TransportError, TransportTimeoutError
 from atoma_lab.server import ServerGroup, asgi_app
 from atoma_lab.transport.base import Headers, Request, Response
 from atoma_lab.transport.http import HttpTransport
@@ -48,7 +48,8 @@ def _dead_url() -> str:
 def _idle_sockets(t: HttpTransport, loop: asyncio.AbstractEventLoop) -> list[int]:
     """The descriptors of ``t``'s idle connections in ``loop``'s pool."""
     pool = t._pools[loop]
-    return [w.get_extra_info("socket").fileno() for conns in pool.idle.values() for _, w in conns]
+    return [w.get_extra_info("socket").fileno() for lane in pool.lanes.values()
+            for _, w in lane.idle]
 
 
 def test_carries_method_path_query_headers_and_body(server: tuple[str, Mirror, ServerGroup]) -> None:
@@ -151,7 +152,7 @@ def test_each_event_loop_has_its_own_pool(server: tuple[str, Mirror, ServerGroup
     assert [r.path for r in mirror.got[-4:]] == ["/x1", "/x2", "/x1", "/x2"]
     assert group.run(t.handle(Request("GET", "/x3"))).status == 201
     assert list(t._pools) == [group.loop]  # the closed loops' pools are gone
-    [[(_, writer)]] = t._pools[group.loop].idle.values()
+    [[(_, writer)]] = [lane.idle for lane in t._pools[group.loop].lanes.values()]
     asyncio.run(t.aclose())  # from another loop: the servers' loop closes its own connection
     group.run(asyncio.sleep(0))  # runs after the close it was handed
     assert t._pools == {}
@@ -218,3 +219,48 @@ def test_keep_alive_holds_for_descriptors_above_1024(server: tuple[str, Mirror, 
         group.run(t.aclose())
         for fd in spare:
             os.close(fd)
+
+
+def test_each_peer_has_a_bounded_queue_and_lanes_of_its_own(
+        server: tuple[str, Mirror, ServerGroup]) -> None:
+    """A peer that never answers: 2 requests go out, 3 wait, the next is refused at once
+    (``PeerBusyError``, 503); another peer is served meanwhile, and a request on another lane
+    to the silent peer is not refused (it waits its own time)."""
+    url, _, group = server
+    t = HttpTransport(timeout_s=5, max_connections_per_peer=2, max_queued_per_peer=3)
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    async def scenario() -> tuple[list[bool], list[object]]:
+        srv = await asyncio.start_server(silent, "127.0.0.1", 0)
+        dead = f"http://127.0.0.1:{srv.sockets[0].getsockname()[1]}"
+        try:
+            stuck = [asyncio.ensure_future(t.handle(Request("GET", "/", address=dead,
+                                                            timeout_s=1.0))) for _ in range(5)]
+            await asyncio.sleep(0.05)
+            with pytest.raises(PeerBusyError) as busy:
+                await t.handle(Request("GET", "/", address=dead))
+            assert busy.value.status == 503 and busy.value.code == "SERVICE_UNAVAILABLE"
+            assert (await t.handle(Request("GET", "/other-peer", address=url))).status == 201
+            with pytest.raises(TransportTimeoutError):
+                await t.handle(Request("GET", "/", address=dead, lane="probe", timeout_s=0.1))
+            waiting = [not s.done() for s in stuck]
+            return waiting, await asyncio.gather(*stuck, return_exceptions=True)
+        finally:
+            srv.close()
+            await t.aclose()
+
+    waiting, results = group.run(scenario())
+    assert waiting == [True] * 5
+    assert all(isinstance(r, TransportTimeoutError) for r in results)
+
+
+def test_the_transports_own_bounds_are_checked() -> None:
+    with pytest.raises(ValueError):
+        HttpTransport(max_connections_per_peer=0)
+    with pytest.raises(ValueError):
+        HttpTransport(max_response_bytes=0)
+    with pytest.raises(ValueError):
+        HttpTransport(max_queued_per_peer=-1)
