@@ -14,7 +14,7 @@ truncation), counted by the model's own tokenizer; embeddings have no completion
 from __future__ import annotations
 
 import binascii
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -109,11 +109,13 @@ def embed_request(embedder: Embedder, request: CreateEmbeddingRequest, *,
 async def aembed_request(batcher: DynamicBatcher, request: CreateEmbeddingRequest, *,
                          truncate: bool | None = None,
                          served_names: Sequence[str] | None = None,
+                         max_tokens: int | None = None, flow: Hashable = None,
                          ) -> tuple[bytes, EmbeddingUsage]:
-    """:func:`embed_request` through a dynamic batcher, awaited (merges concurrent requests)."""
+    """:func:`embed_request` through a dynamic batcher, awaited (merges concurrent requests);
+    ``max_tokens`` and ``flow`` as :meth:`DynamicBatcher.submit` takes them."""
     _check_model(batcher, request, served_names)
     result = await batcher.aembed(_inputs(request), dimensions=request.dimensions,
-                                  truncate=truncate)
+                                  truncate=truncate, max_tokens=max_tokens, flow=flow)
     return _finish(request, result)
 
 
@@ -131,7 +133,10 @@ class NodeEmbedder:
     ``models`` are the served names (the engine's own first, then ``aliases``). Before anything
     is tokenised, a text input longer than ``max_chars_per_token`` times the model's
     ``max_seq_length`` characters, or requests with more than ``max_request_chars`` characters
-    in all, are 400 ``INPUT_TOO_LONG`` naming the input.
+    in all, are 400 ``INPUT_TOO_LONG`` naming the input. ``embed``'s ``max_tokens`` (the units
+    the request may use) is checked right after tokenising, before the model runs (413
+    ``COMPUTE_UNITS_EXCEEDED``), and its ``flow`` (the node's stack) keeps the batcher fair
+    between callers.
     """
 
     def __init__(self, engine: EmbeddingEngine, *, aliases: Sequence[str] = (),
@@ -158,10 +163,12 @@ class NodeEmbedder:
         check_input_chars(request.input, max_input_chars=self.max_input_chars,
                           max_request_chars=self.max_request_chars)
 
-    async def embed(self, request: CreateEmbeddingRequest) -> EmbedResponse:
+    async def embed(self, request: CreateEmbeddingRequest, *, max_tokens: int | None = None,
+                    flow: Hashable = None) -> EmbedResponse:
         self.check_lengths(request)
         body, usage = await aembed_request(self.batcher, request, truncate=self.truncate,
-                                           served_names=self._models)
+                                           served_names=self._models, max_tokens=max_tokens,
+                                           flow=flow)
         return EmbedResponse(body=body, usage=usage)
 
     def embed_sync(self, request: CreateEmbeddingRequest) -> EmbedResponse:

@@ -10,11 +10,17 @@ anything else looks at the headers), the declared ``Content-Length`` (413), then
 proxy's bearer token, a node's ``X-Signature``). Each refusal closes the connection, so an unread
 body is never buffered. The body is then read within ``body_timeout_s`` (408) and
 ``max_body_bytes`` (413). A client that goes away mid-body costs one INFO line.
+
+A client that goes away while its request is served (its connection closed: a proxy that timed
+out, a user who pressed Ctrl-C) cancels the service's work: the handler's task is cancelled at
+once (the proxy gives the request's units back and closes its connection to the node, whose own
+server then cancels the model's work), and that too costs one INFO line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterable
 
@@ -46,6 +52,31 @@ Precheck = Callable[[Request], None]
 
 class _ClientGone(Exception):
     """The client disconnected before its body was complete."""
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns once the client has gone (after the body, the server answers ``receive`` only
+    then, or when the answer is complete)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _serve_while_connected(handler: Handler, request: Request,
+                                 receive: Receive) -> Response | None:
+    """``handler(request)``, cancelled if the client goes away first (then ``None``)."""
+    work = asyncio.ensure_future(handler(request))
+    gone = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not work.done():
+            work.cancel()
+        gone.cancel()
+    if not work.cancelled() and work.done():
+        return work.result()
+    with contextlib.suppress(asyncio.CancelledError):
+        await work  # let its clean-up (units given back, connections closed) run to the end
+    return None
 
 
 def header_refusal(raw: Iterable[tuple[bytes, bytes]], target_bytes: int,
@@ -138,7 +169,12 @@ def asgi_app(handler: Handler, *, precheck: Precheck | None = None,
         except AtomaLabError as exc:
             return _starlette(error_response(exc), close=True)
         try:
-            resp = await handler(head)
+            served = await _serve_while_connected(handler, head, req.receive)
+            if served is None:
+                log.info("client went away before the answer to %s %s; its work was cancelled",
+                         req.method, req.url.path)
+                return StarletteResponse(b"", status_code=499)  # nobody reads it
+            resp = served
         except AtomaLabError as exc:
             resp = error_response(exc)
         except Exception:  # the one place a bug must become a 500 rather than a dropped socket

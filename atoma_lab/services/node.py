@@ -85,6 +85,7 @@ DEFAULT_REPLAY_CACHE_SIZE = DEFAULT_OPENED_PER_KEY  # requests one key opens bef
 ATOMA_PROFILE = "atoma"
 PROFILES = (ATOMA_PROFILE, *hardened.PROFILES)
 EMBEDDINGS_PATH = "/v1/embeddings"
+PLAIN_UNITS_UNBOUNDED = 2**63 - 1  # a plain request without X-Num-Compute-Units (Atoma's proxy sends it)
 
 
 #: What an embedder returns: the OpenAI response JSON bytes and the usage they contain.
@@ -92,12 +93,27 @@ EmbedOutput = EmbedResponse
 
 
 class Embedder(Protocol):
-    """What the node needs from the inference layer."""
+    """What the node needs from the inference layer.
+
+    An embedder whose ``embed`` also takes the keywords ``max_tokens`` and ``flow`` (as
+    :class:`~atoma_lab.inference.openai.NodeEmbedder` does) is given the units the request may
+    use, to refuse it before the model runs, and the request's stack, to share its queue fairly;
+    any other is asked plainly and its usage checked afterwards.
+    """
 
     @property
     def models(self) -> Sequence[str]: ...
 
     async def embed(self, request: CreateEmbeddingRequest) -> EmbedOutput: ...
+
+
+def _takes_limits(embedder: object) -> bool:
+    """Whether ``embedder.embed`` takes ``max_tokens`` and ``flow``."""
+    try:
+        params = inspect.signature(embedder.embed).parameters  # type: ignore[attr-defined]
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return "max_tokens" in params and "flow" in params
 
 
 #: A stack's owner address (``None``: not a stack of this node), as the chain tells a node; may
@@ -194,6 +210,7 @@ class NodeService:
             opened_per_key=replay_cache_size, remember_opened=replay_protection)
         if self.on_rotate is not None:
             self.on_rotate(self)
+        self._limits_for: tuple[object, bool] = (None, False)  # (embedder, takes max_tokens)
         self.router = Router()
         signed = self._check_signature_header
         self.router.add("POST", CONFIDENTIAL_EMBEDDINGS_PATH, self._confidential_embeddings,
@@ -334,6 +351,23 @@ class NodeService:
         if owner != signer_address:
             raise PermissionDeniedError(f"stack {stack_small_id} is not owned by the signer")
 
+    async def _embed(self, request: CreateEmbeddingRequest, max_tokens: int,
+                     flow: int) -> EmbedOutput:
+        """Embed within ``max_tokens`` units: refused before the model runs where the embedder
+        can tell (see :class:`Embedder`), and checked on its usage in any case."""
+        embedder = self.embedder
+        if self._limits_for[0] is not embedder:
+            self._limits_for = (embedder, _takes_limits(embedder))
+        if self._limits_for[1]:
+            out = await embedder.embed(request, max_tokens=max_tokens,  # type: ignore[call-arg]
+                                       flow=flow)
+        else:
+            out = await embedder.embed(request)
+        if out.usage.total_tokens > max_tokens:
+            raise ComputeUnitsExceededError(
+                f"request needs {out.usage.total_tokens} compute units; {max_tokens} are allowed")
+        return out
+
     def _check_model(self, model: str) -> None:
         if model not in self.embedder.models:
             raise ModelNotFoundError(f"this node does not serve model {quoted(model)}",
@@ -374,13 +408,9 @@ class NodeService:
                     raise ModelMismatchError("model_name differs from the sealed request's model",
                                              field="model_name")
                 self._check_model(oai.model)
-            with timing.stage("node_embed"):
-                out = await self.embedder.embed(oai)
             limit = DEFAULT_MAX_NUM_TOKENS if ccr.num_compute_units is None else ccr.num_compute_units
-            if out.usage.total_tokens > limit:
-                raise ComputeUnitsExceededError(
-                    f"request needs {out.usage.total_tokens} compute units; num_compute_units "
-                    f"allows {limit}")
+            with timing.stage("node_embed"):
+                out = await self._embed(oai, limit, ccr.stack_small_id)
             with timing.stage("node_seal"):
                 usage = Usage(out.usage.prompt_tokens, out.usage.total_tokens)
                 if isinstance(ccr, hardened.HardenedRequest):
@@ -414,17 +444,16 @@ class NodeService:
                 stack_header = request.headers.get("x-stack-small-id")
                 if stack_header is None:
                     raise MissingHeaderError("missing required header X-Stack-Small-Id")
-                await self._check_stack(parse_uint(stack_header, field="X-Stack-Small-Id"),
-                                        proxy_sig.address)
+                stack_small_id = parse_uint(stack_header, field="X-Stack-Small-Id")
+                await self._check_stack(stack_small_id, proxy_sig.address)
                 oai = CreateEmbeddingRequest.from_dict(parsed)
                 self._check_model(oai.model)
+                units = request.headers.get("x-num-compute-units")
+                limit = parse_uint(units, field="X-Num-Compute-Units") \
+                    if units is not None and units.isascii() and units.isdigit() \
+                    else PLAIN_UNITS_UNBOUNDED
             with timing.stage("node_embed"):
-                out = await self.embedder.embed(oai)
-            units = request.headers.get("x-num-compute-units")
-            if units is not None and units.isascii() and units.isdigit() \
-                    and out.usage.total_tokens > parse_uint(units, field="X-Num-Compute-Units"):
-                raise ComputeUnitsExceededError(
-                    f"request needs {out.usage.total_tokens} compute units; {units} were locked")
+                out = await self._embed(oai, limit, stack_small_id)
             with timing.stage("node_seal"):
                 # As Atoma's node does with TEI's answer: parse it and write it back the serde_json
                 # way (f64 floats), so that the proxy's re-serialisation gives the same bytes. The
