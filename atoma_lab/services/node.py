@@ -24,6 +24,10 @@ hardened request the proxy's X-Signature covers ``request_hash`` (the AAD and ci
 key is named by its id, and replays are refused by the ring's timestamp window and replay guard
 (at most ``replay_window_entries`` requests inside the window; beyond that 503).
 
+A node's keys are ordered by ``(boot_epoch, key_rotation_counter)``: the counter starts at 1
+at every start, and :attr:`NodeService.boot_epoch` (the start's wall-clock time, in the key's
+evidence) puts a restarted node's keys after those it had before, so that a proxy takes them.
+
 Before a body is read (:meth:`NodeService.check_head`), the POST routes need ``X-Signature``
 (the proxy's); ``/metrics`` needs the metrics token.
 """
@@ -34,6 +38,7 @@ import hmac
 import inspect
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
@@ -86,6 +91,19 @@ ATOMA_PROFILE = "atoma"
 PROFILES = (ATOMA_PROFILE, *hardened.PROFILES)
 EMBEDDINGS_PATH = "/v1/embeddings"
 PLAIN_UNITS_UNBOUNDED = 2**63 - 1  # a plain request without X-Num-Compute-Units (Atoma's proxy sends it)
+
+
+_last_boot_epoch = 0
+_boot_lock = threading.Lock()
+
+
+def next_boot_epoch() -> int:
+    """A node start's epoch: the wall clock in microseconds, above every epoch this process
+    handed out before (two nodes started in one microsecond still differ)."""
+    global _last_boot_epoch
+    with _boot_lock:
+        _last_boot_epoch = max(time.time_ns() // 1000, _last_boot_epoch + 1)
+        return _last_boot_epoch
 
 
 #: What an embedder returns: the OpenAI response JSON bytes and the usage they contain.
@@ -186,6 +204,7 @@ class NodeService:
         replay_window_s: float = hardened.DEFAULT_REPLAY_WINDOW_S,
         replay_window_entries: int = DEFAULT_REPLAY_CACHE_ENTRIES,
         metrics_token: str | None = None,
+        boot_epoch: int | None = None,
     ) -> None:
         if replay_cache_size < 1:
             raise ValueError("replay_cache_size must be at least 1")
@@ -202,6 +221,9 @@ class NodeService:
         self.on_rotate = on_rotate
         self.metrics = ServiceMetrics()
         self.metrics_token = metrics_token  # None: /metrics answers nobody
+        # Counters start at 1 again at every start: this start's epoch orders its keys after
+        # those of every earlier start (the proxy takes a restarted node's key by it).
+        self.boot_epoch = next_boot_epoch() if boot_epoch is None else boot_epoch
         now = self.clock()
         pair, evidence = self._attested_key(1, now, None)
         self.key_ring = NodeKeyRing(
@@ -278,6 +300,7 @@ class NodeService:
             public_key=pair.public_bytes,
             signer_address=self.signer.address,
             now=now,
+            boot_epoch=self.boot_epoch,
         )
         return pair, evidence
 

@@ -119,6 +119,8 @@ def _schemas(models: Sequence[str]) -> dict[str, Any]:
             }, ["id", "object", "created", "owned_by"], closed=True)},
         }, ["object", "data"], closed=True),
         "AttestationReport": _object({
+            "boot_epoch": _int(description="the node's start; keys order by (boot_epoch, "
+                                           "key_rotation_counter)"),
             "device_type": _int(0, 2**16 - 1, examples=[NVIDIA_CC_GPU_DEVICE_SLOT]),
             "issued_at": {"type": "number"},
             "key_rotation_counter": _int(),
@@ -128,8 +130,8 @@ def _schemas(models: Sequence[str]) -> dict[str, Any]:
             "report_data": _b64(32, description="BLAKE3(nonce || key || device_type)"),
             "rotation_nonce": _int(),
             "signer_address": {"type": "string"},
-        }, ["device_type", "issued_at", "key_rotation_counter", "measurement", "node_small_id",
-            "public_key", "report_data", "rotation_nonce", "signer_address"]),
+        }, ["boot_epoch", "device_type", "issued_at", "key_rotation_counter", "measurement",
+            "node_small_id", "public_key", "report_data", "rotation_nonce", "signer_address"]),
         "AttestationEvidence": _object({
             "evidence_type": {"const": "device"},
             "report": _ref("AttestationReport"),

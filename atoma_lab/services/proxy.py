@@ -13,7 +13,9 @@ be reached, or times out, is marked down at once and gets no new locks; :meth:`c
 (run every ``health_interval_s`` by :meth:`run_health_checks`) probes each node's
 ``GET /v1/attestation``, marks it up again, and takes a newer key whose evidence verifies. A
 node's 409 ``STALE_NODE_KEY`` makes the proxy fetch the node's key before it answers, so the
-client's retry gets the new one. Nodes in other processes find stack owners with
+client's retry gets the new one. Keys are ordered by ``(boot_epoch, key_rotation_counter)``, so a
+node restarted (its counter at 1 again) comes back at the next probe or 409, under its old
+signing identity or, at the same address, a new one. Nodes in other processes find stack owners with
 ``GET /v1/stacks?stack_small_id=N``, signed by the node (:mod:`atoma_lab.protocol.lookup`).
 
 Against hostile peers: the bearer token is checked from the request's head, before its body is
@@ -119,6 +121,16 @@ NODE_FIELD_NAMES = frozenset(
 _INPUT_FIELD = re.compile(r"input(\[\d{1,5}\]){0,2}")
 
 
+def _stored_order(node: NodeRecord) -> tuple[int, int]:
+    """``(boot_epoch, key_rotation_counter)`` of the key the proxy holds for ``node``."""
+    if node.evidence is None:
+        return (-1, -1)
+    try:
+        return evidence_from_json(node.evidence).report.key_order
+    except AtomaLabError:  # held before evidence named its boot: any new key is later
+        return (-1, node.key_rotation_counter)
+
+
 def estimate_plain_units(request: CreateEmbeddingRequest) -> int:
     """An upper bound on the tokens a plain request can use, reserved before forwarding.
 
@@ -208,29 +220,43 @@ class ProxyService:
     def accept_node_key(self, evidence: Evidence) -> bool:
         """Record a node's new key. It is handed out only if the evidence verifies (with the
         attestation verifier, or the simulated TEE's under the policy, when there is one) and names
-        the node's registered signing address. Returns whether the key is valid."""
+        the node's registered signing address. Returns whether the key is valid.
+
+        Keys are ordered by ``(boot_epoch, key_rotation_counter)`` (a restarted node counts from
+        1 again, in a later boot): evidence older than the key held changes nothing."""
         report = evidence.report
         node = self.ledger.node(report.node_small_id)
         if node is None:
             raise NotFoundError(f"node {report.node_small_id} is not registered")
-        valid = report.signer_address == node.sui_address
-        why = None if valid else "the evidence names another signing address"
+        if report.key_order < _stored_order(node):
+            log.debug("node %d: ignored key %d of boot %d, older than the key it holds",
+                      node.node_small_id, report.key_rotation_counter, report.key_order[0])
+            return node.attestation_valid  # an old announcement arriving late changes nothing
+        return self._take_key(node, evidence)
+
+    def _verification_failure(self, evidence: Evidence, signer_address: str) -> str | None:
+        """Why ``evidence`` does not hold for ``signer_address`` (the check that failed), or
+        ``None`` when it names that address and verifies (when there is a verifier)."""
+        if evidence.report.signer_address != signer_address:
+            return "the evidence names another signing address"
         verifier = self.attestation_verifier or (
             None if self.attestation_policy is None else SimulatedVerifier(self.attestation_policy))
-        if valid and verifier is not None:
+        if verifier is not None:
             try:
                 verifier.verify(evidence, now=self.clock())
             except AttestationError as exc:
-                valid, why = False, type(exc).__name__  # the check that failed
+                return type(exc).__name__  # the check that failed
+        return None
+
+    def _take_key(self, node: NodeRecord, evidence: Evidence) -> bool:
+        report = evidence.report
+        why = self._verification_failure(evidence, node.sui_address)
+        valid = why is None
         counter = report.key_rotation_counter
-        if counter < node.key_rotation_counter:
-            log.debug("node %d: ignored key %d, older than its key %d", node.node_small_id,
-                      counter, node.key_rotation_counter)
-            return node.attestation_valid  # an old announcement arriving late changes nothing
         if not valid:
             log.warning("node %d: attestation refused for key %d (%s); it gets no confidential "
                         "traffic until a key verifies", node.node_small_id, counter, why)
-        elif counter != node.key_rotation_counter or not node.attestation_valid:
+        elif report.public_key != node.public_key or not node.attestation_valid:
             log.info("node %d: key %d accepted, attested (fingerprint %s)", node.node_small_id,
                      counter, fingerprint(report.public_key))
         self.ledger.set_node_key(report.node_small_id, public_key=report.public_key,
@@ -286,21 +312,38 @@ class ProxyService:
 
     async def refresh_node(self, node_small_id: int) -> bool:
         """Probe one node; mark it up or down; take its key if newer (evidence permitting).
-        Returns whether it is up. A node answering with another identity is down."""
+        Returns whether it is up.
+
+        Up means the node answers with the key the proxy hands out for it: a newer key (by
+        ``(boot_epoch, key_rotation_counter)``: a rotation, or a restart whose counter began at
+        1 again) is taken first; an older one (a replayed answer) leaves the node down. A node
+        that restarted under a new signing identity at the same address, with its own
+        ``node_small_id`` and evidence that verifies for that identity, is registered afresh
+        (its stacks stay its own); another ``node_small_id`` there is down."""
         node = self.ledger.node(node_small_id)
         if node is None:
             raise NotFoundError(f"node {node_small_id} is not registered")
         why = "it answers with another identity"
         try:
             sui_address, evidence = await self._node_evidence(node.address)
-            healthy = (sui_address == node.sui_address
-                       and evidence.report.node_small_id == node_small_id)
-            if healthy and evidence.report.key_rotation_counter > node.key_rotation_counter:
-                self.accept_node_key(evidence)
+            report = evidence.report
+            if report.node_small_id != node_small_id:
+                healthy = False
+            elif sui_address != node.sui_address:
+                healthy = self._adopt_identity(node, sui_address, evidence)
+                why = "it answers with a new identity whose evidence does not verify"
+            else:
+                if report.public_key != node.public_key \
+                        and report.key_order > _stored_order(node):
+                    self._take_key(node, evidence)
+                now_held = self.ledger.node(node_small_id)
+                healthy = now_held is not None and now_held.public_key == report.public_key
+                why = "it answers with an older key than the one handed out"
         except AtomaLabError as exc:
             healthy, why = False, exc.code
         except TimeoutError:
             healthy, why = False, "timeout"
+        node = self.ledger.node(node_small_id) or node
         if healthy != node.healthy:
             self.ledger.set_node_health(node_small_id, healthy)
             if healthy:
@@ -308,6 +351,21 @@ class ProxyService:
             else:
                 log.warning("node %d is down: its probe failed (%s)", node_small_id, why)
         return healthy
+
+    def _adopt_identity(self, node: NodeRecord, sui_address: str, evidence: Evidence) -> bool:
+        """Register the new signing identity a node at ``node.address`` answers with, and its
+        key, if its evidence verifies for it; else leave the node as it was. Whether adopted."""
+        if self._verification_failure(evidence, sui_address) is not None:
+            return False
+        log.info("node %d restarted under a new signing identity at its address; registered "
+                 "afresh", node.node_small_id)
+        self.ledger.upsert_node(node.node_small_id, address=node.address, sui_address=sui_address,
+                                models=node.models,
+                                price_per_one_million_compute_units=(
+                                    node.price_per_one_million_compute_units))
+        fresh = self.ledger.node(node.node_small_id)
+        assert fresh is not None
+        return self._take_key(fresh, evidence)
 
     async def check_nodes(self) -> dict[int, bool]:
         """Probe every registered node at once; ``{node_small_id: up}``."""

@@ -154,3 +154,50 @@ def test_a_node_process_in_front_of_an_embedding_server() -> None:
             c.stop()
     finally:
         backend.stop()
+
+
+def test_a_restarted_node_process_comes_back() -> None:
+    """``kill -9`` of a node process, then the node started again at its address: with the same
+    ``--signer-seed`` (its key counter back at 1), then without one (a new identity). Each time
+    the proxy takes the new key (at a probe or the first 409) and a client that verifies
+    attestation is served again."""
+    proxy_port, node_port = free_port(), free_port()
+    args = ("node", "--port", str(node_port), "--node-id", "1", "--model", FAKE, "--proxy",
+            f"http://127.0.0.1:{proxy_port}")
+    seed = ["--signer-seed", "5e" * 32]
+    node = Service(*args, *seed)
+    proxy: Service | None = None
+    try:
+        url = node.value("ATOMA_LAB_NODE_URL")
+        proxy = Service("proxy", "--port", str(proxy_port), "--api-key", "atl-restart",
+                        "--node", url, "--health-interval-s", "0.3", "--node-timeout-s", "5")
+        base_url = proxy.value("ATOMA_LAB_BASE_URL")
+        want = FakeEngine().embed(["across restarts"]).vectors
+        addresses = []
+        for restart_args in (seed, []):
+            with AtomaLabClient(base_url, api_key="atl-restart", verify_attestation=True,
+                                attestation_policy=vendor_policy()) as client:
+                out = client.confidential_embeddings.create(input="across restarts", model=FAKE)
+                np.testing.assert_allclose(out.to_numpy(), want, atol=1e-6, rtol=0)
+            addresses.append(_attestation_of(base_url, 1)["sui_address"])
+            node.kill()
+            node = Service(*args, *restart_args)
+            assert node.value("ATOMA_LAB_NODE_URL") == url
+        with AtomaLabClient(base_url, api_key="atl-restart", verify_attestation=True,
+                            attestation_policy=vendor_policy()) as client:
+            out = client.confidential_embeddings.create(input="across restarts", model=FAKE)
+            np.testing.assert_allclose(out.to_numpy(), want, atol=1e-6, rtol=0)
+        info = _attestation_of(base_url, 1)
+        assert info["key_rotation_counter"] == 1
+        assert addresses[0] == addresses[1] != info["sui_address"]  # same seed, then a new one
+    finally:
+        node.stop()
+        if proxy is not None:
+            proxy.stop()
+
+
+def _attestation_of(base_url: str, node_small_id: int) -> dict:
+    resp = httpx.get(f"{base_url}/v1/nodes/attestation", params={"node_small_id": node_small_id},
+                     timeout=10)
+    resp.raise_for_status()
+    return resp.json()

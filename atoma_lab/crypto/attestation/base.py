@@ -43,6 +43,12 @@ class NodeKeyClaims:
     public_key: bytes
     signer_address: str
     device_type: int = NVIDIA_CC_GPU_DEVICE_SLOT
+    boot_epoch: int = 0  # the node's start (see the simulated report); 0 where not told
+
+    @property
+    def key_order(self) -> tuple[int, int]:
+        """``(boot_epoch, key_rotation_counter)``: a later key of a node is greater."""
+        return self.boot_epoch, self.key_rotation_counter
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,10 @@ vendor's certificate chain: it signs a report holding that nonce, a measurement 
 software, and the node's Sui signing address, so a verifier can check that a key handed out by a
 proxy really belongs to an attested node.
 
+The report also names the node's ``boot_epoch``, a number the node picks once per start and
+never lower than the last (its start time in microseconds): a key rotation counter starts again
+at 1 when a node restarts, so keys are ordered by ``(boot_epoch, key_rotation_counter)``.
+
 Evidence is JSON (canonical, sorted keys) so that notebooks can show it byte by byte.
 :class:`SimulatedVerifier` is this TEE's implementation of the
 :class:`~atoma_lab.crypto.attestation.base.AttestationVerifier` interface.
@@ -54,9 +58,16 @@ class AttestationReport:
     measurement: str
     signer_address: str
     issued_at: float
+    boot_epoch: int = 0
+
+    @property
+    def key_order(self) -> tuple[int, int]:
+        """``(boot_epoch, key_rotation_counter)``: a later key of a node is greater."""
+        return self.boot_epoch, self.key_rotation_counter
 
     def to_dict(self) -> dict[str, object]:
         return {
+            "boot_epoch": self.boot_epoch,
             "device_type": self.device_type,
             "issued_at": self.issued_at,
             "key_rotation_counter": self.key_rotation_counter,
@@ -96,6 +107,7 @@ class AttestationReport:
             measurement=require_str(d.get("measurement"), field="report.measurement"),
             signer_address=require_str(d.get("signer_address"), field="report.signer_address"),
             issued_at=float(issued_at),
+            boot_epoch=require_int(d.get("boot_epoch"), field="report.boot_epoch"),
         )
 
 
@@ -154,8 +166,10 @@ class SimulatedTEE:
 
     def attest(self, *, node_small_id: int, key_rotation_counter: int, rotation_nonce: int,
                public_key: bytes, signer_address: str, now: float,
-               device_type: int = NVIDIA_CC_GPU_DEVICE_SLOT) -> AttestationEvidence:
+               device_type: int = NVIDIA_CC_GPU_DEVICE_SLOT,
+               boot_epoch: int = 0) -> AttestationEvidence:
         report = AttestationReport(
+            boot_epoch=boot_epoch,
             node_small_id=node_small_id,
             key_rotation_counter=key_rotation_counter,
             rotation_nonce=rotation_nonce,

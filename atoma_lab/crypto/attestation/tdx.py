@@ -576,10 +576,14 @@ class TdxEvidence:
 
     def to_dict(self) -> dict[str, object]:
         c = self.report
-        return {"evidence_type": self.EVIDENCE_TYPE, "quote": b64encode(self.quote), "report": {
+        report: dict[str, object] = {
             "device_type": c.device_type, "key_rotation_counter": c.key_rotation_counter,
             "node_small_id": c.node_small_id, "public_key": b64encode(c.public_key),
-            "rotation_nonce": c.rotation_nonce, "signer_address": c.signer_address}}
+            "rotation_nonce": c.rotation_nonce, "signer_address": c.signer_address}
+        if c.boot_epoch:  # optional: the quote binds the key and nonce, not the node's boot
+            report["boot_epoch"] = c.boot_epoch
+        return {"evidence_type": self.EVIDENCE_TYPE, "quote": b64encode(self.quote),
+                "report": report}
 
     def to_json(self) -> bytes:
         return dumps(self.to_dict())
@@ -601,7 +605,8 @@ class TdxEvidence:
                 public_key=b64decode(r.get("public_key"), field="report.public_key", size=32),
                 signer_address=require_str(r.get("signer_address"), field="report.signer_address"),
                 device_type=require_int(r.get("device_type"), field="report.device_type",
-                                        maximum=2**16 - 1))
+                                        maximum=2**16 - 1),
+                boot_epoch=require_int(r.get("boot_epoch", 0), field="report.boot_epoch"))
             return cls(claims, b64decode(d.get("quote"), field="evidence.quote"))
         except InvalidFieldError as exc:
             raise EvidenceFormatError(f"malformed TDX evidence: {exc.message}") from exc
