@@ -5,7 +5,9 @@ Over and above Atoma's SDKs they check ``response_hash`` always, the node's sign
 default, and, when asked, the node's attestation before trusting the key the proxy hands out
 (with a cache of verified keys). A request sealed to a key that rotated meanwhile (409
 ``STALE_NODE_KEY``), or refused because the proxy found its node down (503), is retried once with
-a fresh lock. Every call exposes a :class:`~atoma_lab.services.trace.Trace`.
+a fresh lock. Every call exposes a :class:`~atoma_lab.services.trace.Trace`. Under the hardened
+profiles a node's error comes sealed (``SEALED_ERROR``): the client opens it and raises the
+node's own error.
 
 There is one implementation, :class:`AsyncAtomaLabClient` (``await client...create(...)``, safe
 for concurrent use in one event loop, a notebook's included). :class:`AtomaLabClient` has the same
@@ -152,6 +154,38 @@ def _raise_for(resp: Response) -> None:
         code, message = "HTTP_ERROR", f"HTTP {resp.status} without a JSON error body"
     raise error_from_response(resp.status, code, message)
 
+
+
+SEALED_MESSAGE_CHARS = 1000  # characters of a node's sealed error message a client repeats
+
+
+def _raise_sealed(resp: Response, context: hardened.HardenedClientContext,
+                  expected_signer: str | None) -> None:
+    """Raise the node's own error, if the error answer to a hardened request carries it sealed
+    (``sealed_error``: the node's answer to this request, without usage, signed by the node);
+    :class:`PeerProtocolError` if it is there and does not open."""
+    try:
+        body = loads(resp.body)
+    except AtomaLabError:
+        return
+    blob = body.get("sealed_error") if isinstance(body, dict) else None
+    if blob is None:
+        return
+    try:
+        answer = hardened.parse_response(blob)
+        if answer.usage is not None:
+            raise PeerProtocolError("a sealed error carries usage")
+        opened = hardened.open_response(answer, context, expected_signer_address=expected_signer)
+        detail = loads(opened.plaintext)
+        status, code, message = (detail["status"], detail["error"]["code"],
+                                 detail["error"]["message"])
+        if not (isinstance(status, int) and 400 <= status < 600 and isinstance(code, str)
+                and isinstance(message, str)):
+            raise PeerProtocolError("a sealed error is not an error")
+    except (AtomaLabError, KeyError, TypeError) as exc:
+        reason = exc.message if isinstance(exc, AtomaLabError) else type(exc).__name__
+        raise PeerProtocolError(f"the node's sealed error does not open: {reason}") from exc
+    raise error_from_response(status, code, message[:SEALED_MESSAGE_CHARS])
 
 
 def _embedding_request(input: EmbeddingInput | Sequence[str], model: str,
@@ -399,6 +433,8 @@ class AsyncConfidentialEmbeddings:
         server = ServerTiming.parse(resp.headers.get("server-timing"))
         trace.add("transport", (t3 - t2) / 1e6 - sum(server.values()))
         trace.merge(server)
+        if not resp.ok and c.profile != "atoma":
+            _raise_sealed(resp, sealed_h.context, expected_signer)
         _raise_for(resp)
         clear_usage: Any
         try:  # a malformed answer is the proxy's (or node's) fault, not the caller's

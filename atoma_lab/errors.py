@@ -295,6 +295,19 @@ class AttestedKeyMismatchError(AttestationError):
 # --------------------------------------------------------------------------------------------
 
 
+class SealedNodeError(AtomaLabError):
+    """A node refused a hardened request after opening it; the reason is sealed to the client
+    (``sealed_error`` beside this error), who raises the node's own error.
+
+    Status 400 when the node refused, 500 when it failed. Only hardened requests get it;
+    Atoma's profile keeps the node's errors in clear, as Atoma does.
+    """
+
+    status = 400
+    code = "SEALED_ERROR"
+    fault = "caller"
+
+
 class StackNotFoundError(NotFoundError):
     """No stack with that ``stack_small_id`` exists (Atoma answers 500)."""
 
@@ -581,6 +594,7 @@ __all__ = [
     "RequestTimeoutError",
     "ResponseMismatchError",
     "ResponseTooLargeError",
+    "SealedNodeError",
     "ServiceUnavailableError",
     "SignatureError",
     "StackLockedError",

@@ -24,9 +24,24 @@ hardened request the proxy's X-Signature covers ``request_hash`` (the AAD and ci
 key is named by its id, and replays are refused by the ring's timestamp window and replay guard
 (at most ``replay_window_entries`` requests inside the window; beyond that 503).
 
+The plain route (``POST /v1/embeddings``): Atoma's proxy signs the body alone, so a captured
+request replays, and its stack and units headers can be changed. Where the proxy also sends the
+hardened binding (``X-Request-Signature`` over body, stack, units, request id and timestamp:
+:mod:`atoma_lab.protocol.hardened.plain`), the node checks it and uses each request id once
+inside the replay window (409 ``REPLAYED_REQUEST``); a node limited to the hardened profiles
+requires it (400 ``MISSING_HEADER``), one that takes Atoma's serves Atoma's form as Atoma does,
+and one limited to Atoma's profile ignores the binding altogether (Atoma's node).
+
 A node's keys are ordered by ``(boot_epoch, key_rotation_counter)``: the counter starts at 1
 at every start, and :attr:`NodeService.boot_epoch` (the start's wall-clock time, in the key's
 evidence) puts a restarted node's keys after those it had before, so that a proxy takes them.
+
+Errors: under Atoma's profile the node's errors travel in clear through the proxy, as Atoma's
+do (they can tell the proxy about the sealed input: "request needs 131072 compute units",
+"input[1]: expected a string"). A hardened request refused after it was opened gets its error
+sealed to the client instead (:meth:`NodeService._sealed_error`): the proxy sees 400 (500 for
+the node's own failure) ``SEALED_ERROR`` and passes the sealed part on; the client opens it and
+raises the node's error.
 
 Before a body is read (:meth:`NodeService.check_head`), the POST routes need ``X-Signature``
 (the proxy's); ``/metrics`` needs the metrics token.
@@ -48,7 +63,7 @@ from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.keys import X25519KeyPair
 from atoma_lab.crypto.signing import SuiSignature, SuiSigner, verify_sui_signature
 from atoma_lab.display.html import fingerprint
-from atoma_lab.encoding import b64encode, loads, parse_uint, serde_compact
+from atoma_lab.encoding import b64encode, dumps, loads, parse_uint, serde_compact
 from atoma_lab.errors import (
     AtomaLabError,
     AuthenticationError,
@@ -62,6 +77,7 @@ from atoma_lab.errors import (
     ProfileMismatchError,
     ReplayedRequestError,
     ResponseTooLargeError,
+    SealedNodeError,
     ServiceUnavailableError,
     StackNotFoundError,
     quoted,
@@ -70,6 +86,11 @@ from atoma_lab.inference.openai import EmbedResponse
 from atoma_lab.protocol import hardened
 from atoma_lab.protocol.atoma.envelope import open_request, seal_response
 from atoma_lab.protocol.atoma.messages import DEFAULT_MAX_NUM_TOKENS, Usage
+from atoma_lab.protocol.hardened.plain import (
+    PLAIN_REPLAY_PREFIX,
+    parse_request_id,
+    plain_request_digest,
+)
 from atoma_lab.protocol.keyring import DEFAULT_OPENED_PER_KEY, NodeKey, NodeKeyRing
 from atoma_lab.protocol.lookup import stack_lookup_digest
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
@@ -374,6 +395,28 @@ class NodeService:
         if owner != signer_address:
             raise PermissionDeniedError(f"stack {stack_small_id} is not owned by the signer")
 
+    def _check_plain_binding(self, request: Request, body_hash: bytes, stack_small_id: int,
+                             proxy_address: str) -> int:
+        """The hardened plain route: ``X-Request-Signature`` by the proxy's key over the body,
+        stack, units, request id and timestamp; the request id used once inside the replay
+        window. Returns the units the proxy locked."""
+        def header(name: str) -> str:
+            value = request.headers.get(name)
+            if value is None:
+                raise MissingHeaderError(f"missing required header {name}")
+            return str(value)
+
+        units = parse_uint(header("X-Num-Compute-Units"), field="X-Num-Compute-Units")
+        request_id = parse_request_id(header("X-Request-Id"))
+        timestamp = parse_uint(header("X-Request-Timestamp"), field="X-Request-Timestamp")
+        digest = plain_request_digest(body_hash, stack_small_id=stack_small_id,
+                                      num_compute_units=units, request_id=request_id,
+                                      timestamp=timestamp)
+        verify_sui_signature(header("X-Request-Signature"), digest,
+                             expected_address=proxy_address, field="X-Request-Signature")
+        self.key_ring.guard.check(PLAIN_REPLAY_PREFIX + request_id, timestamp, self.clock())
+        return units
+
     async def _embed(self, request: CreateEmbeddingRequest, max_tokens: int,
                      flow: int) -> EmbedOutput:
         """Embed within ``max_tokens`` units: refused before the model runs where the embedder
@@ -400,6 +443,7 @@ class NodeService:
         timing = ServerTiming()
         started = time.perf_counter()
         model = "unknown"
+        sealed_to: hardened.HardenedNodeContext | None = None  # a hardened client's, once opened
         try:
             with timing.stage("node_check"):
                 ccr = hardened.parse_request(loads(request.body, what="confidential request"),
@@ -418,6 +462,7 @@ class NodeService:
                 now = self.clock()
                 if isinstance(ccr, hardened.HardenedRequest):
                     opened = hardened.open_request(ccr, self.key_ring, now=now)
+                    sealed_to = opened.context
                 else:
                     key = self.key_ring.by_public_key(ccr.node_dh_public_key, now=now)
                     opened = open_request(ccr, key.pair)
@@ -444,7 +489,7 @@ class NodeService:
                                          signer=self.signer).to_json()
         except AtomaLabError as exc:
             self._refused("confidential", exc)
-            resp = error_response(exc)
+            resp = error_response(exc) if sealed_to is None else self._sealed_error(exc, sealed_to)
             resp.headers["server-timing"] = timing.header()
             return resp
         log.debug("node %d served a confidential request: %d tokens", self.node_small_id,
@@ -455,6 +500,20 @@ class NodeService:
         self.metrics.latency.labels(model, "confidential").observe(time.perf_counter() - started)
         return Response.json(body, headers={"server-timing": timing.header()})
 
+    def _sealed_error(self, exc: AtomaLabError, context: hardened.HardenedNodeContext) -> Response:
+        """A hardened request refused after it was opened: the error sealed to its client as
+        the answer to it (no usage), beside a status and code that tell the proxy nothing of the
+        sealed input (400 ``SEALED_ERROR``, 500 when the node failed)."""
+        status = 400 if exc.status < 500 else 500
+        generic = SealedNodeError("the node's reason is sealed to the client")
+        detail = dumps({"status": exc.status, "error": {"code": exc.code, "message": exc.message}})
+        try:
+            sealed = hardened.seal_response(detail, context, signer=self.signer)
+        except ValueError:  # the context sealed an answer already: the reason cannot follow
+            return Response.json(generic.to_dict(), status=status)
+        return Response.json({**generic.to_dict(), "sealed_error": sealed.to_dict()},
+                             status=status)
+
     async def _embeddings(self, request: Request) -> Response:
         """Plain route: the proxy signs BLAKE2b-256(serde-compact(body)); the answer is the OpenAI
         JSON plus ``signature`` and ``response_hash`` over its serde-compact bytes."""
@@ -463,18 +522,27 @@ class NodeService:
         try:
             with timing.stage("node_check"):
                 parsed = loads(request.body, what="embeddings request")
-                proxy_sig = self._proxy_signature(request, blake2b_256(serde_compact(parsed)))
+                body_hash = blake2b_256(serde_compact(parsed))
+                proxy_sig = self._proxy_signature(request, body_hash)
                 stack_header = request.headers.get("x-stack-small-id")
                 if stack_header is None:
                     raise MissingHeaderError("missing required header X-Stack-Small-Id")
                 stack_small_id = parse_uint(stack_header, field="X-Stack-Small-Id")
+                units = request.headers.get("x-num-compute-units")
+                if self.profiles != (ATOMA_PROFILE,) \
+                        and request.headers.get("x-request-signature") is not None:
+                    limit = self._check_plain_binding(request, body_hash, stack_small_id,
+                                                      proxy_sig.address)
+                elif ATOMA_PROFILE not in self.profiles:
+                    raise MissingHeaderError("missing required header X-Request-Signature: this "
+                                             "node takes the hardened profile only")
+                else:  # Atoma's plain route: the units header is not signed
+                    limit = parse_uint(units, field="X-Num-Compute-Units") \
+                        if units is not None and units.isascii() and units.isdigit() \
+                        else PLAIN_UNITS_UNBOUNDED
                 await self._check_stack(stack_small_id, proxy_sig.address)
                 oai = CreateEmbeddingRequest.from_dict(parsed)
                 self._check_model(oai.model)
-                units = request.headers.get("x-num-compute-units")
-                limit = parse_uint(units, field="X-Num-Compute-Units") \
-                    if units is not None and units.isascii() and units.isdigit() \
-                    else PLAIN_UNITS_UNBOUNDED
             with timing.stage("node_embed"):
                 out = await self._embed(oai, limit, stack_small_id)
             with timing.stage("node_seal"):

@@ -109,6 +109,9 @@ def _schemas(models: Sequence[str]) -> dict[str, Any]:
         "Error": _object({
             "error": _object({"code": {"type": "string", "pattern": "^[A-Z][A-Z0-9_]*$"},
                               "message": {"type": "string"}}, ["code", "message"], closed=True),
+            "sealed_error": {**_ref("HardenedComputeResponse"), "description": (
+                "with SEALED_ERROR: the node's error sealed to the client of a hardened request "
+                "(no usage); the client opens it and raises the node's error")},
         }, ["error"], closed=True, description="Atoma's ErrorResponse"),
         **wire,
         "ModelList": _object({

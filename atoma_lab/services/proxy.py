@@ -18,6 +18,14 @@ node restarted (its counter at 1 again) comes back at the next probe or 409, und
 signing identity or, at the same address, a new one. Nodes in other processes find stack owners with
 ``GET /v1/stacks?stack_small_id=N``, signed by the node (:mod:`atoma_lab.protocol.lookup`).
 
+On the plain route the proxy signs, beside Atoma's ``X-Signature`` over the body, the body bound
+to its stack, units, a request id and a timestamp (``X-Request-Signature``,
+:mod:`atoma_lab.protocol.hardened.plain`), which hardened nodes require and remember.
+
+A node's error to a hardened request is sealed to its client (``SEALED_ERROR``, the node's
+reason inside): the proxy checks that the sealed part answers this request and is signed by the
+node, and passes it on as ``sealed_error`` beside its own error.
+
 Against hostile peers: the bearer token is checked from the request's head, before its body is
 read (:meth:`ProxyService.check_head`); a node's refusal reaches the client only with a status
 and code of the error table and the proxy's own words (any other answer is 502
@@ -34,6 +42,7 @@ import functools
 import hmac
 import logging
 import re
+import secrets
 import time
 from collections.abc import Callable
 
@@ -80,6 +89,7 @@ from atoma_lab.protocol.atoma.messages import (
     NodesCreateLockRequest,
     NodesCreateLockResponse,
 )
+from atoma_lab.protocol.hardened.plain import PLAIN_REQUEST_ID_SIZE, plain_request_digest
 from atoma_lab.protocol.lookup import stack_lookup_digest
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
 from atoma_lab.protocol.wire import wire_names
@@ -554,9 +564,11 @@ class ProxyService:
                 raise ServiceUnavailableError(f"node of stack {stack.stack_small_id} is down; "
                                               "take a new lock (another node) and seal again")
             verify: Callable[[bytes, NodeRecord], int]
+            sealed: Callable[[Response, NodeRecord], dict[str, object] | None] | None = None
             if isinstance(ccr, hardened.HardenedRequest):
                 digest = ccr.request_hash()
                 verify = functools.partial(self._hardened_usage, digest)
+                sealed = functools.partial(self._sealed_error, digest)
             else:
                 digest, verify = ccr.plaintext_body_hash, self._confidential_usage
             headers = Headers({
@@ -570,7 +582,7 @@ class ProxyService:
         # The ledger's model names the metric (the client's model_name is free text).
         return await self._forward_and_settle(
             "confidential", stack.model, lock, node, "/v1/confidential/embeddings",
-            request.body, headers, timing, verify, limit)
+            request.body, headers, timing, verify, limit, sealed_error=sealed)
 
     async def _embeddings(self, request: Request) -> Response:
         timing = ServerTiming()
@@ -587,12 +599,23 @@ class ProxyService:
                                                          PLAIN_LOCK_TIMEOUT_S)
             lock = self.ledger.start_lock(open_lock.lock_id)
             body = serde_compact(parsed)
+            body_hash = blake2b_256(body)
+            request_id = secrets.token_bytes(PLAIN_REQUEST_ID_SIZE)
+            timestamp = int(self.clock())
+            bound = plain_request_digest(body_hash, stack_small_id=stack.stack_small_id,
+                                         num_compute_units=reserve, request_id=request_id,
+                                         timestamp=timestamp)
             headers = Headers({
                 "content-type": "application/json",
-                "x-signature": self.signer.sign(blake2b_256(body)).to_base64(),
+                "x-signature": self.signer.sign(body_hash).to_base64(),
                 "x-user-id": str(user_id),
                 "x-stack-small-id": str(stack.stack_small_id),
                 "x-num-compute-units": str(reserve),
+                # The hardened profile's binding (protocol/hardened/plain.py); Atoma's nodes
+                # read only the headers above.
+                "x-request-id": request_id.hex(),
+                "x-request-timestamp": str(timestamp),
+                "x-request-signature": self.signer.sign(bound).to_base64(),
             })
             limit = min(self.max_response_bytes, plain_response_limit(
                 oai, request_bytes=len(body), max_dimensions=self.max_dimensions))
@@ -602,11 +625,16 @@ class ProxyService:
     async def _forward_and_settle(self, route: str, model: str, lock: LockRecord, node: NodeRecord,
                                   path: str, body: bytes, headers: Headers, timing: ServerTiming,
                                   verify: Callable[[bytes, NodeRecord], int],
-                                  limit: int) -> Response:
+                                  limit: int, *,
+                                  sealed_error: Callable[[Response, NodeRecord],
+                                                         dict[str, object] | None] | None = None,
+                                  ) -> Response:
         """Forward to the node, check its answer with ``verify`` (which returns the units it
         used), settle; on any failure release the whole lock and answer the error. The caller's
         lock is in flight on entry and never left so. The node's answer is read up to ``limit``
-        bytes (502 past it)."""
+        bytes (502 past it). ``sealed_error`` finds, in a node's error answer, an error sealed
+        to the client (hardened requests), passed on beside the proxy's own."""
+        sealed: dict[str, object] | None = None
         try:
             t0 = time.perf_counter_ns()
             resp = await self._forward(node, path, body, headers, limit)
@@ -615,6 +643,8 @@ class ProxyService:
                        (time.perf_counter_ns() - t0) / 1e6 - sum(node_stages.values()))
             if not resp.ok:
                 failure = self._node_failure(node, resp)
+                if sealed_error is not None:
+                    sealed = sealed_error(resp, node)
                 if failure.code == "STALE_NODE_KEY":  # the node rotated: learn its key now
                     await self.refresh_node(node.node_small_id)
                 raise failure
@@ -636,7 +666,8 @@ class ProxyService:
                 log.info("node %d refused a %s request: %d %s", node.node_small_id, route,
                          exc.status, exc.code)
             self._give_back(lock, route, exc.code)
-            failed = error_response(exc)
+            failed = error_response(exc) if sealed is None else Response.json(
+                {**exc.to_dict(), "sealed_error": sealed}, status=exc.status)
             failed.headers["server-timing"] = timing.header()
             return failed
         except BaseException:  # cancelled (client went away) or a bug: never keep units locked
@@ -688,6 +719,22 @@ class ProxyService:
         except SignatureError as exc:
             raise PeerProtocolError("node signature does not verify") from exc
         return answer.usage.total_tokens
+
+    @staticmethod
+    def _sealed_error(request_hash: bytes, resp: Response,
+                      node: NodeRecord) -> dict[str, object] | None:
+        """The error a node sealed to a hardened request's client, if its answer holds one that
+        names the request, carries no usage, and is signed by the node; else ``None`` (the
+        client then gets the proxy's error alone)."""
+        try:
+            body = loads(resp.body, what="node error")
+            answer = hardened.parse_response(body["sealed_error"])
+            if answer.request_hash != request_hash or answer.usage is not None:
+                return None
+            hardened.verify_receipt(request_hash, answer, expected_signer_address=node.sui_address)
+        except (AtomaLabError, KeyError, TypeError):
+            return None
+        return answer.to_dict()
 
     @staticmethod
     def _plain_usage(body: bytes, node: NodeRecord) -> int:
