@@ -18,6 +18,11 @@ The services log to standard error at --log-level (INFO by default).
 ``embed`` talks to $ATOMA_LAB_BASE_URL with $ATOMA_LAB_API_KEY when they are set (what ``serve``
 and ``proxy`` print), unless --base-url and --api-key say otherwise; with neither it builds an
 in-process network. A node's --backend-api-key defaults to $ATOMA_LAB_BACKEND_API_KEY.
+
+TLS: every listener takes --tls-certfile/--tls-keyfile (and --tls-client-ca-file to require
+client certificates); whatever reaches a peer at https:// (the proxy its nodes, a node its
+proxy, serve's proxy itself, embed its proxy) takes --tls-ca-file and, for mutual TLS,
+--tls-client-certfile/--tls-client-keyfile.
 """
 
 from __future__ import annotations
@@ -131,6 +136,48 @@ def _add_limit_flags(p: argparse.ArgumentParser) -> None:
                    help="bearer token for /metrics (random and printed if unset)")
 
 
+def _add_tls_flags(p: argparse.ArgumentParser, *, listener: bool = True) -> None:
+    g = p.add_argument_group("TLS")
+    if listener:
+        g.add_argument("--tls-certfile", default=None,
+                       help="serve HTTPS with this certificate (PEM, chain included)")
+        g.add_argument("--tls-keyfile", default=None, help="its private key (PEM)")
+        g.add_argument("--tls-client-ca-file", default=None,
+                       help="require client certificates signed by these CAs (mutual TLS)")
+    g.add_argument("--tls-ca-file", default=None,
+                   help="CAs to trust at https:// peers (default: the system's)")
+    g.add_argument("--tls-client-certfile", default=None,
+                   help="certificate to show https:// peers that ask for one (PEM)")
+    g.add_argument("--tls-client-keyfile", default=None, help="its private key (PEM)")
+
+
+def _server_tls(args: argparse.Namespace) -> Any:
+    from atoma_lab.server.tls import ServerTls
+
+    if args.tls_certfile is None:
+        if args.tls_keyfile or args.tls_client_ca_file:
+            raise SystemExit("atoma-lab: --tls-keyfile and --tls-client-ca-file need --tls-certfile")
+        return None
+    try:
+        return ServerTls(args.tls_certfile, args.tls_keyfile, args.tls_client_ca_file)
+    except ValueError as exc:
+        raise SystemExit(f"atoma-lab: {exc}") from None
+
+
+def _client_tls(args: argparse.Namespace) -> Any:
+    import ssl
+
+    from atoma_lab.transport.http import client_tls_context
+
+    if not (args.tls_ca_file or args.tls_client_certfile or args.tls_client_keyfile):
+        return None
+    try:
+        return client_tls_context(args.tls_ca_file, certfile=args.tls_client_certfile,
+                                  keyfile=args.tls_client_keyfile)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise SystemExit(f"atoma-lab: TLS: {exc}") from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from atoma_lab.lab.network import build_network, default_embedder
 
@@ -142,7 +189,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         grace_window_s=args.grace_window_s,
                         health_interval_s=args.health_interval_s or None,
                         server_limits=_limits(args), metrics_token=args.metrics_token,
-                        lock_sweep_interval_s=args.lock_sweep_interval_s)
+                        lock_sweep_interval_s=args.lock_sweep_interval_s,
+                        tls=_server_tls(args), tls_client=_client_tls(args))
     net.owns_embedders = True  # built here for this network: closed with it
     print(f"atoma-lab proxy on {net.base_url}  ({len(net.nodes)} node(s), model {args.model})")
     for node, url in zip(net.nodes, net.node_urls, strict=True):
@@ -203,7 +251,8 @@ def cmd_node(args: argparse.Namespace) -> int:
                         signer_seed=_seed(args.signer_seed, "--signer-seed"),
                         grace_window_s=args.grace_window_s, rotate_every_s=args.rotate_every_s,
                         allow_public=args.allow_public, limits=_limits(args),
-                        metrics_token=args.metrics_token)
+                        metrics_token=args.metrics_token, tls=_server_tls(args),
+                        peer_tls=_client_tls(args))
     url = server.start()
     node = server.node
     print(f"atoma-lab node {node.node_small_id} on {url}  (models {', '.join(node.embedder.models)};"
@@ -227,7 +276,8 @@ def cmd_proxy(args: argparse.Namespace) -> int:
                          node_timeout_s=args.node_timeout_s, wait_for_nodes_s=args.wait_for_nodes_s,
                          allow_public=args.allow_public, limits=_limits(args),
                          metrics_token=args.metrics_token,
-                         lock_sweep_interval_s=args.lock_sweep_interval_s)
+                         lock_sweep_interval_s=args.lock_sweep_interval_s,
+                         tls=_server_tls(args), peer_tls=_client_tls(args))
     url = server.start()
     print(f"atoma-lab proxy on {url}  ({len(server.node_ids)} node(s): "
           f"{', '.join(f'{i}={u}' for i, u in zip(server.node_ids, args.node, strict=True))})")
@@ -247,7 +297,7 @@ def _client(args: argparse.Namespace) -> tuple[Any, Any]:
         api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
         if not api_key:
             raise SystemExit(f"atoma-lab: a proxy needs an API key: --api-key or {API_KEY_ENV}")
-        return AtomaLabClient(base_url, api_key=api_key), None
+        return AtomaLabClient(base_url, api_key=api_key, tls=_client_tls(args)), None
     net = build_network(nodes=1, model=args.model)
     return net.client(verify_attestation=True), net
 
@@ -343,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="give back expired open locks this often")
     _add_limit_flags(s)
     _add_log_level(s)
+    _add_tls_flags(s)
     s.set_defaults(func=cmd_serve)
     n = sub.add_parser("node", help="serve one node on its own (a proxy elsewhere reaches it)")
     n.add_argument("--host", default="127.0.0.1")
@@ -366,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--allow-public", action="store_true", help="allow binding beyond loopback")
     _add_limit_flags(n)
     _add_log_level(n)
+    _add_tls_flags(n)
     n.set_defaults(func=cmd_node)
     x = sub.add_parser("proxy", help="serve a proxy in front of nodes running elsewhere")
     x.add_argument("--host", default="127.0.0.1")
@@ -384,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="give back expired open locks this often")
     _add_limit_flags(x)
     _add_log_level(x)
+    _add_tls_flags(x)
     x.set_defaults(func=cmd_proxy)
     e = sub.add_parser("embed", help="embed texts (in-process network unless --base-url)")
     e.add_argument("text", nargs="+")
@@ -395,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--base-url", default=None, help=f"the proxy (default ${BASE_URL_ENV}; "
                    "unset: an in-process network)")
     e.add_argument("--api-key", default=None, help=f"its API key (default ${API_KEY_ENV})")
+    _add_tls_flags(e, listener=False)
     e.set_defaults(func=cmd_embed)
     d = sub.add_parser("demo", help="a confidential round trip, showing what each party saw")
     d.add_argument("text", nargs="*")

@@ -23,6 +23,7 @@ import contextlib
 import functools
 import logging
 import os
+import ssl
 import threading
 import time
 import weakref
@@ -204,7 +205,9 @@ class AsyncAtomaLabClient:
 
     ``transport`` reaches the proxy (an in-process network's, from ``net.client_transport()``,
     or any :class:`~atoma_lab.transport.base.Transport`); without one, HTTP to ``base_url``, by
-    default ``$ATOMA_LAB_BASE_URL`` (what ``atoma-lab serve`` prints). ``api_key`` defaults to
+    default ``$ATOMA_LAB_BASE_URL`` (what ``atoma-lab serve`` prints); ``https://`` with
+    ``tls``, a context from :func:`~atoma_lab.transport.http.client_tls_context` (the proxy's
+    CA, and a client certificate where the proxy asks for one). ``api_key`` defaults to
     ``$ATOMA_LAB_API_KEY``. Requests go to ``base_url`` when given, else to the transport's
     default destination.
     Concurrent calls from one event loop are safe: each has its own lock, seal and trace, and
@@ -225,6 +228,7 @@ class AsyncAtomaLabClient:
         attestation_verifier: AttestationVerifier | None = None,
         profile: str = "atoma",
         clock: Callable[[], float] = time.time,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         names = {"atoma": "atoma", "hardened": hardened.PROFILE, "hpke": hardened.PROFILE_HPKE,
                  **{p: p for p in hardened.PROFILES}}
@@ -247,7 +251,7 @@ class AsyncAtomaLabClient:
                 raise ValueError(f"give a base_url or a transport (or set {BASE_URL_ENV})")
             from atoma_lab.transport.http import HttpTransport
 
-            transport = HttpTransport(base_url, timeout_s=timeout_s)
+            transport = HttpTransport(base_url, timeout_s=timeout_s, tls=tls)
         self.base_url = base_url
         self.transport = transport
         self.api_key = api_key
@@ -525,12 +529,13 @@ class AtomaLabClient:
         attestation_verifier: AttestationVerifier | None = None,
         profile: str = "atoma",
         clock: Callable[[], float] = time.time,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._async = AsyncAtomaLabClient(
             base_url, api_key=api_key, transport=transport, timeout_s=timeout_s,
             verify_signature=verify_signature, check_usage=check_usage,
             verify_attestation=verify_attestation, attestation_policy=attestation_policy,
-            attestation_verifier=attestation_verifier, profile=profile, clock=clock)
+            attestation_verifier=attestation_verifier, profile=profile, clock=clock, tls=tls)
         self._thread: LoopThread | None = None
         self._finalizer: weakref.finalize | None = None
         self._thread_lock = threading.Lock()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import secrets
+import ssl
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -35,6 +36,7 @@ from atoma_lab.transport.loop import LoopThread, LoopTransport
 
 if TYPE_CHECKING:
     from atoma_lab.server.limits import ServerLimits
+    from atoma_lab.server.tls import ServerTls
 
 Mode = Literal["inprocess", "http"]
 PROXY_ADDRESS = "inproc://proxy"
@@ -70,6 +72,7 @@ class Network:
         self.node_urls = node_urls
         self.metrics_token = metrics_token  # /metrics of the proxy and of every node
         self.owns_embedders = False
+        self.tls_client: ssl.SSLContext | None = None  # how clients reach an https:// proxy
         self._closed = False
 
     def start_lock_sweeper(self, interval_s: float) -> None:
@@ -103,7 +106,7 @@ class Network:
             return LoopTransport(self.transport, self._runner.loop, address=PROXY_ADDRESS)
         from atoma_lab.transport.http import HttpTransport
 
-        return HttpTransport(self.base_url)
+        return HttpTransport(self.base_url, tls=self.tls_client)
 
     def _client_options(self, options: dict[str, Any]) -> dict[str, Any]:
         options.setdefault("api_key", self.api_key)
@@ -254,6 +257,8 @@ def build_network(
     server_limits: ServerLimits | None = None,
     metrics_token: str | None = None,
     lock_sweep_interval_s: float | None = LOCK_SWEEP_INTERVAL_S,
+    tls: ServerTls | None = None,
+    tls_client: ssl.SSLContext | None = None,
 ) -> Network:
     """Build and start a proxy with ``nodes`` nodes serving ``model`` and one user.
 
@@ -268,7 +273,10 @@ def build_network(
     ``server_limits`` bound every HTTP listener (default :class:`~atoma_lab.server.ServerLimits`).
     ``metrics_token`` opens ``/metrics`` of the proxy and the nodes (random when not given:
     :attr:`Network.metrics_token`). ``lock_sweep_interval_s`` is how often expired open locks
-    are given back (``None``: only at the next lock call, as before).
+    are given back (``None``: only at the next lock call, as before). ``tls`` serves every
+    listener over HTTPS (``mode="http"``); ``tls_client`` is how the proxy reaches its nodes and
+    clients the proxy (the CA that signed the certificate, and a client certificate when
+    ``tls`` requires one: :func:`~atoma_lab.transport.http.client_tls_context`).
     """
     if nodes < 1:
         raise ValueError("a network needs at least one node")
@@ -290,7 +298,7 @@ def build_network(
     elif mode == "http":
         from atoma_lab.transport.http import HttpTransport
 
-        node_transport = HttpTransport(timeout_s=node_timeout_s)
+        node_transport = HttpTransport(timeout_s=node_timeout_s, tls=tls_client)
     else:
         raise ValueError(f"mode must be 'inprocess' or 'http', not {mode!r}")
     if proxy_signer is None:  # the wallet lives with the ledger: a restart keeps its stacks
@@ -326,7 +334,7 @@ def build_network(
         apps += [(asgi_app(n.handle, precheck=n.check_head, limits=limits), "127.0.0.1", 0)
                  for n in node_services]
         runner = ServerGroup(apps, allow_public=host not in ("127.0.0.1", "localhost", "::1"),
-                             limits=limits)
+                             limits=limits, tls=tls)
         urls = runner.start()
         base_url, node_urls = urls[0], urls[1:]
     for node, url, price in zip(node_services, node_urls, prices, strict=True):
@@ -344,6 +352,7 @@ def build_network(
                   user_id=user_id, tee=tee, transport=transport, runner=runner, base_url=base_url,
                   node_urls=node_urls, metrics_token=metrics_token)
     net.owns_embedders = embedder is None
+    net.tls_client = tls_client
     for i in range(nodes):
         net.publish_key(i)
     if health_interval_s is not None:

@@ -12,6 +12,7 @@ import uvicorn
 
 from atoma_lab.server.limits import ServerLimits
 from atoma_lab.server.protocol import guarded_protocol
+from atoma_lab.server.tls import ServerTls
 from atoma_lab.transport.loop import BackgroundTasks, new_event_loop
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -23,22 +24,28 @@ class ServerGroup(BackgroundTasks):
     Binding anything but loopback needs ``allow_public=True``: a research box should not expose
     a simulator by accident. Every listener holds to ``limits`` (header size and time, idle
     time, open connections: :mod:`atoma_lab.server.protocol`); build its app with the same
-    ``limits`` (:func:`~atoma_lab.server.app.asgi_app`) for the body's.
+    ``limits`` (:func:`~atoma_lab.server.app.asgi_app`) for the body's. With ``tls`` every
+    listener speaks HTTPS (its URL ``https://``), and requires client certificates when
+    ``tls.client_ca_file`` is set.
     """
 
     def __init__(self, apps: list[tuple[Any, str, int]], *, allow_public: bool = False,
                  on_stop: Callable[[], Awaitable[None]] | None = None,
-                 limits: ServerLimits | None = None) -> None:
+                 limits: ServerLimits | None = None, tls: ServerTls | None = None) -> None:
         for _, host, _ in apps:
             if host not in _LOOPBACK and not allow_public:
                 raise ValueError(f"refusing to bind {host}: pass allow_public=True to serve beyond loopback")
         super().__init__()
         self.limits = limits or ServerLimits()
+        self.tls = tls
         protocol = guarded_protocol(self.limits)
+        ssl_options: dict[str, Any] = {} if tls is None else {
+            "ssl_certfile": tls.certfile, "ssl_keyfile": tls.keyfile,
+            "ssl_ca_certs": tls.client_ca_file, "ssl_cert_reqs": tls.cert_reqs}
         self._configs = [uvicorn.Config(app, host=host, port=port, log_level="warning",
                                         lifespan="off", access_log=False,
                                         timeout_keep_alive=math.ceil(self.limits.idle_timeout_s),
-                                        loop="auto", http=protocol)
+                                        loop="auto", http=protocol, **ssl_options)
                          for app, host, port in apps]
         self._servers = [uvicorn.Server(c) for c in self._configs]
         self._thread: threading.Thread | None = None
@@ -88,7 +95,8 @@ class ServerGroup(BackgroundTasks):
             sock = server.servers[0].sockets[0]
             host, port = sock.getsockname()[:2]
             shown = f"[{host}]" if ":" in host else host
-            self.urls.append(f"http://{shown}:{port}")
+            scheme = "http" if self.tls is None else "https"
+            self.urls.append(f"{scheme}://{shown}:{port}")
         return self.urls
 
     def run(self, coro: Awaitable[Any], timeout_s: float | None = None) -> Any:

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import ssl
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -38,6 +39,7 @@ from atoma_lab.crypto.signing import SuiSigner
 from atoma_lab.errors import NodeFailedError, TransportError
 from atoma_lab.server import ServerGroup, asgi_app
 from atoma_lab.server.limits import ServerLimits
+from atoma_lab.server.tls import ServerTls
 from atoma_lab.services.ledger import Ledger
 from atoma_lab.services.node import Embedder, NodeService, ProxyStackDirectory
 from atoma_lab.services.proxy import LOCK_SWEEP_INTERVAL_S, ProxyService
@@ -70,9 +72,10 @@ class _Service:
     """One ASGI app served on its own port from a background thread."""
 
     def __init__(self, service: Any, host: str, port: int, allow_public: bool,
-                 limits: ServerLimits | None) -> None:
+                 limits: ServerLimits | None, tls: ServerTls | None = None) -> None:
         app = asgi_app(service.handle, precheck=service.check_head, limits=limits)
-        self._group = ServerGroup([(app, host, port)], allow_public=allow_public, limits=limits)
+        self._group = ServerGroup([(app, host, port)], allow_public=allow_public, limits=limits,
+                                  tls=tls)
         self.limits = self._group.limits
         self.url: str | None = None
 
@@ -96,17 +99,20 @@ class NodeServer(_Service):
 
     ``rotate_every_s`` rotates its key on a timer (the proxy picks the new one up);
     ``signer_seed`` fixes its Sui identity (default: a fresh one per start), which also signs
-    its stack look-ups at the proxy.
+    its stack look-ups at the proxy. ``tls`` makes it listen on HTTPS; ``peer_tls`` is the
+    context for reaching an ``https://`` proxy (its CA, and a client certificate for mutual
+    TLS).
     """
 
     def __init__(self, *, node_small_id: int, embedder: Embedder, proxy_url: str,
                  host: str = "127.0.0.1", port: int = 0, tee_seed: bytes | None = None,
                  signer_seed: bytes | None = None, grace_window_s: float = 0.0,
                  rotate_every_s: float | None = None, allow_public: bool = False,
-                 limits: ServerLimits | None = None, metrics_token: str | None = None) -> None:
+                 limits: ServerLimits | None = None, metrics_token: str | None = None,
+                 tls: ServerTls | None = None, peer_tls: ssl.SSLContext | None = None) -> None:
         if rotate_every_s is not None and rotate_every_s <= 0:
             raise ValueError("rotate_every_s must be positive")
-        self.transport = HttpTransport(timeout_s=10.0)
+        self.transport = HttpTransport(timeout_s=10.0, tls=peer_tls)
         directory = ProxyStackDirectory(self.transport, proxy_url, node_small_id)
         self.metrics_token = _metrics_token(metrics_token)
         self.node = NodeService(
@@ -116,7 +122,7 @@ class NodeServer(_Service):
             metrics_token=self.metrics_token)
         directory.signer = self.node.signer
         self.rotate_every_s = rotate_every_s
-        super().__init__(self.node, host, port, allow_public, limits)
+        super().__init__(self.node, host, port, allow_public, limits, tls)
 
     def start(self) -> str:
         url = self._start()
@@ -143,7 +149,8 @@ class ProxyServer(_Service):
     :meth:`start` waits up to ``wait_for_nodes_s`` for every node to answer and registers it,
     then probes them every ``health_interval_s``, and gives back expired open locks every
     ``lock_sweep_interval_s``. The ledger (a SQLite file, or memory) keeps the proxy's wallet,
-    users, stacks and nodes across restarts.
+    users, stacks and nodes across restarts. ``tls`` makes it listen on HTTPS; ``peer_tls`` is
+    the context for reaching ``https://`` nodes.
     """
 
     def __init__(self, *, node_urls: Sequence[str], host: str = "127.0.0.1", port: int = 0,
@@ -152,7 +159,8 @@ class ProxyServer(_Service):
                  node_timeout_s: float = 60.0, wait_for_nodes_s: float = 60.0,
                  user_balance_usdc: int = 10**12, allow_public: bool = False,
                  limits: ServerLimits | None = None, metrics_token: str | None = None,
-                 lock_sweep_interval_s: float = LOCK_SWEEP_INTERVAL_S) -> None:
+                 lock_sweep_interval_s: float = LOCK_SWEEP_INTERVAL_S,
+                 tls: ServerTls | None = None, peer_tls: ssl.SSLContext | None = None) -> None:
         if not node_urls:
             raise ValueError("a proxy needs at least one node URL")
         if lock_sweep_interval_s <= 0:
@@ -161,7 +169,7 @@ class ProxyServer(_Service):
         self.metrics_token = _metrics_token(metrics_token)
         self.node_urls = list(node_urls)
         self.ledger = Ledger(ledger_path)
-        self.transport = HttpTransport(timeout_s=node_timeout_s)
+        self.transport = HttpTransport(timeout_s=node_timeout_s, tls=peer_tls)
         self.proxy = ProxyService(
             ledger=self.ledger, transport=self.transport,
             signer=SuiSigner.from_ed25519_seed(self.ledger.proxy_signing_seed()),
@@ -176,7 +184,7 @@ class ProxyServer(_Service):
         else:
             self.ledger.add_api_token(user_id, self.api_key)
         self.node_ids: list[int] = []
-        super().__init__(self.proxy, host, port, allow_public, limits)
+        super().__init__(self.proxy, host, port, allow_public, limits, tls)
 
     async def _register(self, url: str) -> int:
         deadline = time.monotonic() + self.wait_for_nodes_s
