@@ -92,7 +92,8 @@ def _round_trips(net: Network, clock: FakeClock) -> dict[str, object]:
         node = net.nodes[1]
         rogue = SimulatedTEE().attest(node_small_id=node.node_small_id, key_rotation_counter=1,
                                       rotation_nonce=1, public_key=node.public_key,
-                                      signer_address=node.sui_address, now=clock())
+                                      signer_address=node.sui_address, now=clock(),
+                                      boot_epoch=node.boot_epoch)  # not older than its key
         assert net.proxy.accept_node_key(rogue) is False
         assert net.proxy.accept_node_key(node.evidence)  # its real key again
         # The embedding backend failing.
