@@ -277,7 +277,9 @@ def cmd_proxy(args: argparse.Namespace) -> int:
                          allow_public=args.allow_public, limits=_limits(args),
                          metrics_token=args.metrics_token,
                          lock_sweep_interval_s=args.lock_sweep_interval_s,
-                         tls=_server_tls(args), peer_tls=_client_tls(args))
+                         tls=_server_tls(args), peer_tls=_client_tls(args),
+                         node_max_connections=args.node_max_connections,
+                         node_max_queued=args.node_max_queued)
     url = server.start()
     print(f"atoma-lab proxy on {url}  ({len(server.node_ids)} node(s): "
           f"{', '.join(f'{i}={u}' for i, u in zip(server.node_ids, args.node, strict=True))})")
@@ -430,6 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a TEE vendor address to trust (repeat; default: the simulated vendor)")
     x.add_argument("--health-interval-s", type=float, default=5.0)
     x.add_argument("--node-timeout-s", type=float, default=60.0)
+    x.add_argument("--node-max-connections", type=int, default=100,
+                   help="requests in flight to one node at once")
+    x.add_argument("--node-max-queued", type=int, default=1000,
+                   help="requests waiting for one node (503 at once beyond)")
     x.add_argument("--wait-for-nodes-s", type=float, default=60.0)
     x.add_argument("--allow-public", action="store_true", help="allow binding beyond loopback")
     x.add_argument("--lock-sweep-interval-s", type=float, default=1.0,

@@ -43,7 +43,11 @@ from atoma_lab.server.tls import ServerTls
 from atoma_lab.services.ledger import Ledger
 from atoma_lab.services.node import Embedder, NodeService, ProxyStackDirectory
 from atoma_lab.services.proxy import LOCK_SWEEP_INTERVAL_S, ProxyService
-from atoma_lab.transport.http import HttpTransport
+from atoma_lab.transport.http import (
+    DEFAULT_MAX_CONNECTIONS_PER_PEER,
+    DEFAULT_MAX_QUEUED_PER_PEER,
+    HttpTransport,
+)
 
 log = logging.getLogger("atoma_lab.server")
 
@@ -150,7 +154,8 @@ class ProxyServer(_Service):
     then probes them every ``health_interval_s``, and gives back expired open locks every
     ``lock_sweep_interval_s``. The ledger (a SQLite file, or memory) keeps the proxy's wallet,
     users, stacks and nodes across restarts. ``tls`` makes it listen on HTTPS; ``peer_tls`` is
-    the context for reaching ``https://`` nodes.
+    the context for reaching ``https://`` nodes. Each node gets at most ``node_max_connections``
+    requests at once and ``node_max_queued`` more waiting; beyond that a request is 503 at once.
     """
 
     def __init__(self, *, node_urls: Sequence[str], host: str = "127.0.0.1", port: int = 0,
@@ -160,7 +165,9 @@ class ProxyServer(_Service):
                  user_balance_usdc: int = 10**12, allow_public: bool = False,
                  limits: ServerLimits | None = None, metrics_token: str | None = None,
                  lock_sweep_interval_s: float = LOCK_SWEEP_INTERVAL_S,
-                 tls: ServerTls | None = None, peer_tls: ssl.SSLContext | None = None) -> None:
+                 tls: ServerTls | None = None, peer_tls: ssl.SSLContext | None = None,
+                 node_max_connections: int = DEFAULT_MAX_CONNECTIONS_PER_PEER,
+                 node_max_queued: int = DEFAULT_MAX_QUEUED_PER_PEER) -> None:
         if not node_urls:
             raise ValueError("a proxy needs at least one node URL")
         if lock_sweep_interval_s <= 0:
@@ -169,7 +176,9 @@ class ProxyServer(_Service):
         self.metrics_token = _metrics_token(metrics_token)
         self.node_urls = list(node_urls)
         self.ledger = Ledger(ledger_path)
-        self.transport = HttpTransport(timeout_s=node_timeout_s, tls=peer_tls)
+        self.transport = HttpTransport(timeout_s=node_timeout_s, tls=peer_tls,
+                                       max_connections_per_peer=node_max_connections,
+                                       max_queued_per_peer=node_max_queued)
         self.proxy = ProxyService(
             ledger=self.ledger, transport=self.transport,
             signer=SuiSigner.from_ed25519_seed(self.ledger.proxy_signing_seed()),
