@@ -111,8 +111,72 @@ class ScaleRun:
                 f"p99 {self.p99_ms:.0f} ms, {self.nodes_used} node(s) used)")
 
 
-def _users(net: Network, count: int) -> list[str]:
-    return [net.add_user(f"scale-client-{i}") for i in range(count)]
+class ScaleSetup:
+    """A network ready for a scale run: built, one user per client, warmed up (one request per
+    client). :meth:`run` times a load on it; :meth:`result` checks the books. Close it (or use
+    it as a context manager) when done. :func:`measure_scale` does all three."""
+
+    def __init__(self, *, nodes: int, node_policy: str = "least-loaded", mode: str = "inprocess",
+                 fake_tokens_per_s: float | None = DEFAULT_FAKE_TOKENS_PER_S,
+                 concurrency: int = DEFAULT_CONCURRENCY, timeout_s: float = 600.0,
+                 **network_options: Any) -> None:
+        from atoma_lab.inference import FAKE_MODEL
+
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.nodes, self.policy, self.mode = nodes, node_policy, mode
+        self.fake_tokens_per_s, self.concurrency, self.timeout_s = (
+            fake_tokens_per_s, concurrency, timeout_s)
+        self.model: str = network_options.setdefault("model", FAKE_MODEL)
+        self.net: Network = build_network(nodes=nodes, mode=mode,  # type: ignore[arg-type]
+                                          node_policy=node_policy,
+                                          fake_tokens_per_s=fake_tokens_per_s, **network_options)
+        self._answered: list[Any] = []
+        try:
+            keys = [self.net.add_user(f"scale-client-{i}") for i in range(concurrency)]
+            self._turn = itertools.cycle(keys)
+            self._turn_lock = threading.Lock()
+            self.run(scale_inputs(concurrency), what="warm-up")
+        except BaseException:
+            self.net.close()
+            raise
+
+    def _client(self) -> Any:
+        with self._turn_lock:
+            key = next(self._turn)
+        return self.net.client(api_key=key)
+
+    def run(self, inputs: Sequence[str], *, what: str = "run") -> LoadResult:
+        """Send ``inputs`` (one request each) from the clients; ``RuntimeError`` if any failed
+        (a scaling figure over lost requests would mean nothing)."""
+        load = run_load(self._client, inputs, concurrency=self.concurrency, model=self.model,
+                        timeout_s=self.timeout_s)
+        if load.errors:
+            i, exc = next(iter(load.errors.items()))
+            raise RuntimeError(f"{len(load.errors)} request(s) of the {what} failed "
+                               f"({self.nodes} node(s), {self.policy}, {self.mode}); "
+                               f"request {i}: {exc!r}")
+        self._answered += load.results
+        return load
+
+    def result(self, load: LoadResult) -> ScaleRun:
+        """``load`` (a :meth:`run`) with where its requests went and the books so far."""
+        served = Counter(r.node_small_id for r in load.results if r is not None)
+        usage = sum(r.usage.total_tokens for r in self._answered if r is not None)
+        return ScaleRun(mode=self.mode, nodes=self.nodes, policy=self.policy,
+                        fake_tokens_per_s=self.fake_tokens_per_s, load=load,
+                        node_requests={n.node_small_id: served.get(n.node_small_id, 0)
+                                       for n in self.net.nodes},
+                        ledger=check_ledger(self.net.ledger, usage))
+
+    def close(self) -> None:
+        self.net.close()
+
+    def __enter__(self) -> ScaleSetup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def measure_scale(*, nodes: int, node_policy: str = "least-loaded", mode: str = "inprocess",
@@ -123,45 +187,16 @@ def measure_scale(*, nodes: int, node_policy: str = "least-loaded", mode: str = 
     """Build a network of ``nodes`` fake-engine nodes under ``node_policy``, send ``requests``
     confidential requests from ``concurrency`` clients (one user each), and return what
     happened. ``network_options`` go to :func:`~atoma_lab.lab.network.build_network`.
-    Raises ``RuntimeError`` when a request failed (a scaling figure over lost requests would
-    mean nothing)."""
-    from atoma_lab.inference import FAKE_MODEL
-
+    Raises ``RuntimeError`` when a request failed."""
     if requests < 1 or concurrency < 1:
         raise ValueError("requests and concurrency must be at least 1")
     texts = list(inputs) if inputs is not None else scale_inputs(requests)
     if len(texts) != requests:
         raise ValueError("give one input per request")
-    network_options.setdefault("model", FAKE_MODEL)
-    with build_network(nodes=nodes, mode=mode, node_policy=node_policy,  # type: ignore[arg-type]
-                       fake_tokens_per_s=fake_tokens_per_s, **network_options) as net:
-        keys = _users(net, concurrency)
-        turn = itertools.cycle(keys)
-        turn_lock = threading.Lock()
-
-        def client() -> Any:
-            with turn_lock:
-                key = next(turn)
-            return net.client(api_key=key)
-
-        model = network_options["model"]
-        warm = run_load(client, scale_inputs(concurrency), concurrency=concurrency,
-                        model=model, timeout_s=timeout_s)
-        load = run_load(client, texts, concurrency=concurrency, model=model, timeout_s=timeout_s)
-        failed = [(f"warm-up {i}", e) for i, e in warm.errors.items()]
-        failed += [(f"request {i}", e) for i, e in load.errors.items()]
-        if failed:
-            first = failed[0]
-            raise RuntimeError(f"{len(failed)} request(s) failed ({nodes} node(s), {node_policy},"
-                               f" {mode}); first: {first[0]}: {first[1]!r}")
-        answered = [r for r in [*warm.results, *load.results] if r is not None]
-        usage = sum(r.usage.total_tokens for r in answered)
-        served = Counter(r.node_small_id for r in load.results if r is not None)
-        return ScaleRun(mode=mode, nodes=nodes, policy=node_policy,
-                        fake_tokens_per_s=fake_tokens_per_s, load=load,
-                        node_requests={n.node_small_id: served.get(n.node_small_id, 0)
-                                       for n in net.nodes},
-                        ledger=check_ledger(net.ledger, usage))
+    with ScaleSetup(nodes=nodes, node_policy=node_policy, mode=mode,
+                    fake_tokens_per_s=fake_tokens_per_s, concurrency=concurrency,
+                    timeout_s=timeout_s, **network_options) as setup:
+        return setup.result(setup.run(texts))
 
 
 @dataclass
@@ -221,6 +256,7 @@ __all__ = [
     "DEFAULT_FAKE_TOKENS_PER_S",
     "LedgerCheck",
     "ScaleRun",
+    "ScaleSetup",
     "ScaleSweep",
     "check_ledger",
     "measure_scale",

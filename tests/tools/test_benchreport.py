@@ -76,3 +76,19 @@ def test_a_paired_figure_decides_the_verdict() -> None:
     got = {r.group: r.verdict for r in rows(data)}
     assert got["embed"] == "MISSED (>= 1.25x speed, paired)"
     assert got["e2e"] == "MISSED (<= +3 ms, paired)"
+
+
+def test_several_ours_in_one_pair_are_told_apart_by_their_test_ids() -> None:
+    data = {"benchmarks": [
+        _bench("test_scale[http-1nodes-least-loaded]", "scale", 2.0, pair="http", role="baseline"),
+        _bench("test_scale[http-4nodes-least-loaded]", "scale", 0.5, pair="http", role="ours",
+               target=3.2, target_kind="min"),
+        _bench("test_scale[http-4nodes-atoma]", "scale", 2.0, pair="http", role="ours"),
+    ]}
+    got = rows(data)
+    assert [r.speedup for r in got] == [4.0, 1.0]
+    assert got[0].verdict.startswith("met")
+    text = render(data)
+    assert "| scale | http: http-4nodes-least-loaded |" in text
+    assert "| scale | http: http-4nodes-atoma |" in text
+    assert "| envelope | seal 1 KiB |" in render(DATA)  # a single ours keeps the pair's name
