@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
+import os
 import threading
 import time
 import weakref
@@ -34,6 +36,7 @@ from atoma_lab.crypto.attestation import (
     SimulatedVerifier,
     evidence_from_dict,
 )
+from atoma_lab.display.html import bars, kv_table, section
 from atoma_lab.encoding import loads
 from atoma_lab.errors import (
     AtomaLabError,
@@ -43,6 +46,7 @@ from atoma_lab.errors import (
     TransportError,
     error_from_response,
 )
+from atoma_lab.inference.registry import DEFAULT_MODEL
 from atoma_lab.protocol import hardened
 from atoma_lab.protocol.atoma.envelope import open_response, seal_request
 from atoma_lab.protocol.atoma.messages import (
@@ -56,19 +60,27 @@ from atoma_lab.transport.base import Headers, Request, Response, Transport
 from atoma_lab.transport.loop import LoopThread, LoopTransport, run_on
 
 T = TypeVar("T")
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+log = logging.getLogger("atoma_lab.client")
+BASE_URL_ENV = "ATOMA_LAB_BASE_URL"  # the proxy, when neither base_url nor transport is given
+API_KEY_ENV = "ATOMA_LAB_API_KEY"  # the API key, when api_key is not given
 
 
-@dataclass
+@dataclass(repr=False)
 class EmbeddingsResult:
-    """An OpenAI-shaped embeddings response with numpy access and the request's trace."""
+    """An OpenAI-shaped embeddings response with numpy access and the request's trace.
+
+    In a notebook it shows its shape, model, usage, node, attempts and the trace's stages
+    (``_repr_html_``); its ``repr`` is one short line. ``raw`` holds the sealed request, the
+    answer and both plaintexts for inspection, and is shown by neither.
+    """
 
     response: CreateEmbeddingResponse
     trace: Trace
     node_small_id: int | None = None
     stack_small_id: int | None = None
     attempts: int = 1
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    raw: dict[str, Any] = field(default_factory=dict)
+    confidential: bool = False
 
     @property
     def data(self) -> list[Any]:
@@ -89,6 +101,33 @@ class EmbeddingsResult:
     def to_numpy(self) -> np.ndarray:
         """The vectors as an ``(n, d)`` float32 array in input order."""
         return self.response.to_numpy()
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(inputs, dimensions)`` of the vectors."""
+        data = self.response.data
+        return (len(data), int(data[0].embedding.shape[0]) if data else 0)
+
+    def summary(self) -> dict[str, Any]:
+        """What the result is, without its vectors: route, shape, model, usage, node, stack,
+        attempts and total time."""
+        usage = self.response.usage
+        return {"route": "confidential" if self.confidential else "plain",
+                "shape": f"{self.shape[0]} x {self.shape[1]}", "model": self.model,
+                "prompt tokens": usage.prompt_tokens, "total tokens": usage.total_tokens,
+                "node": self.node_small_id, "stack": self.stack_small_id,
+                "attempts": self.attempts, "total ms": self.trace.total_ms}
+
+    def __repr__(self) -> str:
+        n, d = self.shape
+        where = f", node={self.node_small_id}" if self.node_small_id is not None else ""
+        return (f"EmbeddingsResult({'confidential' if self.confidential else 'plain'}, "
+                f"{n}x{d}, model={self.model!r}, total_tokens={self.usage.total_tokens}"
+                f"{where}, attempts={self.attempts}, total_ms={self.trace.total_ms:.3f})")
+
+    def _repr_html_(self) -> str:
+        return section("Embeddings result", kv_table(self.summary()),
+                       bars(self.trace.stages_ms, title="stages (ms)"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +169,10 @@ class AsyncAtomaLabClient:
     """A client of an atoma-lab (or Atoma) proxy, for ``asyncio`` code and notebook cells.
 
     ``transport`` reaches the proxy (an in-process network's, from ``net.client_transport()``,
-    or any :class:`~atoma_lab.transport.base.Transport`); without one, HTTP to ``base_url``.
-    Requests go to ``base_url`` when given, else to the transport's default destination.
+    or any :class:`~atoma_lab.transport.base.Transport`); without one, HTTP to ``base_url``, by
+    default ``$ATOMA_LAB_BASE_URL`` (what ``atoma-lab serve`` prints). ``api_key`` defaults to
+    ``$ATOMA_LAB_API_KEY``. Requests go to ``base_url`` when given, else to the transport's
+    default destination.
     Concurrent calls from one event loop are safe: each has its own lock, seal and trace, and
     a node's attestation is fetched once however many requests wait for it.
     """
@@ -140,7 +181,7 @@ class AsyncAtomaLabClient:
         self,
         base_url: str | None = None,
         *,
-        api_key: str,
+        api_key: str | None = None,
         transport: Transport | None = None,
         timeout_s: float = 60.0,
         verify_signature: bool = True,
@@ -159,14 +200,20 @@ class AsyncAtomaLabClient:
         self.clock = clock  # the hardened profiles' timestamps, and attestation freshness
         if verify_attestation is None:  # the hardened profiles verify by default
             verify_attestation = self.profile != "atoma"
+        if api_key is None:
+            api_key = os.environ.get(API_KEY_ENV) or None
+        if api_key is None:
+            raise ValueError(f"give an api_key (or set {API_KEY_ENV})")
+        if verify_attestation and attestation_policy is None and attestation_verifier is None:
+            raise ValueError("verify_attestation needs an attestation_policy or verifier")
         if transport is None:
             if base_url is None:
-                raise ValueError("give a base_url or a transport")
+                base_url = os.environ.get(BASE_URL_ENV) or None
+            if base_url is None:
+                raise ValueError(f"give a base_url or a transport (or set {BASE_URL_ENV})")
             from atoma_lab.transport.http import HttpTransport
 
             transport = HttpTransport(base_url, timeout_s=timeout_s)
-        if verify_attestation and attestation_policy is None and attestation_verifier is None:
-            raise ValueError("verify_attestation needs an attestation_policy or verifier")
         self.base_url = base_url
         self.transport = transport
         self.api_key = api_key
@@ -314,9 +361,10 @@ class AsyncConfidentialEmbeddings:
         for attempt in (1, 2):
             try:
                 return await self._once(req, plaintext, max_num_tokens, attempt)
-            except (NodeKeyMismatchError, ServiceUnavailableError):
+            except (NodeKeyMismatchError, ServiceUnavailableError) as exc:
                 if attempt == 2:
                     raise
+                log.debug("retrying a confidential request with a fresh lock after %s", exc.code)
         raise AssertionError("unreachable")
 
     async def _once(self, req: CreateEmbeddingRequest, plaintext: bytes,
@@ -381,7 +429,8 @@ class AsyncConfidentialEmbeddings:
         return EmbeddingsResult(parsed, trace, node_small_id=lock.node_small_id,
                                 stack_small_id=lock.stack_small_id, attempts=attempt,
                                 raw={"request": loads(body), "response": loads(resp.body),
-                                     "plaintext": plaintext, "response_plaintext": response_plaintext})
+                                     "plaintext": plaintext, "response_plaintext": response_plaintext},
+                                confidential=True)
 
 
 # -------------------------------------------------------------------------------------- sync
@@ -430,7 +479,7 @@ class AtomaLabClient:
         self,
         base_url: str | None = None,
         *,
-        api_key: str,
+        api_key: str | None = None,
         transport: Transport | None = None,
         timeout_s: float = 60.0,
         verify_signature: bool = True,
@@ -559,4 +608,5 @@ class ConfidentialEmbeddings:
             user=user, max_num_tokens=max_num_tokens))
 
 
-__all__ = ["AsyncAtomaLabClient", "AtomaLabClient", "EmbeddingsResult", "VerifiedNode"]
+__all__ = ["API_KEY_ENV", "BASE_URL_ENV", "AsyncAtomaLabClient", "AtomaLabClient",
+           "EmbeddingsResult", "VerifiedNode"]

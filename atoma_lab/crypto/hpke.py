@@ -25,7 +25,6 @@ changed ``enc``, ciphertext, ``info`` or ``aad``) is :class:`~atoma_lab.errors.D
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple
@@ -36,6 +35,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
 from atoma_lab.crypto.keys import X25519_KEY_SIZE, X25519KeyPair
+from atoma_lab.crypto.rng import RandomBytes
 from atoma_lab.errors import DecryptionError, InvalidLengthError
 
 KEM_DHKEM_X25519_HKDF_SHA256 = 0x0020  # RFC 9180 section 7.1
@@ -51,9 +51,6 @@ MAX_EXPORT_SIZE = 255 * HASH_SIZE  # bytes, HKDF-Expand's limit
 _VERSION_LABEL = b"HPKE-v1"  # RFC 9180 section 4
 _SHA256 = hashes.SHA256()
 _KEM_SUITE_ID = b"KEM" + KEM_DHKEM_X25519_HKDF_SHA256.to_bytes(2, "big")
-
-RandomBytes = Callable[[int], bytes]
-
 
 class AeadId(IntEnum):
     """HPKE AEAD identifiers (RFC 9180 section 7.3) that this module implements."""

@@ -147,22 +147,33 @@ def compact(obj: dict) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
-def build() -> dict:
+def rfc7748_parties() -> tuple[bytes, bytes, bytes]:
+    """Alice's (the client's) and Bob's (the node's) public keys and their shared secret, RFC
+    7748 section 6.1, checked against the RFC's own values before anything is derived from them."""
     alice = X25519PrivateKey.from_private_bytes(bytes.fromhex(ALICE_SK))
     bob = X25519PrivateKey.from_private_bytes(bytes.fromhex(BOB_SK))
     alice_pk = alice.public_key().public_bytes_raw()
     bob_pk = bob.public_key().public_bytes_raw()
     shared = alice.exchange(X25519PublicKey.from_public_bytes(bob_pk))
-    # The transcription of RFC 7748 must be right before anything is derived from it.
     assert alice_pk.hex() == ALICE_PK, "RFC 7748 Alice public key"
     assert bob_pk.hex() == BOB_PK, "RFC 7748 Bob public key"
     assert shared.hex() == SHARED, "RFC 7748 shared secret"
     assert bob.exchange(X25519PublicKey.from_public_bytes(alice_pk)) == shared
+    return alice_pk, bob_pk, shared
 
+
+def rfc8032_signer() -> tuple[Ed25519PrivateKey, str]:
+    """The RFC 8032 TEST 1 key and its Sui address (flag 0x00 for Ed25519)."""
     signer = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(ED25519_SEED))
     signer_pk = signer.public_key().public_bytes_raw()
     assert signer_pk.hex() == ED25519_PK, "RFC 8032 TEST 1 public key"
-    sui_address = "0x" + blake2b_256(SUI_ED25519_FLAG + signer_pk).hex()
+    return signer, "0x" + blake2b_256(SUI_ED25519_FLAG + signer_pk).hex()
+
+
+def build() -> dict:
+    alice_pk, bob_pk, shared = rfc7748_parties()
+    signer, sui_address = rfc8032_signer()
+    signer_pk = signer.public_key().public_bytes_raw()
 
     requests = []
     keys_by_request = {}

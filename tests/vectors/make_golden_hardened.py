@@ -32,8 +32,6 @@ import json
 import sys
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when a test loads this file
@@ -48,6 +46,8 @@ from make_golden_envelopes import (
     blake2b_256,
     compact,
     hkdf_sha256,
+    rfc7748_parties,
+    rfc8032_signer,
     write_or_check,
 )
 
@@ -107,16 +107,10 @@ def opt_u64(value: int | None) -> bytes:
 
 
 def build() -> dict:
-    alice = X25519PrivateKey.from_private_bytes(bytes.fromhex(ALICE_SK))
-    bob = X25519PrivateKey.from_private_bytes(bytes.fromhex(BOB_SK))
-    client_pk = alice.public_key().public_bytes_raw()
-    node_pk = bob.public_key().public_bytes_raw()
-    shared = alice.exchange(X25519PublicKey.from_public_bytes(node_pk))
-    assert shared.hex() == "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742"
+    client_pk, node_pk, shared = rfc7748_parties()
     key_id = blake2b_256(node_pk)
-    signer = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(ED25519_SEED))
+    signer, sui_address = rfc8032_signer()
     signer_pk = signer.public_key().public_bytes_raw()
-    sui_address = "0x" + blake2b_256(b"\x00" + signer_pk).hex()
     profile = str16(PROFILE.encode())
 
     cases = []

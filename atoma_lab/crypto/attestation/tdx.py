@@ -143,6 +143,17 @@ class _Reader:
     def u32(self, name: str) -> int:
         return int(struct.unpack("<I", self.take(name, 4))[0])
 
+    def certification(self, name: str, expected_type: int, kind: str, what: str) -> int:
+        """A certification-data header: its u16 type must be ``expected_type`` and its u32 size
+        must cover exactly the bytes that follow; returns that size."""
+        found = self.u16(f"{name}.type")
+        if found != expected_type:
+            raise EvidenceFormatError(f"{name} data type {found} is not {kind} ({expected_type})")
+        size = self.u32(f"{name}.size")
+        if size != len(self.rest()):
+            raise EvidenceFormatError(f"{what} claims {size} bytes, {len(self.rest())} follow")
+        return size
+
     def rest(self) -> bytes:
         return self.data[self.pos:]
 
@@ -262,24 +273,13 @@ class TdxQuote:
         s = _Reader(sig_data, fields, base=r.pos - sig_len, where="signature data")
         signature = s.take("signature.ecdsa", ECDSA_SIGNATURE_SIZE)
         attestation_key = s.take("signature.attestation_key", ECDSA_KEY_SIZE)
-        cert_type = s.u16("certification.type")
-        if cert_type != CERT_DATA_QE_REPORT:
-            raise EvidenceFormatError(f"certification data type {cert_type} is not QE report "
-                                      "certification data (6)")
-        cert_size = s.u32("certification.size")
-        if cert_size != len(s.rest()):
-            raise EvidenceFormatError(f"certification data claims {cert_size} bytes, "
-                                      f"{len(s.rest())} follow")
+        s.certification("certification", CERT_DATA_QE_REPORT,
+                        "QE report certification data", "certification data")
         qe_report = s.take("qe.report", QE_REPORT_SIZE)
         qe_report_signature = s.take("qe.report_signature", ECDSA_SIGNATURE_SIZE)
         qe_auth_data = s.take("qe.auth_data", s.u16("qe.auth_data.size"))
-        chain_type = s.u16("pck.type")
-        if chain_type != CERT_DATA_PCK_CHAIN:
-            raise EvidenceFormatError(f"QE certification data type {chain_type} is not a PCK "
-                                      "certificate chain (5)")
-        chain_size = s.u32("pck.size")
-        if chain_size != len(s.rest()):
-            raise EvidenceFormatError(f"PCK chain claims {chain_size} bytes, {len(s.rest())} follow")
+        chain_size = s.certification("pck", CERT_DATA_PCK_CHAIN, "a PCK certificate chain",
+                                     "PCK chain")
         pck_chain, subjects, fmspc = _strict_pem_chain(s.take("pck.chain", chain_size))
         return cls(raw=raw, version=version, attestation_key_type=key_type, tee_type=tee_type,
                    qe_svn=qe_svn, pce_svn=pce_svn, qe_vendor_id=qe_vendor_id, user_data=user_data,

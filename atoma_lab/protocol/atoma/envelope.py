@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -30,6 +29,7 @@ from atoma_lab.crypto.aead import NONCE_SIZE
 from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.kdf import SALT_SIZE, derive_key
 from atoma_lab.crypto.keys import X25519KeyPair
+from atoma_lab.crypto.rng import RandomBytes, draw
 from atoma_lab.crypto.signing import SuiSignature, SuiSigner, verify_sui_signature
 from atoma_lab.errors import (
     DecryptionError,
@@ -44,7 +44,6 @@ from atoma_lab.protocol.atoma.messages import (
     check_caller_fields,
 )
 
-RandomBytes = Callable[[int], bytes]
 _new_tuple = tuple.__new__
 
 
@@ -143,9 +142,7 @@ def seal_request(
     if not isinstance(plaintext, bytes):
         raise TypeError("plaintext must be bytes")
     client_key = client_key or X25519KeyPair.generate()
-    salt = rng(SALT_SIZE) if salt is None else salt
-    if len(salt) != SALT_SIZE:
-        raise ValueError(f"salt must be {SALT_SIZE} bytes, got {len(salt)}")
+    salt = draw(salt, SALT_SIZE, "salt", rng)
     shared = client_key.exchange(node_public_key)  # checks its size and type
     node_public_key = bytes(node_public_key)
     keys = _KeyState(AESGCM(derive_key(shared, salt)))

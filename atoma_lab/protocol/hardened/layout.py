@@ -5,8 +5,6 @@ belong to the node key ring, which both profiles share. Pure."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from atoma_lab.crypto import hpke
 from atoma_lab.crypto.hashing import HASH_SIZE, blake2b_256
 from atoma_lab.crypto.kdf import derive_key
@@ -32,7 +30,6 @@ KEY_ID_SIZE = HASH_SIZE  # bytes, BLAKE2b-256 of the node's X25519 public key
 _MSG_REQUEST = b"\x01"
 _MSG_RESPONSE = b"\x02"
 
-RandomBytes = Callable[[int], bytes]
 
 
 

@@ -14,6 +14,7 @@ from atoma_lab.crypto.aead import NONCE_SIZE, TAG_SIZE
 from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.kdf import SALT_SIZE
 from atoma_lab.crypto.keys import X25519KeyPair
+from atoma_lab.crypto.rng import RandomBytes, draw
 from atoma_lab.crypto.signing import SuiSignature, SuiSigner, verify_sui_signature
 from atoma_lab.errors import (
     NodeKeyMismatchError,
@@ -27,20 +28,12 @@ from atoma_lab.protocol.hardened.cipher import CIPHERS, cipher_for, decrypt
 from atoma_lab.protocol.hardened.layout import (
     PROFILE,
     REQUEST_ID_SIZE,
-    RandomBytes,
     _response_aad,
     receipt_digest,
 )
 from atoma_lab.protocol.hardened.messages import HardenedRequest, HardenedResponse
 from atoma_lab.protocol.keyring import NodeKeyRing, node_key_id
 from atoma_lab.protocol.replay import ReplayGuard
-
-
-def _draw(value: bytes | None, size: int, name: str, rng: RandomBytes) -> bytes:
-    out = rng(size) if value is None else value
-    if not isinstance(out, bytes) or len(out) != size:
-        raise ValueError(f"{name} must be {size} bytes")
-    return out
 
 
 @dataclass(slots=True, repr=False)
@@ -95,9 +88,9 @@ def seal_request(
     if now < 0:
         raise ValueError("now must be a Unix time in seconds")
     client_key = client_key or X25519KeyPair.generate()
-    salt = _draw(salt, SALT_SIZE, "salt", rng)
-    nonce = _draw(nonce, NONCE_SIZE, "nonce", rng)
-    request_id = _draw(request_id, REQUEST_ID_SIZE, "request_id", rng)
+    salt = draw(salt, SALT_SIZE, "salt", rng)
+    nonce = draw(nonce, NONCE_SIZE, "nonce", rng)
+    request_id = draw(request_id, REQUEST_ID_SIZE, "request_id", rng)
     node_public_key = bytes(node_public_key)
     key_id = node_key_id(node_public_key)
     # Every field but the ciphertext, checked by the model; the AAD does not cover the
@@ -213,7 +206,7 @@ def seal_response(
         raise TypeError("plaintext must be bytes")
     if context._sealed:
         raise ValueError("this request's response was already sealed")
-    nonce = _draw(nonce, NONCE_SIZE, "nonce", rng)
+    nonce = draw(nonce, NONCE_SIZE, "nonce", rng)
     context._sealed = True
     if usage is not None and not isinstance(usage, Usage):
         raise TypeError("usage must be a Usage")
