@@ -24,6 +24,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from atoma_lab.display import kv_table, progress, table
+from atoma_lab.display import to_frame as frame_of
 from atoma_lab.lab.load import LoadResult, run_load
 from atoma_lab.lab.network import Network, build_network
 from atoma_lab.services.ledger import Ledger
@@ -105,6 +107,10 @@ class ScaleRun:
                 "p99_ms": self.p99_ms, "nodes_used": self.nodes_used,
                 "concentration": self.concentration, "ledger_exact": self.ledger.exact}
 
+    def _repr_html_(self) -> str:
+        return kv_table({**self.row(), **{f"node {n}": c for n, c in self.node_requests.items()}},
+                        title="scale run")
+
     def __repr__(self) -> str:
         return (f"ScaleRun({self.mode}, nodes={self.nodes}, {self.policy}: "
                 f"{self.throughput_rps:.1f} req/s, p50 {self.p50_ms:.0f} ms, "
@@ -150,7 +156,7 @@ class ScaleSetup:
         """Send ``inputs`` (one request each) from the clients; ``RuntimeError`` if any failed
         (a scaling figure over lost requests would mean nothing)."""
         load = run_load(self._client, inputs, concurrency=self.concurrency, model=self.model,
-                        timeout_s=self.timeout_s)
+                        timeout_s=self.timeout_s, show_progress=False)
         if load.errors:
             i, exc = next(iter(load.errors.items()))
             raise RuntimeError(f"{len(load.errors)} request(s) of the {what} failed "
@@ -199,6 +205,11 @@ def measure_scale(*, nodes: int, node_policy: str = "least-loaded", mode: str = 
         return setup.result(setup.run(texts))
 
 
+SWEEP_COLUMNS = ("mode", "nodes", "policy", "requests", "concurrency", "throughput_rps",
+                 "speedup", "ideal", "p50_ms", "p99_ms", "nodes_used", "concentration",
+                 "ledger_exact")
+
+
 @dataclass
 class ScaleSweep:
     """Runs over node counts, policies and modes."""
@@ -221,39 +232,36 @@ class ScaleSweep:
         return [{**r.row(), "speedup": self.speedup(r), "ideal": float(r.nodes)} for r in self.runs]
 
     def to_frame(self) -> Any:
-        import pandas as pd
-
-        return pd.DataFrame(self.rows())
+        """:meth:`rows` as a :class:`pandas.DataFrame`."""
+        return frame_of(self.rows(), SWEEP_COLUMNS)
 
     def _repr_html_(self) -> str:
-        head = ["mode", "nodes", "policy", "throughput_rps", "speedup", "ideal", "p50_ms",
-                "p99_ms", "nodes_used", "concentration", "ledger_exact"]
-        cells = "".join(
-            "<tr>" + "".join(f"<td>{row[k]:.3g}</td>" if isinstance(row[k], float)
-                             else f"<td>{row[k]}</td>" for k in head) + "</tr>"
-            for row in self.rows())
-        return ("<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in head)
-                + f"</tr></thead><tbody>{cells}</tbody></table>")
+        return table(self.rows(), SWEEP_COLUMNS, title="scale-out sweep")
 
 
 def scale_sweep(*, node_counts: Iterable[int] = (1, 2, 4),
                 policies: Iterable[str] = NODE_POLICIES,
-                modes: Iterable[str] = ("inprocess", "http"), **options: Any) -> ScaleSweep:
-    """:func:`measure_scale` for each mode, node count and policy (``options`` go to it). One
-    node is run once per mode: with one node every policy places alike."""
+                modes: Iterable[str] = ("inprocess", "http"), show_progress: bool = True,
+                **options: Any) -> ScaleSweep:
+    """:func:`measure_scale` for each mode, node count and policy (``options`` go to it), with a
+    bar of the runs done. One node is run once per mode: with one node every policy places
+    alike."""
     sweep = ScaleSweep()
     policies = list(policies)
-    for mode in modes:
-        for nodes in node_counts:
-            for policy in (policies[:1] if nodes == 1 else policies):
-                sweep.runs.append(measure_scale(nodes=nodes, node_policy=policy, mode=mode,
-                                                **options))
+    plan = [(mode, nodes, policy) for mode in modes for nodes in node_counts
+            for policy in (policies[:1] if nodes == 1 else policies)]
+    with progress(total=len(plan), desc="scale runs", unit="run", show=show_progress) as bar:
+        for mode, nodes, policy in plan:
+            sweep.runs.append(measure_scale(nodes=nodes, node_policy=policy, mode=mode,
+                                            **options))
+            bar.update(1)
     return sweep
 
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
     "DEFAULT_FAKE_TOKENS_PER_S",
+    "SWEEP_COLUMNS",
     "LedgerCheck",
     "ScaleRun",
     "ScaleSetup",

@@ -42,8 +42,10 @@ def test_a_sweep_in_process_lists_each_run_against_one_node() -> None:
     assert all(r["ledger_exact"] for r in rows)
     assert sweep.baseline(sweep.runs[2]) is sweep.runs[0]
     assert sweep.runs[2].nodes_used == 1
-    assert "<table>" in sweep._repr_html_() and "least-loaded" in sweep._repr_html_()
+    html = sweep._repr_html_()
+    assert html.startswith("<table") and html.count("<tr>") == 1 + 3 and "least-loaded" in html
     assert list(sweep.to_frame()["nodes"]) == [1, 2, 2]
+    assert "scale run" in sweep.runs[2]._repr_html_() and "node 2" in sweep.runs[2]._repr_html_()
     assert ScaleSweep().rows() == []
 
 
