@@ -1,9 +1,12 @@
 """``atoma-lab``: serve a local network, embed text through it, or walk through a demo.
 
     atoma-lab serve [--host 127.0.0.1] [--port 8080] [--nodes N] [--model NAME] [--api-key KEY]
+                    [--node-policy least-loaded|atoma|random] [--fake-tokens-per-s T]
     atoma-lab node --port P --node-id N --proxy URL [--model NAME | --backend URL]
                    [--device D] [--dtype T] [--engine-mode M] [--batch-tokens N]
+                   [--fake-tokens-per-s T]
     atoma-lab proxy --port P --node URL [--node URL ...] [--api-key KEY] [--ledger FILE]
+                    [--node-policy least-loaded|atoma|random]
     atoma-lab embed TEXT... [--confidential] [--json] [--base-url URL --api-key KEY]
     atoma-lab demo [TEXT...]
     atoma-lab --version
@@ -23,6 +26,10 @@ TLS: every listener takes --tls-certfile/--tls-keyfile (and --tls-client-ca-file
 client certificates); whatever reaches a peer at https:// (the proxy its nodes, a node its
 proxy, serve's proxy itself, embed its proxy) takes --tls-ca-file and, for mutual TLS,
 --tls-client-certfile/--tls-client-keyfile.
+
+--node-policy chooses how the proxy places requests on nodes: ``atoma`` is Atoma's rule (a user's
+traffic stays on one node), ``least-loaded`` (the default) spreads it. With
+``--model atoma-lab/fake-embedder``, --fake-tokens-per-s gives each node a device of that capacity.
 """
 
 from __future__ import annotations
@@ -178,10 +185,44 @@ def _client_tls(args: argparse.Namespace) -> Any:
         raise SystemExit(f"atoma-lab: TLS: {exc}") from None
 
 
+def _fake_capacity(args: argparse.Namespace) -> float | None:
+    """--fake-tokens-per-s, refused for anything but the fake engine."""
+    from atoma_lab.inference import FAKE_MODEL
+
+    rate: float | None = args.fake_tokens_per_s
+    if rate is None:
+        return None
+    if getattr(args, "backend", None) or args.model != FAKE_MODEL:
+        raise SystemExit(f"atoma-lab: --fake-tokens-per-s models a device for --model {FAKE_MODEL}"
+                         " only; a real model runs at the speed of its machine")
+    if not rate > 0:
+        raise SystemExit("atoma-lab: --fake-tokens-per-s must be positive")
+    return rate
+
+
+def _add_policy_flags(p: argparse.ArgumentParser) -> None:
+    from atoma_lab.services.policy import DEFAULT_NODE_POLICY, NODE_POLICIES
+
+    p.add_argument("--node-policy", choices=NODE_POLICIES, default=DEFAULT_NODE_POLICY,
+                   help="how the proxy places requests on nodes: atoma is Atoma's rule (cheapest "
+                        "existing stack, so one node per user); least-loaded spreads them")
+    p.add_argument("--policy-seed", type=int, default=0, help="seed of the random policy")
+
+
+def _add_capacity_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fake-tokens-per-s", type=float, default=None,
+                   help="with --model atoma-lab/fake-embedder: each node processes this many "
+                        "tokens a second, like a device (default: as fast as this machine)")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from atoma_lab.lab.network import build_network, default_embedder
 
+    rate = _fake_capacity(args)
     options = _engine_options(args)
+    if options and rate is not None:
+        raise SystemExit("atoma-lab: --fake-tokens-per-s builds each node's fake engine; "
+                         "--device, --dtype, --engine-mode and --batch-tokens are for a real model")
     embedder = default_embedder(args.model, **options) if options else None
     net = build_network(nodes=args.nodes, mode="http", model=args.model, api_key=args.api_key,
                         embedder=embedder,
@@ -190,9 +231,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         health_interval_s=args.health_interval_s or None,
                         server_limits=_limits(args), metrics_token=args.metrics_token,
                         lock_sweep_interval_s=args.lock_sweep_interval_s,
-                        tls=_server_tls(args), tls_client=_client_tls(args))
+                        tls=_server_tls(args), tls_client=_client_tls(args),
+                        node_policy=args.node_policy, policy_seed=args.policy_seed,
+                        fake_tokens_per_s=rate)
     net.owns_embedders = True  # built here for this network: closed with it
-    print(f"atoma-lab proxy on {net.base_url}  ({len(net.nodes)} node(s), model {args.model})")
+    capacity = "" if rate is None else f", {rate:g} tokens/s per node"
+    print(f"atoma-lab proxy on {net.base_url}  ({len(net.nodes)} node(s), model {args.model}, "
+          f"node policy {args.node_policy}{capacity})")
     for node, url in zip(net.nodes, net.node_urls, strict=True):
         print(f"  node {node.node_small_id}: {url}  key counter {node.key_rotation_counter}")
     print(f"ATOMA_LAB_BASE_URL={net.base_url}")
@@ -227,6 +272,7 @@ def _seed(text: str | None, what: str) -> bytes | None:
 
 
 def _node_embedder(args: argparse.Namespace) -> Any:
+    rate = _fake_capacity(args)  # refused with --backend or a real model before anything loads
     options = _engine_options(args)
     if args.backend:
         if options:
@@ -239,7 +285,7 @@ def _node_embedder(args: argparse.Namespace) -> Any:
                                api_key=api_key)
     from atoma_lab.lab.network import default_embedder
 
-    return default_embedder(args.model, **options)
+    return default_embedder(args.model, fake_tokens_per_s=rate, **options)
 
 
 def cmd_node(args: argparse.Namespace) -> int:
@@ -255,8 +301,9 @@ def cmd_node(args: argparse.Namespace) -> int:
                         peer_tls=_client_tls(args))
     url = server.start()
     node = server.node
-    print(f"atoma-lab node {node.node_small_id} on {url}  (models {', '.join(node.embedder.models)};"
-          f" stacks checked at {args.proxy})")
+    rate = "" if args.fake_tokens_per_s is None else f"; {args.fake_tokens_per_s:g} tokens/s"
+    print(f"atoma-lab node {node.node_small_id} on {url}  (models {', '.join(node.embedder.models)}"
+          f"{rate}; stacks checked at {args.proxy})")
     print(f"  sui address {node.sui_address}; key counter {node.key_rotation_counter}; "
           f"TEE vendor {node.tee.vendor_address}")
     print(f"ATOMA_LAB_NODE_URL={url}")
@@ -279,9 +326,11 @@ def cmd_proxy(args: argparse.Namespace) -> int:
                          lock_sweep_interval_s=args.lock_sweep_interval_s,
                          tls=_server_tls(args), peer_tls=_client_tls(args),
                          node_max_connections=args.node_max_connections,
-                         node_max_queued=args.node_max_queued)
+                         node_max_queued=args.node_max_queued,
+                         node_policy=args.node_policy, policy_seed=args.policy_seed)
     url = server.start()
-    print(f"atoma-lab proxy on {url}  ({len(server.node_ids)} node(s): "
+    print(f"atoma-lab proxy on {url}  ({len(server.node_ids)} node(s), node policy "
+          f"{args.node_policy}: "
           f"{', '.join(f'{i}={u}' for i, u in zip(server.node_ids, args.node, strict=True))})")
     print(f"ATOMA_LAB_BASE_URL={url}")
     print(f"ATOMA_LAB_API_KEY={server.api_key}")
@@ -393,6 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probe the nodes this often (0: only when none is up)")
     s.add_argument("--lock-sweep-interval-s", type=float, default=1.0,
                    help="give back expired open locks this often")
+    _add_policy_flags(s)
+    _add_capacity_flag(s)
     _add_limit_flags(s)
     _add_log_level(s)
     _add_tls_flags(s)
@@ -417,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--tee-seed", default=None, help="hex seed of the simulated TEE vendor")
     n.add_argument("--signer-seed", default=None, help="hex seed of the node's Sui key")
     n.add_argument("--allow-public", action="store_true", help="allow binding beyond loopback")
+    _add_capacity_flag(n)
     _add_limit_flags(n)
     _add_log_level(n)
     _add_tls_flags(n)
@@ -440,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--allow-public", action="store_true", help="allow binding beyond loopback")
     x.add_argument("--lock-sweep-interval-s", type=float, default=1.0,
                    help="give back expired open locks this often")
+    _add_policy_flags(x)
     _add_limit_flags(x)
     _add_log_level(x)
     _add_tls_flags(x)

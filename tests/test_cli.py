@@ -1,7 +1,8 @@
 """The ``atoma-lab`` command's conventions: ``--version``; ``embed`` reading
 ``ATOMA_LAB_BASE_URL`` and ``ATOMA_LAB_API_KEY`` (what ``serve`` prints) and printing the OpenAI
 response with ``--json``; ``--log-level`` on every service command; the engine options and the
-backend API key of ``node``."""
+backend API key of ``node``; the scale-out options (``--node-policy``, ``--fake-tokens-per-s``),
+refused before anything starts where they cannot apply."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from fakes import MODEL, expected_units, expected_vectors, network
 
 import atoma_lab
 from atoma_lab.cli import _engine_options, _node_embedder, _setup_logging, build_parser, main
+from atoma_lab.inference import FAKE_MODEL
 from atoma_lab.lab.network import Network
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
+from atoma_lab.services.policy import DEFAULT_NODE_POLICY, NODE_POLICIES
 
 TEXTS = ["first text", "and a second one"]
 
@@ -136,3 +139,45 @@ def test_a_node_sends_its_backend_api_key(how: str, monkeypatch: pytest.MonkeyPa
         assert backend.state.authorization == [f"Bearer sk-{how}"]
     finally:
         backend.stop()
+
+
+def test_policy_and_capacity_flags_parse() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["serve", "--nodes", "4", "--model", FAKE_MODEL, "--node-policy",
+                              "atoma", "--fake-tokens-per-s", "200"])
+    assert (args.nodes, args.node_policy, args.fake_tokens_per_s) == (4, "atoma", 200.0)
+    assert parser.parse_args(["serve"]).node_policy == DEFAULT_NODE_POLICY == "least-loaded"
+    proxy = parser.parse_args(["proxy", "--node", "http://127.0.0.1:1", "--node-policy", "random",
+                               "--policy-seed", "5"])
+    assert (proxy.node_policy, proxy.policy_seed) == ("random", 5)
+    node = parser.parse_args(["node", "--proxy", "http://127.0.0.1:1", "--model", FAKE_MODEL,
+                              "--fake-tokens-per-s", "50"])
+    assert node.fake_tokens_per_s == 50.0
+    for policy in NODE_POLICIES:
+        assert parser.parse_args(["serve", "--node-policy", policy]).node_policy == policy
+
+
+def test_an_unknown_policy_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--node-policy", "round-robin"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'round-robin'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["serve", "--fake-tokens-per-s", "200"],  # the default model is a real one
+    ["serve", "--model", "all-MiniLM-L6-v2", "--fake-tokens-per-s", "200"],
+    ["node", "--proxy", "http://127.0.0.1:9", "--fake-tokens-per-s", "200"],
+    ["node", "--proxy", "http://127.0.0.1:9", "--model", FAKE_MODEL, "--backend",
+     "http://127.0.0.1:9", "--fake-tokens-per-s", "200"],
+])
+def test_capacity_is_refused_for_a_real_model(argv: list[str]) -> None:
+    with pytest.raises(SystemExit, match="--fake-tokens-per-s models a device for --model "
+                                         f"{FAKE_MODEL} only"):
+        main(argv)
+
+
+@pytest.mark.parametrize("command", [["serve"], ["node", "--proxy", "http://127.0.0.1:9"]])
+def test_capacity_must_be_positive(command: list[str]) -> None:
+    with pytest.raises(SystemExit, match="must be positive"):
+        main([*command, "--model", FAKE_MODEL, "--fake-tokens-per-s", "0"])

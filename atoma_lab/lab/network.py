@@ -29,6 +29,8 @@ from atoma_lab.crypto.signing import SuiSigner
 from atoma_lab.display.html import fingerprint, kv_table, section, table
 from atoma_lab.services.ledger import STACK_SIZE_TO_BUY, Ledger
 from atoma_lab.services.node import PROFILES, Embedder, NodeService
+from atoma_lab.services.policy import DEFAULT_NODE_POLICY, NodePolicy
+from atoma_lab.services.policy import node_policy as node_policy_named
 from atoma_lab.services.proxy import LOCK_SWEEP_INTERVAL_S, ProxyService
 from atoma_lab.transport.base import Headers, Request, Response, Transport
 from atoma_lab.transport.inprocess import Captured, InProcessTransport
@@ -42,14 +44,27 @@ Mode = Literal["inprocess", "http"]
 PROXY_ADDRESS = "inproc://proxy"
 
 
-def default_embedder(model: str = DEFAULT_MODEL, **engine_options: Any) -> Embedder:
+def default_embedder(model: str = DEFAULT_MODEL, *, fake_tokens_per_s: float | None = None,
+                     **engine_options: Any) -> Embedder:
     """The in-process transformers engine for ``model`` behind its dynamic batcher; for
-    :data:`~atoma_lab.inference.FAKE_MODEL`, the deterministic fake engine (no weights)."""
+    :data:`~atoma_lab.inference.FAKE_MODEL`, the deterministic fake engine (no weights), with
+    a device's capacity of ``fake_tokens_per_s`` tokens a second when given (a real model has
+    the capacity of the machine it runs on: asking it for another is a ``ValueError``)."""
     from atoma_lab.inference import FAKE_MODEL, FakeEngine, NodeEmbedder, node_embedder
 
     if model == FAKE_MODEL:
-        return NodeEmbedder(FakeEngine(**engine_options))
+        return NodeEmbedder(FakeEngine(tokens_per_s=fake_tokens_per_s, **engine_options))
+    check_fake_capacity(model, fake_tokens_per_s)
     return node_embedder(model, **engine_options)
+
+
+def check_fake_capacity(model: str, fake_tokens_per_s: float | None) -> None:
+    """``ValueError`` unless ``fake_tokens_per_s`` is unset, or set for the fake engine."""
+    from atoma_lab.inference import FAKE_MODEL
+
+    if fake_tokens_per_s is not None and model != FAKE_MODEL:
+        raise ValueError(f"fake_tokens_per_s models a device for {FAKE_MODEL} only; {model!r} "
+                         "runs at the speed of the machine it is on")
 
 
 class Network:
@@ -259,6 +274,9 @@ def build_network(
     lock_sweep_interval_s: float | None = LOCK_SWEEP_INTERVAL_S,
     tls: ServerTls | None = None,
     tls_client: ssl.SSLContext | None = None,
+    node_policy: str | NodePolicy = DEFAULT_NODE_POLICY,
+    policy_seed: int | None = 0,
+    fake_tokens_per_s: float | None = None,
 ) -> Network:
     """Build and start a proxy with ``nodes`` nodes serving ``model`` and one user.
 
@@ -277,11 +295,27 @@ def build_network(
     listener over HTTPS (``mode="http"``); ``tls_client`` is how the proxy reaches its nodes and
     clients the proxy (the CA that signed the certificate, and a client certificate when
     ``tls`` requires one: :func:`~atoma_lab.transport.http.client_tls_context`).
+    ``node_policy`` places requests on nodes (:mod:`atoma_lab.services.policy`: ``"atoma"``,
+    Atoma's rule; ``"random"``, seeded by ``policy_seed``; ``"least-loaded"``, the default).
+    ``fake_tokens_per_s`` gives each node of :data:`~atoma_lab.inference.FAKE_MODEL` a device of
+    that many tokens a second (see :class:`~atoma_lab.inference.FakeEngine`).
+    For the fake model every node has an engine and batcher of its own (its own device); a
+    transformers model is loaded once and shared (the nodes share this machine's cores anyway).
     """
     if nodes < 1:
         raise ValueError("a network needs at least one node")
-    if embedder is None:
-        embedders: list[Embedder] = [default_embedder(model)] * nodes
+    check_fake_capacity(model, fake_tokens_per_s)
+    proxy_policy = node_policy_named(node_policy, seed=policy_seed)  # a bad name fails first
+    from atoma_lab.inference import FAKE_MODEL
+
+    if fake_tokens_per_s is not None and embedder is not None:
+        raise ValueError("fake_tokens_per_s builds the nodes' fake engines; it cannot apply to "
+                         "embedders passed in")
+    if embedder is None and model == FAKE_MODEL:
+        embedders: list[Embedder] = [default_embedder(model, fake_tokens_per_s=fake_tokens_per_s)
+                                     for _ in range(nodes)]
+    elif embedder is None:
+        embedders = [default_embedder(model)] * nodes
     elif isinstance(embedder, Sequence):
         embedders = list(embedder)
         if len(embedders) != nodes:
@@ -307,7 +341,8 @@ def build_network(
         metrics_token = "atl-metrics-" + secrets.token_urlsafe(24)
     proxy = ProxyService(ledger=ledger, transport=node_transport, signer=proxy_signer,
                          attestation_policy=policy, clock=clock, node_timeout_s=node_timeout_s,
-                         stack_size=stack_size, metrics_token=metrics_token)
+                         stack_size=stack_size, metrics_token=metrics_token,
+                         node_policy=proxy_policy)
     node_services = [
         NodeService(node_small_id=i + 1, embedder=embedders[i], stack_owner=ledger.stack_owner,
                     tee=tee, grace_window_s=grace_window_s, clock=clock, profiles=profiles,

@@ -15,6 +15,11 @@ A client that goes away while its request is served (its connection closed: a pr
 out, a user who pressed Ctrl-C) cancels the service's work: the handler's task is cancelled at
 once (the proxy gives the request's units back and closes its connection to the node, whose own
 server then cancels the model's work), and that too costs one INFO line.
+
+The app speaks ASGI directly: one catch-all route needs no router, and the open CORS policy is
+a few fixed headers (Starlette's ``CORSMiddleware`` with any origin, GET and POST, any header:
+the same answers). Every request of every hop passes here, so each layer it does not cross is
+time saved on every hop.
 """
 
 from __future__ import annotations
@@ -24,13 +29,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable
 
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request as StarletteRequest
-from starlette.responses import Response as StarletteResponse
-from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from atoma_lab.encoding import parse_uint
 from atoma_lab.errors import (
@@ -44,6 +43,18 @@ from atoma_lab.server.limits import ServerLimits
 from atoma_lab.transport.base import Handler, Headers, Request, Response, error_response
 
 log = logging.getLogger("atoma_lab.server")
+
+#: The CORS policy: any origin, GET and POST, any header (preflights are answered here).
+CORS_METHODS = ("GET", "POST")
+CORS_MAX_AGE_S = 600
+_PREFLIGHT_HEADERS = [
+    (b"vary", b"Origin, Access-Control-Request-Method, Access-Control-Request-Headers, "
+              b"Access-Control-Request-Private-Network"),
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-allow-methods", ", ".join(CORS_METHODS).encode()),
+    (b"access-control-max-age", str(CORS_MAX_AGE_S).encode()),
+]
+_HOP_BY_HOP = frozenset({"content-length", "transfer-encoding", "connection"})
 
 #: A service's check of a request's head (method, path, query, headers; no body yet): raises
 #: the :class:`~atoma_lab.errors.AtomaLabError` to answer, or returns to let the body be read.
@@ -135,11 +146,51 @@ async def _read_body(receive: Receive, limit: int, timeout_s: float) -> bytes:
         raise RequestTimeoutError(f"the body did not arrive within {timeout_s} s") from exc
 
 
-def _starlette(resp: Response, *, close: bool = False) -> StarletteResponse:
-    headers = dict(resp.headers)
-    if close:  # the body was not (all) read: end the connection (after a bounded drain)
-        headers["connection"] = "close"
-    return StarletteResponse(resp.body, status_code=resp.status, headers=headers)
+async def _send(send: Send, resp: Response, *, origin: bool, close: bool = False) -> None:
+    """``resp`` as ASGI messages: its headers (those of the connection are the server's), the
+    body's length, the CORS headers, and ``connection: close`` when the body was not (all)
+    read (the server then ends the connection after a bounded drain)."""
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers.items()
+               if k not in _HOP_BY_HOP]
+    if not (resp.status < 200 or resp.status in (204, 304)):
+        headers.append((b"content-length", b"%d" % len(resp.body)))
+    if origin:
+        headers.append((b"access-control-allow-origin", b"*"))
+    headers.append((b"vary", b"Origin"))
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+    await send({"type": "http.response.body", "body": resp.body})
+
+
+async def _preflight(send: Send, head: Headers) -> None:
+    """A CORS preflight's answer: 200, or 400 naming what the policy does not allow."""
+    headers = list(_PREFLIGHT_HEADERS)
+    failures = []
+    if head.get("access-control-request-method") not in CORS_METHODS:
+        failures.append("method")
+    requested = head.get("access-control-request-headers")
+    if requested is not None:  # any header is allowed: name back the ones asked for
+        headers.append((b"access-control-allow-headers", requested.encode("latin-1")))
+    if "access-control-request-private-network" in head:
+        failures.append("private-network")
+    body = b"Disallowed CORS " + ", ".join(failures).encode() if failures else b"OK"
+    headers += [(b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 400 if failures else 200,
+                "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    """Nothing to start or stop; answer the server's (or a test client's) lifespan events."""
+    while True:
+        message: Message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 def asgi_app(handler: Handler, *, precheck: Precheck | None = None,
@@ -149,9 +200,29 @@ def asgi_app(handler: Handler, *, precheck: Precheck | None = None,
     limits = limits or ServerLimits()
     body_limit = limits.max_body_bytes if max_body_bytes is None else max_body_bytes
 
-    async def endpoint(req: StarletteRequest) -> StarletteResponse:
-        path = req.url.path + (f"?{req.url.query}" if req.url.query else "")
-        head = Request(req.method, path, headers_from_asgi(req.scope["headers"]), b"")
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http":
+            if kind == "lifespan":
+                await _lifespan(receive, send)
+            elif kind == "websocket":
+                await send({"type": "websocket.close", "code": 1000})
+            return
+        # The header caps come before anything reads a header.
+        raw = scope["headers"]
+        query = scope.get("query_string") or b""
+        refusal = header_refusal(raw, len(scope.get("raw_path") or b"") + len(query), limits)
+        if refusal is not None:
+            log.info("refused %s %s: %s", scope.get("method"), scope.get("path"), refusal.message)
+            await _send(send, error_response(refusal), origin=False, close=True)
+            return
+        method = scope["method"]
+        path = scope["path"] + ("?" + query.decode("latin-1") if query else "")
+        head = Request(method, path, headers_from_asgi(raw), b"")
+        origin = "origin" in head.headers
+        if origin and method == "OPTIONS" and "access-control-request-method" in head.headers:
+            await _preflight(send, head.headers)
+            return
         declared = _declared_length(head.headers)
         body_coming = bool(declared) or "transfer-encoding" in head.headers
         try:
@@ -160,47 +231,30 @@ def asgi_app(handler: Handler, *, precheck: Precheck | None = None,
             if precheck is not None:
                 precheck(head)
         except AtomaLabError as exc:
-            return _starlette(error_response(exc), close=body_coming)
+            await _send(send, error_response(exc), origin=origin, close=body_coming)
+            return
         try:
-            head.body = await _read_body(req.receive, body_limit, limits.body_timeout_s)
+            head.body = await _read_body(receive, body_limit, limits.body_timeout_s)
         except _ClientGone:
-            log.info("client went away while sending %s %s", req.method, req.url.path)
-            return StarletteResponse(b"", status_code=400)  # nobody reads it
+            log.info("client went away while sending %s %s", method, scope["path"])
+            await _send(send, Response(400), origin=origin)  # nobody reads it
+            return
         except AtomaLabError as exc:
-            return _starlette(error_response(exc), close=True)
+            await _send(send, error_response(exc), origin=origin, close=True)
+            return
         try:
-            served = await _serve_while_connected(handler, head, req.receive)
+            served = await _serve_while_connected(handler, head, receive)
             if served is None:
                 log.info("client went away before the answer to %s %s; its work was cancelled",
-                         req.method, req.url.path)
-                return StarletteResponse(b"", status_code=499)  # nobody reads it
+                         method, scope["path"])
+                return  # nobody is there to read an answer
             resp = served
         except AtomaLabError as exc:
             resp = error_response(exc)
         except Exception:  # the one place a bug must become a 500 rather than a dropped socket
-            log.exception("unhandled error serving %s %s", req.method, req.url.path)
+            log.exception("unhandled error serving %s %s", method, scope["path"])
             resp = error_response(AtomaLabError("internal server error"))
-        return _starlette(resp)
-
-    # Every standard method reaches the service, so a wrong one is its JSON 405 rather than
-    # Starlette's plain-text one (CORS preflights are answered by the middleware first).
-    methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"]
-    inner = Starlette(
-        routes=[Route("/{path:path}", endpoint, methods=methods)],
-        middleware=[Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST"],
-                               allow_headers=["*"])],
-    )
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":  # the header caps come before anything reads a header
-            target = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
-            refusal = header_refusal(scope["headers"], target, limits)
-            if refusal is not None:
-                log.info("refused %s %s: %s", scope.get("method"), scope.get("path"),
-                         refusal.message)
-                await _starlette(error_response(refusal), close=True)(scope, receive, send)
-                return
-        await inner(scope, receive, send)
+        await _send(send, resp, origin=origin)
 
     return app
 

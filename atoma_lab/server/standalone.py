@@ -42,6 +42,8 @@ from atoma_lab.server.limits import ServerLimits
 from atoma_lab.server.tls import ServerTls
 from atoma_lab.services.ledger import Ledger
 from atoma_lab.services.node import Embedder, NodeService, ProxyStackDirectory
+from atoma_lab.services.policy import DEFAULT_NODE_POLICY, NodePolicy
+from atoma_lab.services.policy import node_policy as node_policy_named
 from atoma_lab.services.proxy import LOCK_SWEEP_INTERVAL_S, ProxyService
 from atoma_lab.transport.http import (
     DEFAULT_MAX_CONNECTIONS_PER_PEER,
@@ -156,6 +158,8 @@ class ProxyServer(_Service):
     users, stacks and nodes across restarts. ``tls`` makes it listen on HTTPS; ``peer_tls`` is
     the context for reaching ``https://`` nodes. Each node gets at most ``node_max_connections``
     requests at once and ``node_max_queued`` more waiting; beyond that a request is 503 at once.
+    ``node_policy`` (and ``policy_seed``) place
+    requests on nodes (:mod:`atoma_lab.services.policy`; default least-loaded).
     """
 
     def __init__(self, *, node_urls: Sequence[str], host: str = "127.0.0.1", port: int = 0,
@@ -167,11 +171,14 @@ class ProxyServer(_Service):
                  lock_sweep_interval_s: float = LOCK_SWEEP_INTERVAL_S,
                  tls: ServerTls | None = None, peer_tls: ssl.SSLContext | None = None,
                  node_max_connections: int = DEFAULT_MAX_CONNECTIONS_PER_PEER,
-                 node_max_queued: int = DEFAULT_MAX_QUEUED_PER_PEER) -> None:
+                 node_max_queued: int = DEFAULT_MAX_QUEUED_PER_PEER,
+                 node_policy: str | NodePolicy = DEFAULT_NODE_POLICY,
+                 policy_seed: int | None = 0) -> None:
         if not node_urls:
             raise ValueError("a proxy needs at least one node URL")
         if lock_sweep_interval_s <= 0:
             raise ValueError("lock_sweep_interval_s must be positive")
+        placement = node_policy_named(node_policy, seed=policy_seed)  # a bad name fails first
         self.lock_sweep_interval_s = lock_sweep_interval_s
         self.metrics_token = _metrics_token(metrics_token)
         self.node_urls = list(node_urls)
@@ -183,7 +190,8 @@ class ProxyServer(_Service):
             ledger=self.ledger, transport=self.transport,
             signer=SuiSigner.from_ed25519_seed(self.ledger.proxy_signing_seed()),
             attestation_policy=policy if policy is not None else vendor_policy(),
-            node_timeout_s=node_timeout_s, metrics_token=self.metrics_token)
+            node_timeout_s=node_timeout_s, metrics_token=self.metrics_token,
+            node_policy=placement)
         self.health_interval_s = health_interval_s
         self.wait_for_nodes_s = wait_for_nodes_s
         user_id = self.ledger.user_id("default")

@@ -5,6 +5,14 @@ Atoma's stack rules (atoma-protocol.md section 4) with its leak mended: a lock's
 while its request is in flight and are always given back, by settlement (charge
 ``usage.total_tokens``, release the rest) or by release (charge nothing). The schema's CHECK keeps
 ``already_computed_units + locked_compute_units <= num_compute_units`` at all times.
+
+A file ledger runs in WAL mode with ``synchronous=NORMAL`` by default: a committed transaction
+is in the operating system's hands before the method returns, so killing the proxy's process
+(``kill -9``) loses nothing committed, and the proxy answers a request only after its
+settlement committed. An OS crash or power cut may lose the last commits (never the file's
+consistency); ``synchronous="FULL"`` syncs every commit to disk instead, at a cost per request.
+A request's ledger work is few transactions: the lock step is one (give back expired locks,
+read the load, place, lock or buy), taking the lock in flight one, settling one.
 """
 
 from __future__ import annotations
@@ -15,10 +23,10 @@ import json
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from atoma_lab.display.frames import to_frame
 from atoma_lab.display.html import fingerprint
@@ -92,6 +100,8 @@ CREATE TABLE IF NOT EXISTS locks (
 CREATE INDEX IF NOT EXISTS locks_by_expiry ON locks(state, expires_at);
 CREATE INDEX IF NOT EXISTS locks_by_stack ON locks(stack_small_id, state, expires_at);
 CREATE INDEX IF NOT EXISTS stacks_by_user_model ON stacks(user_id, model);
+CREATE INDEX IF NOT EXISTS stacks_in_flight ON stacks(node_small_id, locked_compute_units)
+    WHERE locked_compute_units > 0;
 CREATE TABLE IF NOT EXISTS settlements (
     settlement_id INTEGER PRIMARY KEY AUTOINCREMENT,
     stack_small_id INTEGER NOT NULL,
@@ -160,6 +170,19 @@ class StackRecord:
         return self.num_compute_units - self.already_computed_units - self.locked_compute_units
 
 
+class Placement(Protocol):
+    """Where a lock may go (:class:`atoma_lab.services.policy.Placement`)."""
+
+    @property
+    def search(self) -> tuple[int, ...]: ...
+
+    @property
+    def buy_on(self) -> NodeRecord: ...
+
+
+SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")  # SQLite's PRAGMA synchronous levels
+
+
 @dataclass(frozen=True, slots=True)
 class LockRecord:
     lock_id: int
@@ -173,16 +196,20 @@ class LockRecord:
 class Ledger:
     """Thread-safe SQLite ledger. Every method is one transaction."""
 
-    def __init__(self, path: str = ":memory:") -> None:
+    def __init__(self, path: str = ":memory:", *, synchronous: str = "NORMAL") -> None:
+        if synchronous not in SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}")
         self.path = path
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
         self._mutex = threading.RLock()
         self._token_cache: dict[str, int] = {}  # token hash -> user id (tokens are never revoked)
         self._nodes_cache: list[NodeRecord] | None = None
+        self._nodes_by_id: dict[int, NodeRecord] = {}
         self._conn.executescript(_SCHEMA)
         if path != ":memory:":
             self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(f"PRAGMA synchronous={synchronous}")
         self._conn.execute("PRAGMA foreign_keys=ON")
         # A restart cannot know how in-flight requests ended; none was answered, so none is
         # charged: their units go back.
@@ -294,17 +321,20 @@ class Ledger:
 
     def node(self, node_small_id: int) -> NodeRecord | None:
         with self._mutex:
-            row = self._conn.execute("SELECT * FROM nodes WHERE node_small_id=?",
-                                     (_sql_int(node_small_id),)).fetchone()
-        return None if row is None else self._node(row)
+            self._cached_nodes()
+            return self._nodes_by_id.get(node_small_id)
+
+    def _cached_nodes(self) -> list[NodeRecord]:
+        if self._nodes_cache is None:
+            rows = self._conn.execute("SELECT * FROM nodes ORDER BY node_small_id").fetchall()
+            self._nodes_cache = [self._node(r) for r in rows]
+            self._nodes_by_id = {n.node_small_id: n for n in self._nodes_cache}
+        return self._nodes_cache
 
     def nodes(self) -> list[NodeRecord]:
         """All nodes (cached between node updates: every request routes through this)."""
         with self._mutex:
-            if self._nodes_cache is None:
-                rows = self._conn.execute("SELECT * FROM nodes ORDER BY node_small_id").fetchall()
-                self._nodes_cache = [self._node(r) for r in rows]
-            return list(self._nodes_cache)
+            return list(self._cached_nodes())
 
     def nodes_for_model(self, model: str, *, confidential: bool) -> list[NodeRecord]:
         """Healthy nodes serving ``model``, cheapest first; for confidential traffic only nodes
@@ -392,8 +422,13 @@ class Ledger:
         first); nodes with none are left out."""
         with self._tx() as c:
             self._prune(c, now)
-            rows = c.execute("SELECT node_small_id, SUM(locked_compute_units) FROM stacks "
-                             "GROUP BY node_small_id HAVING SUM(locked_compute_units) > 0").fetchall()
+            return self._in_flight(c)
+
+    @staticmethod
+    def _in_flight(c: sqlite3.Connection) -> dict[int, int]:
+        # The partial index holds only stacks with units locked: the few in use, not them all.
+        rows = c.execute("SELECT node_small_id, SUM(locked_compute_units) FROM stacks "
+                         "WHERE locked_compute_units > 0 GROUP BY node_small_id").fetchall()
         return {int(r[0]): int(r[1]) for r in rows}
 
     def lock_existing_stack(self, *, user_id: int, model: str, max_num_tokens: int,
@@ -403,20 +438,59 @@ class Ledger:
         ``model`` on an eligible node with room, locked in the same transaction."""
         if not eligible_nodes:
             return None
-        marks = ",".join("?" * len(eligible_nodes))
         with self._tx() as c:
             self._prune(c, now)
-            row = c.execute(
-                f"""SELECT * FROM stacks WHERE user_id=? AND model=? AND is_locked=0 AND is_claimed=0
-                    AND owner_address=?
-                    AND num_compute_units - already_computed_units - locked_compute_units >= ?
-                    AND node_small_id IN ({marks})
-                    ORDER BY price_per_one_million_compute_units, stack_small_id LIMIT 1""",
-                (user_id, model, owner_address, _sql_int(max_num_tokens), *eligible_nodes),
-            ).fetchone()
-            if row is None:
-                return None
-            return self._lock(c, row["stack_small_id"], user_id, max_num_tokens, now + timeout_s)
+            return self._lock_existing(c, user_id=user_id, model=model,
+                                       max_num_tokens=max_num_tokens, expires_at=now + timeout_s,
+                                       nodes=eligible_nodes, owner_address=owner_address)
+
+    def _lock_existing(self, c: sqlite3.Connection, *, user_id: int, model: str,
+                       max_num_tokens: int, expires_at: float, nodes: Sequence[int],
+                       owner_address: str) -> tuple[StackRecord, LockRecord] | None:
+        if not nodes:
+            return None
+        marks = ",".join("?" * len(nodes))
+        row = c.execute(
+            f"""SELECT stack_small_id FROM stacks WHERE user_id=? AND model=? AND is_locked=0
+                AND is_claimed=0 AND owner_address=?
+                AND num_compute_units - already_computed_units - locked_compute_units >= ?
+                AND node_small_id IN ({marks})
+                ORDER BY price_per_one_million_compute_units, stack_small_id LIMIT 1""",
+            (user_id, model, owner_address, _sql_int(max_num_tokens), *nodes),
+        ).fetchone()
+        if row is None:
+            return None
+        return self._lock(c, row[0], user_id, max_num_tokens, expires_at)
+
+    def place_and_lock(self, *, user_id: int, model: str, max_num_tokens: int, timeout_s: float,
+                       now: float, owner_address: str,
+                       place: Callable[[Mapping[int, int]], Placement], needs_load: bool,
+                       size: int = STACK_SIZE_TO_BUY) -> tuple[StackRecord, LockRecord, bool]:
+        """The proxy's lock step in one transaction: give back expired open locks, read the
+        units in flight per node (when ``needs_load``), ask ``place`` where the request goes,
+        lock the user's cheapest stack with room on the placement's nodes, or else buy a stack
+        of ``size`` units on its ``buy_on`` node. Returns the stack, the lock and whether the
+        stack was bought. :class:`InsufficientBalanceError` (402) or
+        :class:`StackUnavailableError` when it cannot buy; the give-back stands either way."""
+        refusal: Exception | None = None
+        with self._tx() as c:
+            self._prune(c, now)
+            placement = place(self._in_flight(c) if needs_load else {})
+            found = self._lock_existing(c, user_id=user_id, model=model,
+                                        max_num_tokens=max_num_tokens, expires_at=now + timeout_s,
+                                        nodes=placement.search, owner_address=owner_address)
+            if found is not None:
+                return (*found, False)
+            try:
+                bought = self._buy(c, user_id=user_id, model=model, node=placement.buy_on,
+                                   owner_address=owner_address, max_num_tokens=max_num_tokens,
+                                   expires_at=now + timeout_s, now=now, size=size)
+            except (InsufficientBalanceError, StackUnavailableError) as exc:
+                refusal = exc  # raised once the give-back is committed
+            else:
+                return (*bought, True)
+        assert refusal is not None
+        raise refusal
 
     def _lock(self, c: sqlite3.Connection, stack_small_id: int, user_id: int, max_num_tokens: int,
               expires_at: float) -> tuple[StackRecord, LockRecord]:
@@ -438,25 +512,36 @@ class Ledger:
             raise StackUnavailableError(
                 f"max_num_tokens {max_num_tokens} exceeds the stack size {size}"
             )
-        price = node.price_per_one_million_compute_units * size // 1_000_000
         with self._tx() as c:
-            bal = c.execute("SELECT balance_usdc FROM users WHERE user_id=?", (user_id,)).fetchone()
-            if bal is None or bal[0] < price:
-                raise InsufficientBalanceError("insufficient balance to buy a stack")
-            c.execute("UPDATE users SET balance_usdc = balance_usdc - ? WHERE user_id=?", (price, user_id))
-            cur = c.execute(
-                """INSERT INTO stacks(user_id, owner_address, model, node_small_id, num_compute_units,
-                                      price_per_one_million_compute_units)
-                   VALUES (?, ?, ?, ?, ?, ?)""",
-                (user_id, owner_address, model, node.node_small_id, size,
-                 node.price_per_one_million_compute_units),
+            return self._buy(c, user_id=user_id, model=model, node=node,
+                             owner_address=owner_address, max_num_tokens=max_num_tokens,
+                             expires_at=now + timeout_s, now=now, size=size)
+
+    def _buy(self, c: sqlite3.Connection, *, user_id: int, model: str, node: NodeRecord,
+             owner_address: str, max_num_tokens: int, expires_at: float, now: float,
+             size: int) -> tuple[StackRecord, LockRecord]:
+        if max_num_tokens > size:
+            raise StackUnavailableError(
+                f"max_num_tokens {max_num_tokens} exceeds the stack size {size}"
             )
-            stack_id = int(cur.lastrowid or 0)
-            digest = hashlib.blake2b(f"stack:{stack_id}:{user_id}:{model}:{now}".encode(),
-                                     digest_size=32).digest()
-            c.execute("UPDATE stacks SET tx_digest=? WHERE stack_small_id=?",
-                      (_base58(digest), stack_id))
-            return self._lock(c, stack_id, user_id, max_num_tokens, now + timeout_s)
+        price = node.price_per_one_million_compute_units * size // 1_000_000
+        bal = c.execute("SELECT balance_usdc FROM users WHERE user_id=?", (user_id,)).fetchone()
+        if bal is None or bal[0] < price:
+            raise InsufficientBalanceError("insufficient balance to buy a stack")
+        c.execute("UPDATE users SET balance_usdc = balance_usdc - ? WHERE user_id=?", (price, user_id))
+        cur = c.execute(
+            """INSERT INTO stacks(user_id, owner_address, model, node_small_id, num_compute_units,
+                                  price_per_one_million_compute_units)
+               VALUES (?, ?, ?, ?, ?, ?)""",
+            (user_id, owner_address, model, node.node_small_id, size,
+             node.price_per_one_million_compute_units),
+        )
+        stack_id = int(cur.lastrowid or 0)
+        digest = hashlib.blake2b(f"stack:{stack_id}:{user_id}:{model}:{now}".encode(),
+                                 digest_size=32).digest()
+        c.execute("UPDATE stacks SET tx_digest=? WHERE stack_small_id=?",
+                  (_base58(digest), stack_id))
+        return self._lock(c, stack_id, user_id, max_num_tokens, expires_at)
 
     def consume_lock(self, *, stack_small_id: int, user_id: int, num_compute_units: int,
                      now: float) -> LockRecord:
@@ -467,32 +552,35 @@ class Ledger:
         stack: Atoma does not check) or :class:`StackUnavailableError` (425).
         """
         sid, units = _sql_int(stack_small_id), _sql_int(num_compute_units)
+        refusal: Exception
         with self._tx() as c:
-            # Expired locks go back even when this request then fails (its rollback must not
-            # undo the pruning).
+            # Expired locks go back even when this request then fails: the refusal is raised
+            # after the transaction commits.
             self._prune(c, now, sid)
-        with self._tx() as c:
             row = c.execute("SELECT user_id, is_locked, is_claimed FROM stacks WHERE stack_small_id=?",
                             (sid,)).fetchone()
             if row is None:
-                raise StackNotFoundError(f"stack {stack_small_id} does not exist")
-            if row["user_id"] != user_id:
-                raise PermissionDeniedError(f"stack {stack_small_id} belongs to another user")
-            if row["is_locked"] or row["is_claimed"]:
-                raise StackLockedError(f"stack {stack_small_id} is claimed or settling")
-            lock = c.execute(
-                """SELECT * FROM locks WHERE stack_small_id=? AND user_id=? AND state='open'
-                   AND expires_at > ? AND max_num_tokens >= ? ORDER BY expires_at LIMIT 1""",
-                (sid, user_id, now, units),
-            ).fetchone()
-            if lock is None:
-                raise StackUnavailableError(
+                refusal = StackNotFoundError(f"stack {stack_small_id} does not exist")
+            elif row["user_id"] != user_id:
+                refusal = PermissionDeniedError(f"stack {stack_small_id} belongs to another user")
+            elif row["is_locked"] or row["is_claimed"]:
+                refusal = StackLockedError(f"stack {stack_small_id} is claimed or settling")
+            else:
+                lock = c.execute(
+                    """SELECT * FROM locks WHERE stack_small_id=? AND user_id=? AND state='open'
+                       AND expires_at > ? AND max_num_tokens >= ? ORDER BY expires_at LIMIT 1""",
+                    (sid, user_id, now, units),
+                ).fetchone()
+                if lock is not None:
+                    c.execute("UPDATE locks SET state='in_flight' WHERE lock_id=?",
+                              (lock["lock_id"],))
+                    return LockRecord(lock["lock_id"], stack_small_id, user_id,
+                                      lock["max_num_tokens"], lock["expires_at"], "in_flight")
+                refusal = StackUnavailableError(
                     f"no unexpired lock on stack {stack_small_id} covers {num_compute_units} "
                     "compute units; call /v1/nodes/lock first"
                 )
-            c.execute("UPDATE locks SET state='in_flight' WHERE lock_id=?", (lock["lock_id"],))
-            return LockRecord(lock["lock_id"], stack_small_id, user_id, lock["max_num_tokens"],
-                              lock["expires_at"], "in_flight")
+        raise refusal
 
     def start_lock(self, lock_id: int) -> LockRecord:
         """Put one specific open lock in flight (the plain route locks and uses at once)."""

@@ -447,21 +447,16 @@ class ProxyService:
                 raise ModelNotFoundError(f"no node serves model {quoted(model)}", field="model")
             raise ServiceUnavailableError(
                 f"no attested, healthy node serves model {quoted(model)} now")
-        # No await from here on: the placement and the lock see the same ledger.
-        load = self.ledger.units_in_flight(now) if self.node_policy.needs_load else {}
-        place = self.node_policy.place(eligible, load)
-        found = self.ledger.lock_existing_stack(
+        # One ledger transaction: the placement and the lock see the same books.
+        stack, lock, bought = self.ledger.place_and_lock(
             user_id=user_id, model=model, max_num_tokens=max_num_tokens, timeout_s=timeout_s,
-            now=now, eligible_nodes=list(place.search), owner_address=self.address)
-        bought = found is None
-        if found is None:
-            found = self.ledger.buy_stack_and_lock(
-                user_id=user_id, model=model, node=place.buy_on, owner_address=self.address,
-                max_num_tokens=max_num_tokens, timeout_s=timeout_s, now=now, size=self.stack_size)
+            now=now, owner_address=self.address, size=self.stack_size,
+            place=functools.partial(self.node_policy.place, eligible),
+            needs_load=self.node_policy.needs_load)
+        if bought:
             log.info("user %d bought stack %d on node %d: %d compute units at %d per 1M",
-                     user_id, found[0].stack_small_id, found[0].node_small_id,
-                     found[0].num_compute_units, found[0].price_per_one_million_compute_units)
-        stack, lock = found
+                     user_id, stack.stack_small_id, stack.node_small_id,
+                     stack.num_compute_units, stack.price_per_one_million_compute_units)
         node = next(n for n in eligible if n.node_small_id == stack.node_small_id)
         return stack, lock, node, bought
 

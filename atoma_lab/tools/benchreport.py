@@ -5,7 +5,8 @@ Benchmarks mark themselves with ``benchmark.extra_info``:
 * ``pair``: what is compared (e.g. ``"seal 64 KiB"``); the members of a pair run in the same
   session, on the same machine;
 * ``role``: ``"baseline"`` for the peer (raw ``cryptography``, sentence-transformers,
-  ``json.dumps``, ...) or ``"ours"``;
+  ``json.dumps``, ...) or ``"ours"``; a pair may have several ``ours`` against one baseline
+  (e.g. 2 and 4 nodes against 1), each then shown with its test id;
 * optional ``target``: the ratio the issue asks for, with ``"max"`` (ours/baseline time at most)
   or ``"min"`` (speed-up at least) in ``target_kind``, or ``"max_added_ms"`` (ours may take at
   most ``target`` milliseconds more than the baseline); any other numeric ``extra_info`` (e.g.
@@ -130,6 +131,11 @@ def to_frame(source: dict[str, Any] | str | Path) -> Any:
     return _frame(found, [*FRAME_COLUMNS, *extra])
 
 
+def _test_id(name: str) -> str:
+    """``test_x[a-b]`` -> ``a-b``; a name without parameters as it is."""
+    return name[name.index("[") + 1:-1] if name.endswith("]") and "[" in name else name
+
+
 def render(data: dict[str, Any]) -> str:
     machine = data.get("machine_info", {})
     when = data.get("datetime", "?")
@@ -139,9 +145,15 @@ def render(data: dict[str, Any]) -> str:
              "| group | comparison | ours (median) | baseline (median) | time ratio | speed-up "
              "| added | target | extra |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows(data):
+    table = rows(data)
+    members: dict[tuple[str, str], int] = defaultdict(int)
+    for r in table:
+        members[(r.group, r.pair)] += 1
+    for r in table:
         extra = ", ".join(f"{k}={v:.6g}" for k, v in r.extra.items())
-        lines.append(f"| {r.group} | {r.pair} | {r.ours_s * 1e3:.3f} ms | {r.baseline_s * 1e3:.3f} ms | "
+        # A pair with several ``ours`` names each by its test id (its parameters).
+        name = f"{r.pair}: {_test_id(r.ours)}" if members[(r.group, r.pair)] > 1 else r.pair
+        lines.append(f"| {r.group} | {name} | {r.ours_s * 1e3:.3f} ms | {r.baseline_s * 1e3:.3f} ms | "
                      f"{r.ratio:.3f}x | {r.speedup:.2f}x | {r.added_ms:+.3f} ms | {r.verdict} | {extra} |")
     return "\n".join(lines)
 

@@ -175,3 +175,43 @@ def test_ledger_path_twice_keeps_users_units_and_balances(tmp_path: Path) -> Non
         # A new API key was issued for the same user, and it works.
         assert second.client().models.list() == [MODEL]
     second.ledger.close()
+
+
+def test_node_policy_is_chosen_per_network() -> None:
+    with network(nodes=2, node_policy="atoma") as net:
+        assert net.proxy.node_policy.name == "atoma"
+    with network(nodes=2) as net:
+        assert net.proxy.node_policy.name == "least-loaded"  # the default
+    with network(nodes=2, node_policy="random", policy_seed=7) as net:
+        assert net.proxy.node_policy.name == "random"
+    with pytest.raises(ValueError, match="node_policy must be one of"):
+        network(nodes=2, node_policy="round-robin")
+
+
+def test_fake_capacity_gives_every_node_a_device_of_its_own() -> None:
+    from atoma_lab.inference import FAKE_MODEL, FakeEngine
+
+    with build_network(nodes=3, model=FAKE_MODEL, fake_tokens_per_s=1e6) as net:
+        engines = [n.embedder.engine for n in net.nodes]  # type: ignore[attr-defined]
+        assert len({id(e) for e in engines}) == 3
+        assert len({id(n.embedder.batcher) for n in net.nodes}) == 3  # type: ignore[attr-defined]
+        assert all(isinstance(e, FakeEngine) and e.tokens_per_s == 1e6 for e in engines)
+        r = net.client().confidential_embeddings.create(input=["one two"], model=FAKE_MODEL)
+        used = engines[r.node_small_id - 1]
+        assert used.busy_s == pytest.approx(r.usage.total_tokens / 1e6)
+        assert [e.busy_s for e in engines].count(0.0) == 2
+    with build_network(nodes=2, model=FAKE_MODEL) as net:  # no capacity: still one engine each
+        assert net.nodes[0].embedder is not net.nodes[1].embedder
+        assert net.nodes[0].embedder.engine.tokens_per_s is None  # type: ignore[attr-defined]
+
+
+def test_fake_capacity_is_refused_where_it_cannot_apply() -> None:
+    from atoma_lab.client import DEFAULT_MODEL
+    from atoma_lab.inference import FAKE_MODEL
+
+    with pytest.raises(ValueError, match="fake_tokens_per_s models a device for"):
+        build_network(model=DEFAULT_MODEL, fake_tokens_per_s=200)  # refused before loading
+    with pytest.raises(ValueError, match="embedders passed in"):
+        build_network(model=FAKE_MODEL, embedder=fake_embedder([FAKE_MODEL]), fake_tokens_per_s=200)
+    with pytest.raises(ValueError, match="tokens_per_s must be positive"):
+        build_network(model=FAKE_MODEL, fake_tokens_per_s=0)

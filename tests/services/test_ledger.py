@@ -257,3 +257,73 @@ def test_reopening_releases_in_flight_locks(tmp_path: Path) -> None:
         assert again.stack(stack.stack_small_id).locked_compute_units == 0
     finally:
         again.close()
+
+
+def _place_on(search: tuple[int, ...], buy_on: NodeRecord, seen: list[dict[int, int]]) -> Any:
+    from atoma_lab.services.policy import Placement
+
+    def place(load: dict[int, int]) -> Placement:
+        seen.append(dict(load))
+        return Placement(search, buy_on)
+
+    return place
+
+
+def test_place_and_lock_is_the_whole_lock_step_in_one_transaction(ledger: Ledger) -> None:
+    user = ledger.add_user("u", balance_usdc=1_000)
+    n1, n2 = add_node(ledger, 1, price=1_000_000), add_node(ledger, 2, price=1_000_000)
+    seen: list[dict[int, int]] = []
+    step = {"user_id": user, "model": "m", "max_num_tokens": 10, "timeout_s": 5, "now": T0,
+            "owner_address": OWNER, "size": 100, "needs_load": True}
+    s1, l1, bought = ledger.place_and_lock(place=_place_on((1,), n1, seen), **step)  # type: ignore[arg-type]
+    assert bought and s1.node_small_id == 1 and l1.state == "open"
+    s2, _, bought = ledger.place_and_lock(place=_place_on((2,), n2, seen), **step)  # type: ignore[arg-type]
+    assert bought and s2.node_small_id == 2
+    s3, _, bought = ledger.place_and_lock(place=_place_on((1, 2), n2, seen), **step)  # type: ignore[arg-type]
+    assert not bought and s3.stack_small_id == s1.stack_small_id  # existing stacks first
+    assert seen == [{}, {1: 10}, {1: 10, 2: 10}]  # the load each placement saw
+    assert ledger.units_in_flight(T0) == {1: 20, 2: 10}
+    assert ledger.balance(user) == 1_000 - 2 * 100
+    ledger.place_and_lock(place=_place_on((1,), n1, seen), **{**step, "needs_load": False})  # type: ignore[arg-type]
+    assert seen[-1] == {}
+
+
+def test_a_refused_purchase_still_gives_back_expired_locks(ledger: Ledger) -> None:
+    user = ledger.add_user("u", balance_usdc=150)
+    node = add_node(ledger, 1, price=1_000_000)
+    stack, _ = buy(ledger, user, node, size=100, tokens=100, timeout_s=5)  # fills the stack
+    seen: list[dict[int, int]] = []
+    with pytest.raises(InsufficientBalanceError):
+        ledger.place_and_lock(user_id=user, model="m", max_num_tokens=10, timeout_s=5,
+                              now=T0 + 10, owner_address=OWNER, size=100, needs_load=True,
+                              place=_place_on((), node, seen))
+    assert seen == [{}]  # the expired lock was given back before the placement
+    assert ledger.stack(stack.stack_small_id).locked_compute_units == 0  # and stays given back
+    assert ledger.open_locks() == [] and ledger.balance(user) == 50
+    with pytest.raises(StackUnavailableError, match="exceeds the stack size"):
+        ledger.place_and_lock(user_id=user, model="m", max_num_tokens=101, timeout_s=5,
+                              now=T0 + 10, owner_address=OWNER, size=100, needs_load=False,
+                              place=_place_on((), node, seen))
+
+
+def test_a_refused_consume_still_gives_back_its_stacks_expired_locks(ledger: Ledger) -> None:
+    user = ledger.add_user("u", balance_usdc=1_000)
+    node = add_node(ledger, 1, price=1)
+    stack, _ = buy(ledger, user, node, size=100, tokens=10, timeout_s=5)
+    with pytest.raises(StackUnavailableError):
+        ledger.consume_lock(stack_small_id=stack.stack_small_id, user_id=user,
+                            num_compute_units=10, now=T0 + 10)
+    assert ledger.stack(stack.stack_small_id).locked_compute_units == 0
+    assert ledger.open_locks() == []
+
+
+def test_file_ledger_synchronous_level(tmp_path: Path) -> None:
+    for level, number in (("NORMAL", 1), ("FULL", 2)):
+        led = Ledger(str(tmp_path / f"{level}.sqlite3"), synchronous=level)
+        try:
+            assert led._conn.execute("PRAGMA synchronous").fetchone()[0] == number
+            assert led._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        finally:
+            led.close()
+    with pytest.raises(ValueError, match="synchronous must be one of"):
+        Ledger(synchronous="SOMETIMES")

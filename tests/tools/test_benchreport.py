@@ -93,3 +93,19 @@ def test_the_table_as_a_frame(tmp_path) -> None:  # type: ignore[no-untyped-def]
         assert frame.set_index("pair").loc["exact", "min_cosine"] == 0.99999
     empty = to_frame({"benchmarks": []})
     assert list(empty.columns) == list(FRAME_COLUMNS) and len(empty) == 0
+
+
+def test_several_ours_in_one_pair_are_told_apart_by_their_test_ids() -> None:
+    data = {"benchmarks": [
+        _bench("test_scale[http-1nodes-least-loaded]", "scale", 2.0, pair="http", role="baseline"),
+        _bench("test_scale[http-4nodes-least-loaded]", "scale", 0.5, pair="http", role="ours",
+               target=3.2, target_kind="min"),
+        _bench("test_scale[http-4nodes-atoma]", "scale", 2.0, pair="http", role="ours"),
+    ]}
+    got = rows(data)
+    assert [r.speedup for r in got] == [4.0, 1.0]
+    assert got[0].verdict.startswith("met")
+    text = render(data)
+    assert "| scale | http: http-4nodes-least-loaded |" in text
+    assert "| scale | http: http-4nodes-atoma |" in text
+    assert "| envelope | seal 1 KiB |" in render(DATA)  # a single ours keeps the pair's name
