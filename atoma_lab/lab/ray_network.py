@@ -277,6 +277,21 @@ def stop_actors(actors: Sequence[Any]) -> None:
             ray.kill(actor, no_restart=True)
 
 
+def network_relay(net: Any) -> Any:
+    """The relay through which actors reach ``net``'s proxy: a Ray network's own, or for an
+    in-process network one started now (served from the network's event loop until it closes)."""
+    if net.relay is None:
+        if net.transport is None:
+            raise ValueError("an HTTP network is reached at its base_url, not through a relay")
+        from atoma_lab.lab.network import PROXY_ADDRESS
+        from atoma_lab.transport.ray import serve_relay, start_relay
+
+        net.relay = start_relay()
+        net._runner.spawn(serve_relay(net.relay, net.transport, PROXY_ADDRESS))
+        net._cleanups.append(functools.partial(stop_actors, [net.relay]))
+    return net.relay
+
+
 def require_real_clock(clock: Callable[[], float]) -> None:
     if clock is not time.time:
         raise ValueError("mode='ray': node actors keep their own clock (time.time); a test "
@@ -289,6 +304,7 @@ __all__ = [
     "RayNode",
     "ensure_ray",
     "gpus_per_node",
+    "network_relay",
     "node_embedders",
     "ray_vendor",
     "start_nodes",
