@@ -40,6 +40,11 @@ from atoma_lab.transport.ray import (
 
 ACTOR_ADDRESS = "actor://node-{}"  # how the proxy names a node actor
 NODE_START_TIMEOUT_S = 300.0  # seconds for every node actor to start (a model loads in each)
+_LOOPBACK = ("127.0.0.1", "localhost")
+#: CPUs a node actor reserves: a token share, so that a 2-core machine holds many nodes, yet not
+#: zero: Ray's SPREAD strategy placed actors reserving nothing unevenly (3:1 over two raylets,
+#: where 0.01 CPU alternated 2:2 in the same run).
+NODE_ACTOR_CPUS = 0.01
 STACK_LOOKUP_TIMEOUT_S = 10.0  # a node's stack look-up at the proxy, through the relay
 
 
@@ -54,6 +59,8 @@ def ensure_ray(address: str | None = None) -> bool:
         return False
     if address is None:
         ray.init(include_dashboard=False, _node_ip_address="127.0.0.1")
+    elif address.split("://")[-1].rsplit(":", 1)[0] in _LOOPBACK:
+        ray.init(address=address, _node_ip_address="127.0.0.1")  # a cluster on this machine
     else:
         ray.init(address=address)
     return True
@@ -214,14 +221,15 @@ def start_nodes(count: int, *, embedders: Sequence[Any], tee_seed: bytes, relay:
                 **node_options: Any) -> list[RayNode]:
     """Start ``count`` node actors (ids 1..count) and wait until each answers.
 
-    Each asks for :func:`gpus_per_node` GPUs and no CPU, spread over the cluster's machines;
+    Each asks for :func:`gpus_per_node` GPUs and a token share of a CPU
+    (:data:`NODE_ACTOR_CPUS`), spread over the cluster's machines;
     ``actor_options`` (``num_cpus``, ``resources``, ``scheduling_strategy``, ``runtime_env``,
     ...) override that. A node that cannot start in ``start_timeout_s`` (no machine has the
     resources, the model fails to load) stops them all and raises :class:`RuntimeError`.
     """
     import ray
 
-    options = {"num_cpus": 0, "num_gpus": gpus_per_node(count, num_gpus),
+    options = {"num_cpus": NODE_ACTOR_CPUS, "num_gpus": gpus_per_node(count, num_gpus),
                "scheduling_strategy": "SPREAD", "max_restarts": 0,
                **(actor_options or {})}
     remote: Any = ray.remote(NodeActor).options(**options)
