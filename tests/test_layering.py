@@ -8,7 +8,7 @@ Rules:
    ``print``, ``input`` and friends.
 3. Only ``inference/`` imports torch, transformers or sentence_transformers.
 4. ``import atoma_lab`` (and its crypto, protocol and inference packages) leaves torch,
-   transformers and httpx out of ``sys.modules`` (checked in a fresh interpreter).
+   transformers, httpx and ray out of ``sys.modules`` (checked in a fresh interpreter).
 
 The checker is tested on synthetic sources first, so that a checker that finds nothing cannot pass.
 """
@@ -348,7 +348,7 @@ for name in ("atoma_lab", "atoma_lab.crypto", "atoma_lab.protocol", "atoma_lab.i
         if exc.name != name:
             raise
         absent.append(name)
-heavy = sorted(m for m in ("torch", "transformers", "httpx") if m in sys.modules)
+heavy = sorted(m for m in ("torch", "transformers", "httpx", "ray") if m in sys.modules)
 print(json.dumps({"absent": absent, "heavy": heavy}))
 """
 
