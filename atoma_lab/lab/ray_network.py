@@ -146,10 +146,19 @@ class NodeActor:
     async def serve_http(self, host: str = "127.0.0.1") -> str:
         """Also serve this node over HTTP on ``host`` (a free port); returns its URL. For
         measuring HTTP between actors against actor calls (``benchmarks/test_ray.py``)."""
+        import asyncio
+
         from atoma_lab.server import ServerGroup, asgi_app
+        from atoma_lab.transport.inprocess import InProcessTransport
+        from atoma_lab.transport.loop import LoopTransport
 
         if self._server is None:
-            app = asgi_app(self.node.handle, precheck=self.node.check_head)
+            # The listener runs on a thread of its own; each request hops onto this actor's
+            # loop, where actor calls run, so that the node is served on one loop either way.
+            inner = InProcessTransport(capture=False)
+            inner.register("node", self.node.handle)
+            line = LoopTransport(inner, asyncio.get_running_loop(), address="node")
+            app = asgi_app(line.handle, precheck=self.node.check_head)
             self._server = ServerGroup([(app, host, 0)],
                                        allow_public=host not in ("127.0.0.1", "localhost", "::1"))
             self._server.start()
