@@ -242,9 +242,17 @@ def start_nodes(count: int, *, embedders: Sequence[Any], tee_seed: bytes, relay:
                "scheduling_strategy": "SPREAD", "max_restarts": 0,
                **(actor_options or {})}
     remote: Any = ray.remote(NodeActor).options(**options)
-    actors: list[Any] = [remote.remote(node_small_id=i + 1, embedder=embedders[i], tee_seed=tee_seed,
-                            relay=relay, proxy_address=proxy_address, **node_options)
-              for i in range(count)]
+    actors: list[Any] = []
+    try:
+        for i in range(count):
+            actors.append(remote.remote(node_small_id=i + 1, embedder=embedders[i],
+                                        tee_seed=tee_seed, relay=relay,
+                                        proxy_address=proxy_address, **node_options))
+    except TypeError as exc:  # Ray could not pickle an argument: the embedder, in practice
+        stop_actors(actors)
+        raise TypeError("mode='ray' copies the embedder into each node actor and this one does "
+                        "not pickle: pass a callable that builds it (called in the actor), or "
+                        "None to load the model there") from exc
     try:
         infos = ray.get([a.info.remote() for a in actors], timeout=start_timeout_s)
     except BaseException as exc:

@@ -175,3 +175,28 @@ def test_ledger_path_twice_keeps_users_units_and_balances(tmp_path: Path) -> Non
         # A new API key was issued for the same user, and it works.
         assert second.client().models.list() == [MODEL]
     second.ledger.close()
+
+
+@pytest.mark.integration
+def test_serve_http_puts_an_in_process_proxy_on_a_loopback_port() -> None:
+    """``Network.serve_http``: clients in other processes reach the proxy, whose services stay on
+    the network's loop (their traffic is still captured)."""
+    import httpx
+
+    from atoma_lab.client import AtomaLabClient
+
+    with network(nodes=2) as net:
+        url = net.serve_http()
+        assert url.startswith("http://127.0.0.1:") and net.http_url == url
+        assert httpx.get(url + "/health").json() == {"message": "ok"}
+        assert httpx.get(url + "/v1/models").status_code == 401  # the token checked before the body
+        with AtomaLabClient(url, api_key=net.api_key) as remote:
+            r = remote.confidential_embeddings.create(input=["over http"], model=MODEL)
+        np.testing.assert_array_equal(r.to_numpy(), expected_vectors(["over http"]))
+        assert any(m.request.path == "/v1/confidential/embeddings" for m in net.captured)
+        with pytest.raises(ValueError, match="already serving"):
+            net.serve_http()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url + "/health", timeout=2)
+    with network(mode="http") as http_net, pytest.raises(ValueError, match="already serves"):
+        http_net.serve_http()

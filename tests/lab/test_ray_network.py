@@ -8,6 +8,7 @@ keys, and the proxy served over HTTP for other processes.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -100,11 +101,6 @@ def test_faults_and_concurrency(make_ray_net: Callable[..., Network],
     test(make_ray_net)
 
 
-def test_a_fault_injected_between_proxy_and_actor_is_504(make_ray_net: Callable[..., Network]) -> None:
-    """The in-process transport's faults apply in front of Ray nodes too."""
-    test_faults.test_hung_node_is_504(make_ray_net, "confidential")
-
-
 def slow_embed(request: CreateEmbeddingRequest) -> tuple[bytes, EmbeddingUsage]:
     """The fake engine, slower than the proxy waits for inputs saying "slow" (in the actor)."""
     if "slow" in request.inputs():
@@ -133,7 +129,7 @@ def test_a_node_actor_that_does_not_answer_is_504(make_ray_net: Callable[..., Ne
 # ------------------------------------------------------------------------------- Ray's own
 
 
-def test_the_network_and_its_nodes(make_ray_net: Callable[..., Network]) -> None:
+def test_the_network_its_nodes_and_its_proxy_over_http(make_ray_net: Callable[..., Network]) -> None:
     net = make_ray_net(nodes=2, prices=[3, 1])
     assert net.mode == "ray" and repr(net) == "Network(ray, nodes=2)"
     assert net.node_urls == ["actor://node-1", "actor://node-2"]
@@ -154,6 +150,23 @@ def test_the_network_and_its_nodes(make_ray_net: Callable[..., Network]) -> None
     assert [m.response.status for m in lookups if m.response is not None] == [200]
     assert lookups[0].request.headers["x-node-small-id"] == "2"
     client.close()
+    # What ``atoma-lab serve --mode ray`` does: the proxy on a loopback port, for clients in
+    # other processes (httpx on the plain route, an HTTP client for the sealed one).
+    url = net.serve_http()
+    assert url.startswith("http://127.0.0.1:")
+    assert httpx.get(url + "/health").json() == {"message": "ok"}
+    plain = httpx.post(url + "/v1/embeddings", json={"input": ["a", "b c"], "model": MODEL},
+                       headers={"authorization": f"Bearer {net.api_key}"})
+    assert plain.status_code == 200
+    assert plain.json()["usage"]["total_tokens"] == expected_units(["a", "b c"])
+    with AtomaLabClient(url, api_key=net.api_key) as remote:
+        sealed = remote.confidential_embeddings.create(input=["sealed over http"], model=MODEL)
+        np.testing.assert_array_equal(sealed.to_numpy(), expected_vectors(["sealed over http"]))
+    with pytest.raises(ValueError, match="already serving"):
+        net.serve_http()
+    net.close()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url + "/health", timeout=2)
 
 
 def test_a_killed_node_actor_is_a_node_down(make_ray_net: Callable[..., Network]) -> None:
@@ -199,25 +212,20 @@ def test_the_last_node_killed_is_503_and_the_books_unchanged(
     client.close()
 
 
-def test_the_proxy_served_over_http(make_ray_net: Callable[..., Network]) -> None:
-    """What ``atoma-lab serve --mode ray`` does: the proxy on a loopback port, for clients in
-    other processes (here httpx for the plain route and an HTTP client for the sealed one)."""
-    net = make_ray_net(nodes=2)
-    url = net.serve_http()
-    assert url.startswith("http://127.0.0.1:")
-    assert httpx.get(url + "/health").json() == {"message": "ok"}
-    plain = httpx.post(url + "/v1/embeddings", json={"input": ["a", "b c"], "model": MODEL},
-                       headers={"authorization": f"Bearer {net.api_key}"})
-    assert plain.status_code == 200
-    assert plain.json()["usage"]["total_tokens"] == expected_units(["a", "b c"])
-    with AtomaLabClient(url, api_key=net.api_key) as client:
-        r = client.confidential_embeddings.create(input=["sealed over http"], model=MODEL)
-        np.testing.assert_array_equal(r.to_numpy(), expected_vectors(["sealed over http"]))
-    with pytest.raises(ValueError, match="already serving"):
-        net.serve_http()
-    net.close()
-    with pytest.raises(httpx.TransportError):
-        httpx.get(url + "/health", timeout=2)
+def test_an_engine_built_in_each_actor(make_ray_net: Callable[..., Network]) -> None:
+    """An embedder that does not pickle is refused with what to do instead; a callable that
+    builds one runs in each actor (here the weightless fake engine, as ``model=None`` would)."""
+    from atoma_lab.inference import FAKE_MODEL, FakeEngine, NodeEmbedder
+    from atoma_lab.lab.network import default_embedder
+
+    with pytest.raises(TypeError, match="does not pickle"):
+        make_ray_net(nodes=1, model=FAKE_MODEL, embedder=NodeEmbedder(FakeEngine()))
+    net = make_ray_net(nodes=2, model=FAKE_MODEL,
+                       embedder=functools.partial(default_embedder, FAKE_MODEL))
+    texts = ["built", "where the node runs"]
+    with net.client() as client:
+        r = client.confidential_embeddings.create(input=texts, model=FAKE_MODEL)
+    np.testing.assert_array_equal(r.to_numpy(), FakeEngine().embed(texts).vectors)
 
 
 def test_ray_mode_refuses_a_test_clock(ray_local: Any) -> None:
