@@ -51,6 +51,18 @@ def default_embedder(model: str = DEFAULT_MODEL, **engine_options: Any) -> Embed
     return node_embedder(model, **engine_options)
 
 
+#: An embedder, or a callable without arguments that builds one.
+EmbedderSpec = Embedder | Callable[[], Embedder]
+
+
+def _is_factory(obj: object) -> bool:
+    return callable(obj) and not hasattr(obj, "embed")
+
+
+def _built(spec: EmbedderSpec) -> Embedder:
+    return spec() if _is_factory(spec) else spec  # type: ignore[operator,return-value]
+
+
 class Network:
     """A running local network. Use :func:`build_network` to make one."""
 
@@ -227,7 +239,7 @@ def build_network(
     nodes: int = 1,
     mode: Mode = "inprocess",
     model: str = DEFAULT_MODEL,
-    embedder: Embedder | Sequence[Embedder] | None = None,
+    embedder: EmbedderSpec | Sequence[EmbedderSpec] | None = None,
     api_key: str | None = None,
     ledger_path: str = ":memory:",
     grace_window_s: float = 0.0,
@@ -253,7 +265,9 @@ def build_network(
     """Build and start a proxy with ``nodes`` nodes serving ``model`` and one user.
 
     ``embedder`` is one embedder shared by all nodes, one per node, or ``None`` for the shipped
-    transformers model. ``mode="http"`` serves the proxy on ``host:port`` (0: any free port) and
+    transformers model; a callable without arguments that returns one stands for what it
+    returns (the network then owns it, and in Ray mode each actor calls it where it runs).
+    ``mode="http"`` serves the proxy on ``host:port`` (0: any free port) and
     each node on its own loopback port. ``ledger_path`` keeps the ledger in a SQLite file.
     ``profiles`` are the envelope profiles the nodes take (``"atoma"`` and
     ``"atoma-lab/hardened-v1"``; clients choose theirs); ``replay_protection=False`` makes the
@@ -270,9 +284,9 @@ def build_network(
     ``ray_address`` ``None`` starts a local Ray instance (unless this process is connected
     already), ``"auto"`` or ``"ray://host:port"`` joins a cluster. Each node asks for
     ``num_gpus`` GPUs (default: one each where the cluster has them); ``ray_actor_options`` go to
-    the node actors (``num_cpus``, ``resources``, ``runtime_env``, ...). There, ``embedder`` may
-    also be a callable returning one, called in each actor; ``None`` loads ``model`` in each
-    actor, on its device. The network's proxy is reachable over HTTP with
+    the node actors (``num_cpus``, ``resources``, ``runtime_env``, ...). There, an ``embedder``
+    is copied into each actor (it must pickle) and a callable is called in each; ``None`` loads
+    ``model`` in each actor, on its device. The network's proxy is reachable over HTTP with
     :meth:`Network.serve_http`.
     """
     if nodes < 1:
@@ -286,11 +300,11 @@ def build_network(
     elif embedder is None:
         embedders = [default_embedder(model)] * nodes
     elif isinstance(embedder, Sequence):
-        embedders = list(embedder)
+        embedders = [_built(e) for e in embedder]
         if len(embedders) != nodes:
             raise ValueError("give one embedder, or one per node")
     else:
-        embedders = [embedder] * nodes
+        embedders = [_built(embedder)] * nodes
     tee_seed = b""
     if mode == "ray":
         tee_seed, tee = ray_network.ray_vendor()
@@ -386,7 +400,8 @@ def build_network(
     net = Network(mode=mode, ledger=ledger, proxy=proxy, nodes=node_services, api_key=api_key,
                   user_id=user_id, tee=tee, transport=transport, runner=runner, base_url=base_url,
                   node_urls=node_urls, metrics_token=metrics_token)
-    net.owns_embedders = embedder is None and mode != "ray"
+    net.owns_embedders = mode != "ray" and (embedder is None or _is_factory(embedder) or (
+        isinstance(embedder, Sequence) and all(_is_factory(e) for e in embedder)))
     if mode == "ray":
         net.relay = relay
         net._cleanups.append(functools.partial(ray_network.stop_actors,

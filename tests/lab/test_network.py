@@ -200,3 +200,19 @@ def test_serve_http_puts_an_in_process_proxy_on_a_loopback_port() -> None:
         httpx.get(url + "/health", timeout=2)
     with network(mode="http") as http_net, pytest.raises(ValueError, match="already serves"):
         http_net.serve_http()
+
+
+def test_an_embedder_factory_is_built_once_or_once_per_node() -> None:
+    made: list[object] = []
+
+    def factory() -> object:
+        made.append(fake_embedder())
+        return made[-1]
+
+    with network(nodes=2, embedder=factory) as net:
+        assert len(made) == 1 and net.owns_embedders
+        assert net.client().confidential_embeddings.create(input="x", model=MODEL).attempts == 1
+    with network(nodes=2, embedder=[factory, factory]) as net:
+        assert len(made) == 3 and net.owns_embedders
+    with network(nodes=1, embedder=fake_embedder()) as net:
+        assert not net.owns_embedders  # the caller's own
