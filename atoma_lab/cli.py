@@ -3,9 +3,11 @@
     atoma-lab serve [--host 127.0.0.1] [--port 8080] [--nodes N] [--model NAME] [--api-key KEY]
                     [--mode ray [--ray-address ADDR] [--num-gpus G]]
     atoma-lab node --port P --node-id N --proxy URL [--model NAME | --backend URL]
+                   [--device D] [--dtype T] [--engine-mode M] [--batch-tokens N]
     atoma-lab proxy --port P --node URL [--node URL ...] [--api-key KEY] [--ledger FILE]
-    atoma-lab embed TEXT... [--confidential] [--base-url URL --api-key KEY]
+    atoma-lab embed TEXT... [--confidential] [--json] [--base-url URL --api-key KEY]
     atoma-lab demo [TEXT...]
+    atoma-lab --version
 
 ``serve`` runs a proxy and N nodes in one process (``--mode ray``: each node a Ray actor, on a
 local Ray instance or the cluster at --ray-address); ``node`` and ``proxy`` run them as separate
@@ -13,11 +15,18 @@ services (other processes or machines). Everything binds loopback unless --allow
 listener takes the limits --max-header-count, --max-header-bytes, --max-body-bytes,
 --header-timeout-s, --body-timeout-s, --idle-timeout-s and --max-connections (defaults in
 ``atoma_lab.server.limits``); /metrics needs --metrics-token (random and printed when unset).
+The services log to standard error at --log-level (INFO by default).
+
+``embed`` talks to $ATOMA_LAB_BASE_URL with $ATOMA_LAB_API_KEY when they are set (what ``serve``
+and ``proxy`` print), unless --base-url and --api-key say otherwise; with neither it builds an
+in-process network. A node's --backend-api-key defaults to $ATOMA_LAB_BACKEND_API_KEY.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import logging
 import os
 import signal
 import sys
@@ -26,7 +35,11 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from atoma_lab.client import DEFAULT_MODEL
+from atoma_lab.client import API_KEY_ENV, BASE_URL_ENV, DEFAULT_MODEL
+
+BACKEND_API_KEY_ENV = "ATOMA_LAB_BACKEND_API_KEY"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _setup_env() -> None:
@@ -39,6 +52,51 @@ def _setup_env() -> None:
 def _short(data: bytes | str, n: int = 72) -> str:
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
     return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _version() -> str:
+    # The package root, imported before any of its modules, holds the one version string (a
+    # module below it may not import it by name: the layering test forbids that).
+    return str(sys.modules["atoma_lab"].__version__)
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    """atoma-lab's log records at ``--log-level``, to standard error unless logging is set up
+    already (other libraries keep their own levels)."""
+    level = getattr(args, "log_level", None)
+    if level is None:
+        return
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(handler)
+    logging.getLogger("atoma_lab").setLevel(level)
+
+
+def _add_log_level(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO",
+                   help="what the service logs to standard error (default INFO)")
+
+
+def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The engine's options given on the command line (the engine's defaults otherwise)."""
+    names = (("device", "device"), ("dtype", "dtype"), ("mode", "engine_mode"),
+             ("max_batch_tokens", "batch_tokens"))
+    return {k: getattr(args, a) for k, a in names if getattr(args, a, None) is not None}
+
+
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("engine (in-process model; not with --backend)")
+    g.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:1, ... (default: CUDA when available)")
+    g.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
+                   help="the weights' dtype (default float32)")
+    g.add_argument("--engine-mode", choices=["exact", "fast"], default=None,
+                   help="exact (default) or fast (float16 on CUDA, bfloat16 autocast on CPU)")
+    g.add_argument("--batch-tokens", type=int, default=None,
+                   help="token budget of one batch the node's batcher forms (default "
+                        "atoma_lab.inference.DEFAULT_MAX_BATCH_TOKENS)")
 
 
 def _limits(args: argparse.Namespace) -> Any:
@@ -77,16 +135,20 @@ def _add_limit_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from atoma_lab.lab.network import build_network
+    from atoma_lab.lab.network import build_network, default_embedder
 
     if args.mode == "ray":
         return _serve_ray(args)
+    options = _engine_options(args)
+    embedder = default_embedder(args.model, **options) if options else None
     net = build_network(nodes=args.nodes, mode="http", model=args.model, api_key=args.api_key,
+                        embedder=embedder,
                         host=args.host, port=args.port, ledger_path=args.ledger,
                         grace_window_s=args.grace_window_s,
                         health_interval_s=args.health_interval_s or None,
                         server_limits=_limits(args), metrics_token=args.metrics_token,
                         lock_sweep_interval_s=args.lock_sweep_interval_s)
+    net.owns_embedders = True  # built here for this network: closed with it
     print(f"atoma-lab proxy on {net.base_url}  ({len(net.nodes)} node(s), model {args.model})")
     for node, url in zip(net.nodes, net.node_urls, strict=True):
         print(f"  node {node.node_small_id}: {url}  key counter {node.key_rotation_counter}")
@@ -99,10 +161,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _serve_ray(args: argparse.Namespace) -> int:
     """The nodes as Ray actors; the proxy in this process, served over HTTP."""
-    from atoma_lab.lab.network import build_network
+    from atoma_lab.lab.network import build_network, default_embedder
 
+    options = _engine_options(args)  # the engine is built in each node actor, on its device
+    embedder = functools.partial(default_embedder, args.model, **options) if options else None
     net = build_network(nodes=args.nodes, mode="ray", model=args.model, api_key=args.api_key,
-                        ledger_path=args.ledger, grace_window_s=args.grace_window_s,
+                        embedder=embedder, ledger_path=args.ledger, grace_window_s=args.grace_window_s,
                         health_interval_s=args.health_interval_s or None,
                         metrics_token=args.metrics_token,
                         lock_sweep_interval_s=args.lock_sweep_interval_s,
@@ -151,13 +215,19 @@ def _seed(text: str | None, what: str) -> bytes | None:
 
 
 def _node_embedder(args: argparse.Namespace) -> Any:
+    options = _engine_options(args)
     if args.backend:
+        if options:
+            raise SystemExit("atoma-lab: --device, --dtype, --engine-mode and --batch-tokens "
+                             "are for an in-process model, not --backend")
         from atoma_lab.inference.remote import remote_embedder
 
-        return remote_embedder(args.backend, api=args.backend_api, model=args.model)
+        api_key = args.backend_api_key or os.environ.get(BACKEND_API_KEY_ENV) or None
+        return remote_embedder(args.backend, api=args.backend_api, model=args.model,
+                               api_key=api_key)
     from atoma_lab.lab.network import default_embedder
 
-    return default_embedder(args.model)
+    return default_embedder(args.model, **options)
 
 
 def cmd_node(args: argparse.Namespace) -> int:
@@ -208,10 +278,12 @@ def _client(args: argparse.Namespace) -> tuple[Any, Any]:
     from atoma_lab.client import AtomaLabClient
     from atoma_lab.lab.network import build_network
 
-    if args.base_url:
-        if not args.api_key:
-            raise SystemExit("--api-key is required with --base-url")
-        return AtomaLabClient(args.base_url, api_key=args.api_key), None
+    base_url = args.base_url or os.environ.get(BASE_URL_ENV) or None
+    if base_url:
+        api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+        if not api_key:
+            raise SystemExit(f"atoma-lab: a proxy needs an API key: --api-key or {API_KEY_ENV}")
+        return AtomaLabClient(base_url, api_key=api_key), None
     net = build_network(nodes=1, model=args.model)
     return net.client(verify_attestation=True), net
 
@@ -222,6 +294,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
         api = client.confidential_embeddings if args.confidential else client.embeddings
         result = api.create(input=list(args.text), model=args.model,
                             dimensions=args.dimensions)
+        if args.json:
+            # The OpenAI response (opened, on the confidential route), as a program reads it.
+            sys.stdout.write(result.response.to_json().decode("utf-8") + "\n")
+            return 0
         vectors = result.to_numpy()
         for text, vec in zip(args.text, vectors, strict=True):
             head = ", ".join(f"{x:+.4f}" for x in vec[:6])
@@ -286,12 +362,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="atoma-lab", description=textwrap.dedent(__doc__ or ""),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"atoma-lab {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="serve a proxy and N nodes over HTTP on loopback")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--nodes", type=int, default=1)
     s.add_argument("--model", default=DEFAULT_MODEL)
+    _add_engine_options(s)
     s.add_argument("--api-key", default=None, help="API key of the default user (random if unset)")
     s.add_argument("--ledger", default=":memory:", help="SQLite file for the ledger")
     s.add_argument("--grace-window-s", type=float, default=0.0)
@@ -308,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --mode ray: GPUs per node (default: one each where the cluster "
                         "has them)")
     _add_limit_flags(s)
+    _add_log_level(s)
     s.set_defaults(func=cmd_serve)
     n = sub.add_parser("node", help="serve one node on its own (a proxy elsewhere reaches it)")
     n.add_argument("--host", default="127.0.0.1")
@@ -320,12 +399,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="embed on an existing server at this URL instead of in-process")
     n.add_argument("--backend-api", choices=["openai", "tei", "infinity"], default="openai",
                    help="the backend's API; --backend is its API root (e.g. http://host:7997)")
+    n.add_argument("--backend-api-key", default=None,
+                   help=f"bearer token for --backend (default ${BACKEND_API_KEY_ENV}, which "
+                        "keeps it out of the process list)")
+    _add_engine_options(n)
     n.add_argument("--grace-window-s", type=float, default=0.0)
     n.add_argument("--rotate-every-s", type=float, default=None, help="rotate the key on a timer")
     n.add_argument("--tee-seed", default=None, help="hex seed of the simulated TEE vendor")
     n.add_argument("--signer-seed", default=None, help="hex seed of the node's Sui key")
     n.add_argument("--allow-public", action="store_true", help="allow binding beyond loopback")
     _add_limit_flags(n)
+    _add_log_level(n)
     n.set_defaults(func=cmd_node)
     x = sub.add_parser("proxy", help="serve a proxy in front of nodes running elsewhere")
     x.add_argument("--host", default="127.0.0.1")
@@ -343,14 +427,18 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--lock-sweep-interval-s", type=float, default=1.0,
                    help="give back expired open locks this often")
     _add_limit_flags(x)
+    _add_log_level(x)
     x.set_defaults(func=cmd_proxy)
     e = sub.add_parser("embed", help="embed texts (in-process network unless --base-url)")
     e.add_argument("text", nargs="+")
     e.add_argument("--confidential", action="store_true")
     e.add_argument("--model", default=DEFAULT_MODEL)
     e.add_argument("--dimensions", type=int, default=None)
-    e.add_argument("--base-url", default=None)
-    e.add_argument("--api-key", default=None)
+    e.add_argument("--json", action="store_true",
+                   help="print the OpenAI response (JSON) instead of a summary")
+    e.add_argument("--base-url", default=None, help=f"the proxy (default ${BASE_URL_ENV}; "
+                   "unset: an in-process network)")
+    e.add_argument("--api-key", default=None, help=f"its API key (default ${API_KEY_ENV})")
     e.set_defaults(func=cmd_embed)
     d = sub.add_parser("demo", help="a confidential round trip, showing what each party saw")
     d.add_argument("text", nargs="*")
@@ -362,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     _setup_env()
     args = build_parser().parse_args(argv)
+    _setup_logging(args)
     try:
         return int(args.func(args))
     except Exception as exc:

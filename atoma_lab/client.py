@@ -23,8 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
-import sys
 import threading
 import time
 import weakref
@@ -40,6 +40,9 @@ from atoma_lab.crypto.attestation import (
     SimulatedVerifier,
     evidence_from_dict,
 )
+from atoma_lab.display.frames import to_frame
+from atoma_lab.display.html import bars, kv_table, section, table
+from atoma_lab.display.progressbar import progress
 from atoma_lab.encoding import loads
 from atoma_lab.errors import (
     AtomaLabError,
@@ -70,19 +73,28 @@ from atoma_lab.transport.base import Headers, Request, Response, Transport
 from atoma_lab.transport.loop import LoopThread, LoopTransport, run_on
 
 T = TypeVar("T")
+log = logging.getLogger("atoma_lab.client")
+BASE_URL_ENV = "ATOMA_LAB_BASE_URL"  # the proxy, when neither base_url nor transport is given
+API_KEY_ENV = "ATOMA_LAB_API_KEY"  # the API key, when api_key is not given
 DEFAULT_CORPUS_CONCURRENCY = 4  # chunks of a corpus in flight at once
 
 
-@dataclass
+@dataclass(repr=False)
 class EmbeddingsResult:
-    """An OpenAI-shaped embeddings response with numpy access and the request's trace."""
+    """An OpenAI-shaped embeddings response with numpy access and the request's trace.
+
+    In a notebook it shows its shape, model, usage, node, attempts and the trace's stages
+    (``_repr_html_``); its ``repr`` is one short line. ``raw`` holds the sealed request, the
+    answer and both plaintexts for inspection, and is shown by neither.
+    """
 
     response: CreateEmbeddingResponse
     trace: Trace
     node_small_id: int | None = None
     stack_small_id: int | None = None
     attempts: int = 1
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    raw: dict[str, Any] = field(default_factory=dict)
+    confidential: bool = False
 
     @property
     def data(self) -> list[Any]:
@@ -103,6 +115,33 @@ class EmbeddingsResult:
     def to_numpy(self) -> np.ndarray:
         """The vectors as an ``(n, d)`` float32 array in input order."""
         return self.response.to_numpy()
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(inputs, dimensions)`` of the vectors."""
+        data = self.response.data
+        return (len(data), int(data[0].embedding.shape[0]) if data else 0)
+
+    def summary(self) -> dict[str, Any]:
+        """What the result is, without its vectors: route, shape, model, usage, node, stack,
+        attempts and total time."""
+        usage = self.response.usage
+        return {"route": "confidential" if self.confidential else "plain",
+                "shape": f"{self.shape[0]} x {self.shape[1]}", "model": self.model,
+                "prompt tokens": usage.prompt_tokens, "total tokens": usage.total_tokens,
+                "node": self.node_small_id, "stack": self.stack_small_id,
+                "attempts": self.attempts, "total ms": self.trace.total_ms}
+
+    def __repr__(self) -> str:
+        n, d = self.shape
+        where = f", node={self.node_small_id}" if self.node_small_id is not None else ""
+        return (f"EmbeddingsResult({'confidential' if self.confidential else 'plain'}, "
+                f"{n}x{d}, model={self.model!r}, total_tokens={self.usage.total_tokens}"
+                f"{where}, attempts={self.attempts}, total_ms={self.trace.total_ms:.3f})")
+
+    def _repr_html_(self) -> str:
+        return section("Embeddings result", kv_table(self.summary()),
+                       bars(self.trace.stages_ms, title="stages (ms)"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +183,10 @@ class AsyncAtomaLabClient:
     """A client of an atoma-lab (or Atoma) proxy, for ``asyncio`` code and notebook cells.
 
     ``transport`` reaches the proxy (an in-process network's, from ``net.client_transport()``,
-    or any :class:`~atoma_lab.transport.base.Transport`); without one, HTTP to ``base_url``.
-    Requests go to ``base_url`` when given, else to the transport's default destination.
+    or any :class:`~atoma_lab.transport.base.Transport`); without one, HTTP to ``base_url``, by
+    default ``$ATOMA_LAB_BASE_URL`` (what ``atoma-lab serve`` prints). ``api_key`` defaults to
+    ``$ATOMA_LAB_API_KEY``. Requests go to ``base_url`` when given, else to the transport's
+    default destination.
     Concurrent calls from one event loop are safe: each has its own lock, seal and trace, and
     a node's attestation is fetched once however many requests wait for it.
     """
@@ -154,7 +195,7 @@ class AsyncAtomaLabClient:
         self,
         base_url: str | None = None,
         *,
-        api_key: str,
+        api_key: str | None = None,
         transport: Transport | None = None,
         timeout_s: float = 60.0,
         verify_signature: bool = True,
@@ -173,14 +214,20 @@ class AsyncAtomaLabClient:
         self.clock = clock  # the hardened profiles' timestamps, and attestation freshness
         if verify_attestation is None:  # the hardened profiles verify by default
             verify_attestation = self.profile != "atoma"
+        if api_key is None:
+            api_key = os.environ.get(API_KEY_ENV) or None
+        if api_key is None:
+            raise ValueError(f"give an api_key (or set {API_KEY_ENV})")
+        if verify_attestation and attestation_policy is None and attestation_verifier is None:
+            raise ValueError("verify_attestation needs an attestation_policy or verifier")
         if transport is None:
             if base_url is None:
-                raise ValueError("give a base_url or a transport")
+                base_url = os.environ.get(BASE_URL_ENV) or None
+            if base_url is None:
+                raise ValueError(f"give a base_url or a transport (or set {BASE_URL_ENV})")
             from atoma_lab.transport.http import HttpTransport
 
             transport = HttpTransport(base_url, timeout_s=timeout_s)
-        if verify_attestation and attestation_policy is None and attestation_verifier is None:
-            raise ValueError("verify_attestation needs an attestation_policy or verifier")
         self.base_url = base_url
         self.transport = transport
         self.api_key = api_key
@@ -351,9 +398,10 @@ class AsyncConfidentialEmbeddings:
         for attempt in (1, 2):
             try:
                 return await self._once(req, plaintext, max_num_tokens, attempt)
-            except (NodeKeyMismatchError, ServiceUnavailableError):
+            except (NodeKeyMismatchError, ServiceUnavailableError) as exc:
                 if attempt == 2:
                     raise
+                log.debug("retrying a confidential request with a fresh lock after %s", exc.code)
         raise AssertionError("unreachable")
 
     async def _once(self, req: CreateEmbeddingRequest, plaintext: bytes,
@@ -418,7 +466,8 @@ class AsyncConfidentialEmbeddings:
         return EmbeddingsResult(parsed, trace, node_small_id=lock.node_small_id,
                                 stack_small_id=lock.stack_small_id, attempts=attempt,
                                 raw={"request": loads(body), "response": loads(resp.body),
-                                     "plaintext": plaintext, "response_plaintext": response_plaintext})
+                                     "plaintext": plaintext, "response_plaintext": response_plaintext},
+                                confidential=True)
 
 
 # -------------------------------------------------------------------------------------- sync
@@ -467,7 +516,7 @@ class AtomaLabClient:
         self,
         base_url: str | None = None,
         *,
-        api_key: str,
+        api_key: str | None = None,
         transport: Transport | None = None,
         timeout_s: float = 60.0,
         verify_signature: bool = True,
@@ -660,31 +709,29 @@ class CorpusResult:
     def retried_chunks(self) -> int:
         return sum(c.attempts > 1 for c in self.chunks)
 
+    def summary(self) -> dict[str, object]:
+        return {"texts": len(self), "dimensions": int(self.vectors.shape[1]), "model": self.model,
+                "route": "confidential" if self.confidential else "plain",
+                "chunks": len(self.chunks), "retried chunks": self.retried_chunks,
+                "prompt tokens": self.usage.prompt_tokens, "total tokens": self.usage.total_tokens,
+                "wall (s)": self.wall_s}
+
     def to_frame(self) -> Any:
         """One row per chunk (texts, units locked, tokens, node, stack, attempts, stage times
         in ms) as a pandas DataFrame (pandas is imported here, not before)."""
-        import pandas as pd
+        return to_frame([c.row() for c in self.chunks])
 
-        return pd.DataFrame([c.row() for c in self.chunks])
+    def _repr_html_(self) -> str:
+        rows = [{k: v for k, v in c.row().items() if not k.endswith("_ms") or k == "total_ms"}
+                for c in self.chunks]
+        return section("Corpus embedded", kv_table(self.summary()),
+                       table(rows) if rows else "")
 
     def __repr__(self) -> str:
         route = "confidential" if self.confidential else "plain"
         return (f"CorpusResult({len(self)} texts x {self.vectors.shape[1]} ({route}, "
                 f"{self.model!r}), {len(self.chunks)} chunks, {self.usage.total_tokens} tokens, "
                 f"{self.wall_s:.2f} s)")
-
-
-def _progress_bar(total: int, desc: str, show: bool) -> Any:
-    """A ``tqdm.auto`` bar, or ``None``: when not asked for, when ``TQDM_DISABLE`` is set, when
-    tqdm is not installed. tqdm itself stays silent where output is not a terminal (it shows a
-    widget in Jupyter)."""
-    if not show or os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false"):
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=desc, unit="text", disable=None, file=sys.stderr)
 
 
 async def _embed_corpus(client: AsyncAtomaLabClient, texts: Sequence[str], *, model: str,
@@ -700,8 +747,8 @@ async def _embed_corpus(client: AsyncAtomaLabClient, texts: Sequence[str], *, mo
     chunks = plan_chunks(texts, batch_tokens=batch_tokens, count_tokens=count_tokens)
     served: list[tuple[Chunk, EmbeddingsResult, np.ndarray] | None] = [None] * len(chunks)
     slots = asyncio.Semaphore(concurrency)
-    bar = _progress_bar(len(texts), "embedding" if not confidential else "embedding (sealed)",
-                        show_progress)
+    bar = progress(total=len(texts), desc="embedding (sealed)" if confidential else "embedding",
+                   unit="text", show=show_progress and bool(texts))
 
     async def one(chunk: Chunk) -> None:
         inputs = [texts[p] for p in chunk.positions]
@@ -719,8 +766,7 @@ async def _embed_corpus(client: AsyncAtomaLabClient, texts: Sequence[str], *, mo
             raise PeerProtocolError(f"chunk {chunk.index}: {len(chunk)} inputs sent, "
                                     f"{vectors.shape[0] if vectors.ndim else 0} vectors back")
         served[chunk.index] = (chunk, result, vectors)
-        if bar is not None:
-            bar.update(len(chunk))
+        bar.update(len(chunk))
 
     tasks = [asyncio.ensure_future(one(c)) for c in chunks]
     try:
@@ -738,8 +784,7 @@ async def _embed_corpus(client: AsyncAtomaLabClient, texts: Sequence[str], *, mo
             t.cancel()
         raise
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     dims = {v.shape[1] for _, _, v in filter(None, served)}
     if len(dims) > 1:
         raise PeerProtocolError(f"chunks came back with different dimensions: {sorted(dims)}")
@@ -761,6 +806,8 @@ async def _embed_corpus(client: AsyncAtomaLabClient, texts: Sequence[str], *, mo
 
 
 __all__ = [
+    "API_KEY_ENV",
+    "BASE_URL_ENV",
     "AsyncAtomaLabClient",
     "AtomaLabClient",
     "ChunkReport",

@@ -161,3 +161,51 @@ def settlements(net: Network) -> list[dict[str, Any]]:
 
 
 with_body = with_json  # a response with another JSON body (atoma_lab.lab.attacks)
+
+
+# ------------------------------------------------------------------------------------------------
+# Key material, to look for where it must never appear (reprs, HTML, logs)
+# ------------------------------------------------------------------------------------------------
+
+
+def private_key_material(net: Network) -> dict[str, bytes]:
+    """Every private key and seed of a network that the tests can reach: each node's X25519
+    keys (current and retired) and Sui key, the proxy's wallet seed and key, the TEE vendor's
+    key; and the user's API key."""
+    out: dict[str, bytes] = {}
+    for node in net.nodes:
+        for key in node.key_ring.keys:
+            out[f"node {node.node_small_id} x25519 {key.counter}"] = key.pair.private_bytes()
+        out[f"node {node.node_small_id} sui"] = _signer_private(node.signer)
+    out["proxy seed"] = net.ledger.proxy_signing_seed()
+    out["proxy sui"] = _signer_private(net.proxy.signer)
+    out["tee vendor"] = _signer_private(net.tee.vendor)
+    out["api key"] = net.api_key.encode()
+    return out
+
+
+def _signer_private(signer: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    key = signer._ed or signer._ec
+    return key.private_bytes(serialization.Encoding.Raw if signer._ed else serialization.Encoding.DER,
+                             serialization.PrivateFormat.Raw if signer._ed
+                             else serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def encodings(data: bytes) -> list[str]:
+    """How bytes may be written in text: hex (either case), standard and URL-safe base64 (with
+    and without padding), and the bytes themselves where they are text."""
+    b64 = base64.b64encode(data).decode()
+    forms = [data.hex(), data.hex().upper(), b64, b64.rstrip("="),
+             base64.urlsafe_b64encode(data).decode().rstrip("=")]
+    if data.isascii():
+        forms.append(data.decode("ascii"))
+    return forms
+
+
+def leaks(text: str, material: dict[str, bytes]) -> list[str]:
+    """The names of the pieces of ``material`` found in ``text`` in any of :func:`encodings`."""
+    return [name for name, data in material.items()
+            if any(form in text for form in encodings(data))]

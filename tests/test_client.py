@@ -56,7 +56,8 @@ def client(net: Network) -> Iterator[AtomaLabClient]:
 
 
 @pytest.mark.parametrize("cls", [AtomaLabClient, AsyncAtomaLabClient])
-def test_construction_needs_somewhere_to_go(cls: type) -> None:
+def test_construction_needs_somewhere_to_go(cls: type, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ATOMA_LAB_BASE_URL", raising=False)
     with pytest.raises(ValueError, match="base_url or a transport"):
         cls(api_key="k")
     with pytest.raises(ValueError, match="attestation_policy"):
@@ -65,6 +66,54 @@ def test_construction_needs_somewhere_to_go(cls: type) -> None:
         cls("ftp://127.0.0.1:9", api_key="k")
     with pytest.raises(ValueError, match="profile"):
         cls("http://127.0.0.1:9", api_key="k", profile="rot13")
+
+
+@pytest.mark.parametrize("cls", [AtomaLabClient, AsyncAtomaLabClient])
+def test_without_arguments_the_client_names_the_variables_it_reads(
+        cls: type, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ATOMA_LAB_BASE_URL", raising=False)
+    monkeypatch.delenv("ATOMA_LAB_API_KEY", raising=False)
+    with pytest.raises(ValueError, match="ATOMA_LAB_API_KEY"):
+        cls("http://127.0.0.1:9")
+    monkeypatch.setenv("ATOMA_LAB_API_KEY", "k")
+    with pytest.raises(ValueError, match="ATOMA_LAB_BASE_URL"):
+        cls()
+    monkeypatch.setenv("ATOMA_LAB_API_KEY", "")  # empty counts as unset
+    with pytest.raises(ValueError, match="ATOMA_LAB_API_KEY"):
+        cls("http://127.0.0.1:9")
+
+
+@pytest.mark.integration
+def test_the_clients_read_the_proxy_and_key_from_the_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    with network(mode="http") as net:
+        monkeypatch.setenv("ATOMA_LAB_BASE_URL", str(net.base_url))
+        monkeypatch.setenv("ATOMA_LAB_API_KEY", net.api_key)
+        with AtomaLabClient() as client:
+            assert (client.base_url, client.api_key) == (net.base_url, net.api_key)
+            out = client.confidential_embeddings.create(input="from the environment", model=MODEL)
+            np.testing.assert_array_equal(out.to_numpy(), expected_vectors("from the environment"))
+
+        async def in_a_loop() -> list[str]:
+            async with AsyncAtomaLabClient() as aclient:
+                return await aclient.models.list()
+
+        assert asyncio.run(in_a_loop()) == [MODEL]
+        # Arguments win over the environment.
+        monkeypatch.setenv("ATOMA_LAB_API_KEY", "not-a-key")
+        with AtomaLabClient() as wrong, pytest.raises(AuthenticationError):
+            wrong.models.list()
+        with AtomaLabClient(api_key=net.api_key) as client:
+            assert client.models.list() == [MODEL]
+
+
+def test_a_transport_given_is_not_redirected_by_the_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ATOMA_LAB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    with network() as net, AtomaLabClient(api_key=net.api_key,
+                                           transport=net.client_transport()) as client:
+        assert client.base_url is None
+        assert client.models.list() == [MODEL]
 
 
 def test_a_base_url_alone_means_http() -> None:

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import orjson
 import pytest
 from fakes import MODEL, expected_units, expected_vectors, fake_embed, network, settlements
 
-from atoma_lab.client import DEFAULT_MODEL, AtomaLabClient, CorpusResult, _progress_bar
+from atoma_lab.client import DEFAULT_MODEL, AtomaLabClient, CorpusResult
 from atoma_lab.errors import InputTooLongError, NodeFailedError, PeerProtocolError
 from atoma_lab.lab.network import Network
 from atoma_lab.protocol.openai import MAX_INPUT_CHARS, CreateEmbeddingRequest, EmbeddingUsage
@@ -190,18 +189,23 @@ def test_to_frame_has_a_row_per_chunk(net: Network) -> None:
     assert {"node_small_id", "attempts", "total_ms", "seal_ms", "node_embed_ms"} <= set(frame)
 
 
-def test_progress_is_silent_when_told(monkeypatch: pytest.MonkeyPatch,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("TQDM_DISABLE", "1")
-    assert _progress_bar(10, "x", True) is None
-    monkeypatch.delenv("TQDM_DISABLE")
-    assert _progress_bar(10, "x", False) is None
-    bar: Any = _progress_bar(10, "x", True)  # output is not a terminal here: a silent bar
-    assert bar is not None and bar.disable
-    bar.close()
+def test_progress_is_silent_where_it_should_be(monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """The bar is tqdm.auto's (atoma_lab.display.progress): nothing when output is not a
+    terminal, as here, or when TQDM_DISABLE is set."""
     with network() as net:
         net.client().embed_corpus(texts_of(30), model=MODEL)  # show_progress defaults on
+        monkeypatch.setenv("TQDM_DISABLE", "1")
+        net.client().embed_corpus(texts_of(30), model=MODEL)
     assert "embedding" not in capsys.readouterr().err
+
+
+def test_it_shows_itself_in_a_notebook(net: Network) -> None:
+    result = net.client().embed_corpus(texts_of(50), model=MODEL, batch_tokens=200,
+                                       show_progress=False)
+    html = result._repr_html_()
+    assert "Corpus embedded" in html and "total tokens" in html
+    assert "word" not in html  # no text, no vectors
 
 
 @pytest.mark.slow

@@ -8,7 +8,9 @@ Rules:
    ``print``, ``input`` and friends.
 3. Only ``inference/`` imports torch, transformers or sentence_transformers.
 4. ``import atoma_lab`` (and its crypto, protocol and inference packages) leaves torch,
-   transformers, httpx and ray out of ``sys.modules`` (checked in a fresh interpreter).
+   transformers, httpx and ray out of ``sys.modules``, and neither it nor the modules a notebook
+   displays from (client, network, ledger, load, attacks, benchmark report) import pandas or
+   tqdm (checked in a fresh interpreter).
 
 The checker is tested on synthetic sources first, so that a checker that finds nothing cannot pass.
 """
@@ -36,6 +38,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent / PACKAGE
 LAYERS: dict[str, int] = {
     "errors": 0,  # the exception tree
     "encoding": 0,  # strict base64, canonical JSON
+    "display": 0,  # HTML pieces, DataFrames and progress bars for notebooks (pandas, tqdm lazily)
     "crypto": 10,  # one room per primitive
     "protocol": 20,  # wire models, Atoma's envelope, the hardened profile
     "inference": 30,  # engines, batching, remote backends
@@ -55,6 +58,8 @@ MAX_TOP_MODULES = 6
 TOP_LAYER = max(LAYERS.values())
 
 PURE_PACKAGES = ("crypto", "protocol")
+# Modules outside those folders that the pure layers import, held to the same rules.
+PURE_MODULES = frozenset({"atoma_lab.display.html"})
 PURE_FORBIDDEN = frozenset(
     {
         "os", "sys", "io", "pathlib", "socket", "ssl", "select", "selectors", "asyncio",
@@ -129,7 +134,7 @@ def check_source(source: str, module: str, *, is_package: bool = False) -> list[
     """All rule violations in the source of ``module`` (a dotted name under atoma_lab)."""
     tree = ast.parse(source, filename=module)
     top = _top_level(module)
-    pure = top in PURE_PACKAGES
+    pure = top in PURE_PACKAGES or module in PURE_MODULES
     out: list[Violation] = []
     for name, line in imported_modules(tree, module, is_package):
         root = name.split(".")[0]
@@ -210,6 +215,13 @@ def test_checker_catches_imports_off_the_allow_list(name):
     assert _rules(f"import {name}\n", "atoma_lab.crypto.m") == {"io"}
 
 
+@pytest.mark.parametrize("source", ["import os\n", "import pandas\n", "from tqdm import tqdm\n",
+                                    "def f():\n    print(1)\n"])
+def test_checker_holds_the_pure_display_module_to_the_pure_rules(source):
+    assert _rules(source, "atoma_lab.display.html") == {"io"}
+    assert _rules(source, "atoma_lab.display.progressbar") == set()  # not a pure module
+
+
 @pytest.mark.parametrize("call", ["open('f')", "print(1)", "input()", "__import__('os')", "eval('1')"])
 def test_checker_catches_io_builtins_in_pure_layers(call):
     assert _rules(f"def f():\n    return {call}\n", "atoma_lab.protocol.m") == {"io"}
@@ -226,6 +238,7 @@ def test_checker_catches_io_builtins_in_pure_layers(call):
         ("atoma_lab.crypto.keys", "from .. import services"),
         ("atoma_lab.crypto.keys", "from atoma_lab import X25519KeyPair"),  # the package root
         ("atoma_lab.errors", "from atoma_lab.crypto import keys"),
+        ("atoma_lab.display.html", "from atoma_lab.crypto.keys import X25519KeyPair"),
         ("atoma_lab.encoding", "import atoma_lab.crypto"),
         ("atoma_lab.protocol.atoma.envelope", "from atoma_lab.inference import engine"),
         ("atoma_lab.protocol.atoma.envelope", "from atoma_lab.services.trace import Trace"),
@@ -277,6 +290,7 @@ def test_checker_catches_heavy_imports_outside_inference(module, source):
         ("atoma_lab.crypto.keys", "from collections.abc import Callable"),
         ("atoma_lab.crypto.keys", "from atoma_lab.errors import InvalidPublicKeyError"),
         ("atoma_lab.crypto.keys", "from atoma_lab.encoding import b64decode"),
+        ("atoma_lab.protocol.atoma.messages", "from atoma_lab.display.html import kv_table"),
         ("atoma_lab.crypto.keys", "from . import aead"),
         ("atoma_lab.crypto.keys", "from .aead import AesGcmKey"),
         ("atoma_lab.crypto", "from .keys import X25519KeyPair"),
@@ -348,8 +362,14 @@ for name in ("atoma_lab", "atoma_lab.crypto", "atoma_lab.protocol", "atoma_lab.i
         if exc.name != name:
             raise
         absent.append(name)
-heavy = sorted(m for m in ("torch", "transformers", "httpx", "ray") if m in sys.modules)
-print(json.dumps({"absent": absent, "heavy": heavy}))
+heavy = sorted(m for m in ("torch", "transformers", "httpx", "pandas", "tqdm", "ray")
+               if m in sys.modules)
+for name in ("atoma_lab.client", "atoma_lab.display", "atoma_lab.lab.network", "atoma_lab.lab.load",
+             "atoma_lab.lab.attacks", "atoma_lab.lab.measure", "atoma_lab.services.ledger",
+             "atoma_lab.tools.benchreport", "atoma_lab.cli"):
+    importlib.import_module(name)
+displayed = sorted(m for m in ("pandas", "tqdm", "torch", "ray") if m in sys.modules)
+print(json.dumps({"absent": absent, "heavy": heavy, "displayed": displayed}))
 """
 
 
@@ -367,3 +387,4 @@ def test_importing_atoma_lab_stays_light():
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "atoma_lab" not in result["absent"]
     assert result["heavy"] == [], f"importing atoma_lab pulled in {result['heavy']}"
+    assert result["displayed"] == [], f"importing the display modules pulled in {result['displayed']}"

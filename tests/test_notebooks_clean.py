@@ -18,8 +18,9 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-EXPECTED = {"01_handshake.ipynb", "02_aead_latency.ipynb", "03_embedding_latency.ipynb",
-            "04_end_to_end_correctness.ipynb", "05_attacks.ipynb", "07_attestation.ipynb"}
+EXPECTED = {"00_quickstart.ipynb", "01_handshake.ipynb", "02_aead_latency.ipynb",
+            "03_embedding_latency.ipynb", "04_end_to_end_correctness.ipynb", "05_attacks.ipynb",
+            "07_attestation.ipynb"}
 READS_QUICK = re.compile(r"""QUICK\s*=\s*os\.environ\.get\(\s*["']ATOMA_LAB_QUICK["']""")
 
 

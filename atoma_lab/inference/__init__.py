@@ -11,7 +11,8 @@ when :class:`RemoteEmbedder` or :func:`remote_embedder` (an embedding server ove
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,17 +72,52 @@ def resolve_model(model: str | Path = DEFAULT_MODEL, *, registry: ModelRegistry 
 
 def load_engine(model: str | Path = DEFAULT_MODEL, *, registry: ModelRegistry | None = None,
                 served_name: str | None = None, cache_dir: Path | str | None = None,
-                **options: Any) -> TransformersEngine:
+                show_progress: bool = True, **options: Any) -> TransformersEngine:
     """Load ``model`` (see :func:`resolve_model`) into a :class:`TransformersEngine`.
 
     The engine serves it as ``served_name``, by default the name asked for. ``options`` go to
     :class:`TransformersEngine` (``device``, ``dtype``, ``mode``, ``num_threads``, ``truncate``,
-    ``micro_batch_tokens``, ...).
+    ``micro_batch_tokens``, ...). Loading takes seconds (importing torch most of them):
+    ``show_progress`` shows its steps (:func:`~atoma_lab.display.progressbar.progress`), in place of
+    transformers' own weight-loading bar.
     """
-    from atoma_lab.inference.transformers_engine import TransformersEngine
+    from atoma_lab.display.progressbar import progress
 
-    folder = resolve_model(model, registry=registry, cache_dir=cache_dir)
-    return TransformersEngine(folder, model_name=served_name or str(model), **options)
+    steps = ("locating the weights", "importing torch and transformers",
+             "loading the tokenizer and weights")
+    short = str(model).rstrip("/").rsplit("/", 1)[-1]
+    with progress(total=len(steps), desc=f"loading {short}", unit="step",
+                  show=show_progress) as bar:
+        bar.set_postfix_str(steps[0], refresh=True)
+        folder = resolve_model(model, registry=registry, cache_dir=cache_dir)
+        bar.update()
+        bar.set_postfix_str(steps[1], refresh=True)
+        import torch  # noqa: F401  (the heavy import, timed as its own step)
+
+        from atoma_lab.inference.transformers_engine import TransformersEngine
+        bar.update()
+        bar.set_postfix_str(steps[2], refresh=True)
+        with _quiet_transformers_bars():
+            engine = TransformersEngine(folder, model_name=served_name or str(model), **options)
+        bar.update()
+        bar.set_postfix_str("ready", refresh=True)
+    return engine
+
+
+@contextlib.contextmanager
+def _quiet_transformers_bars() -> Iterator[None]:
+    """transformers draws a bar while it loads weights, even where output is not a terminal
+    (logs, tests); :func:`load_engine` shows its own steps instead. Restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    active = hf_logging.is_progress_bar_enabled()
+    if active:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if active:
+            hf_logging.enable_progress_bar()
 
 
 def node_embedder(model: str = DEFAULT_MODEL, *, registry: ModelRegistry | None = None,

@@ -25,6 +25,9 @@ import orjson
 
 from atoma_lab.client import AtomaLabClient
 from atoma_lab.crypto.keys import X25519KeyPair
+from atoma_lab.display.frames import to_frame
+from atoma_lab.display.html import kv_table, section, table
+from atoma_lab.display.progressbar import progress
 from atoma_lab.encoding import b64encode, loads
 from atoma_lab.errors import AtomaLabError
 from atoma_lab.inference import FAKE_MODEL
@@ -79,6 +82,36 @@ class AttackOutcome:
     @property
     def verdict(self) -> str:
         return "n/a" if self.blocked is None else "blocked" if self.blocked else "SUCCEEDED"
+
+    def row(self) -> dict[str, Any]:
+        return {"attack": self.attack, "setup": self.setup, "verdict": self.verdict,
+                "blocked": self.blocked, "detail": self.detail}
+
+    def _repr_html_(self) -> str:
+        return section(f"Attack: {self.attack}", kv_table(
+            {"setup": self.setup, "verdict": self.verdict, "detail": self.detail}))
+
+
+OUTCOME_COLUMNS = ("attack", "setup", "verdict", "blocked", "detail")
+
+
+class AttackResults(list[AttackOutcome]):
+    """The outcomes of :func:`run_attacks`: a list, shown in a notebook as one row per attack
+    and a column per setup; :meth:`to_frame` gives them long-form (one row per outcome) or,
+    with ``wide=True``, as that table."""
+
+    def to_frame(self, *, wide: bool = False) -> Any:
+        if wide:
+            rows = outcome_table(self)
+            return to_frame(rows, list(rows[0]) if rows else ["attack"], index="attack")
+        return to_frame([o.row() for o in self], OUTCOME_COLUMNS)
+
+    def _repr_html_(self) -> str:
+        rows = outcome_table(self)
+        blocked = sum(1 for o in self if o.blocked)
+        succeeded = sum(1 for o in self if o.blocked is False)
+        return section(f"Attacks: {blocked} blocked, {succeeded} succeeded",
+                       table(rows, list(rows[0]) if rows else ["attack"]))
 
 
 def _code(exc: BaseException) -> str:
@@ -273,9 +306,11 @@ ATTACKS: tuple[Callable[[Setup], AttackOutcome], ...] = (
 )
 
 
-def run_attacks(setups: Sequence[Setup] = SETUPS) -> list[AttackOutcome]:
+def run_attacks(setups: Sequence[Setup] = SETUPS, *, show_progress: bool = True) -> AttackResults:
     """Every attack against every setup, each on a fresh network."""
-    return [attack(setup) for attack in ATTACKS for setup in setups]
+    runs = [(attack, setup) for attack in ATTACKS for setup in setups]
+    return AttackResults(attack(setup) for attack, setup in
+                         progress(runs, desc="attacks", unit="attack", show=show_progress))
 
 
 def outcome_table(outcomes: Sequence[AttackOutcome]) -> list[dict[str, str]]:
@@ -288,8 +323,10 @@ def outcome_table(outcomes: Sequence[AttackOutcome]) -> list[dict[str, str]]:
 
 __all__ = [
     "ATTACKS",
+    "OUTCOME_COLUMNS",
     "SETUPS",
     "AttackOutcome",
+    "AttackResults",
     "Setup",
     "outcome_table",
     "run_attacks",

@@ -32,12 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from atoma_lab.client import (
-    DEFAULT_CORPUS_CONCURRENCY,
-    DEFAULT_MODEL,
-    AtomaLabClient,
-    _progress_bar,
-)
+from atoma_lab.client import DEFAULT_CORPUS_CONCURRENCY, DEFAULT_MODEL, AtomaLabClient
+from atoma_lab.display.progressbar import progress
 from atoma_lab.protocol.atoma.messages import DEFAULT_MAX_NUM_TOKENS
 
 DEFAULT_ROWS_PER_BATCH = 1024  # texts one client actor embeds per call
@@ -294,7 +290,7 @@ def embed_dataset(
         _EmbedBatches, batch_size=rows_per_batch, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=clients), num_cpus=client_num_cpus,
         fn_constructor_kwargs={"connection": connection, "corpus": corpus, "tally": tally})
-    bar = _progress_bar(total or 0, "embedding dataset", show_progress)
+    bar = progress(total=total, desc="embedding dataset", unit="text", show=show_progress)
     ids: list[Any] = []
     vectors: list[np.ndarray] = []
     writer: Any = None
@@ -314,11 +310,9 @@ def embed_dataset(
                 emb = batch.column("embedding").combine_chunks()
                 vectors.append(np.asarray(emb.flatten().to_numpy(zero_copy_only=False),
                                           dtype=np.float32).reshape(batch.num_rows, -1))
-            if bar is not None:
-                bar.update(batch.num_rows)
+            bar.update(batch.num_rows)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         if writer is not None:
             writer.close()
     wall_s = time.perf_counter() - t0

@@ -15,11 +15,17 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from atoma_lab.client import DEFAULT_MODEL, AtomaLabClient, EmbeddingsResult
+from atoma_lab.display.frames import to_frame
+from atoma_lab.display.html import bars, kv_table, section, table
+from atoma_lab.display.progressbar import progress
+
+REQUEST_COLUMNS = ("request", "ok", "error", "latency_ms", "node", "attempts", "total_tokens")
 
 
 @dataclass
@@ -32,6 +38,9 @@ class LoadResult:
     wall_s: float
     concurrency: int
     confidential: bool
+    #: Per request, in request order (NaN for one that never ran); ``latencies_ms`` holds the
+    #: same values without the gaps.
+    request_latencies_ms: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
 
     @property
     def requests(self) -> int:
@@ -50,12 +59,52 @@ class LoadResult:
                 "p50_ms": self.percentile_ms(50), "p99_ms": self.percentile_ms(99),
                 "throughput_rps": self.throughput_rps, "wall_s": self.wall_s}
 
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per request: its index, whether it succeeded, the error's code (or type),
+        its latency, and for an answer the node, attempts and tokens."""
+        lat = self.request_latencies_ms
+        out = []
+        for i, result in enumerate(self.results):
+            error = self.errors.get(i)
+            out.append({
+                "request": i, "ok": result is not None and error is None,
+                "error": None if error is None else getattr(error, "code", type(error).__name__),
+                "latency_ms": float(lat[i]) if i < len(lat) else float("nan"),
+                "node": None if result is None else result.node_small_id,
+                "attempts": None if result is None else result.attempts,
+                "total_tokens": None if result is None else result.usage.total_tokens})
+        return out
+
+    def to_frame(self) -> Any:
+        """:meth:`rows` as a :class:`pandas.DataFrame` indexed by request."""
+        return to_frame(self.rows(), REQUEST_COLUMNS, index="request")
+
+    def __repr__(self) -> str:
+        return (f"LoadResult(requests={self.requests}, failures={len(self.errors)}, "
+                f"concurrency={self.concurrency}, confidential={self.confidential}, "
+                f"p50_ms={self.percentile_ms(50):.3f}, throughput_rps={self.throughput_rps:.1f})")
+
+    def _repr_html_(self) -> str:
+        latency = {f"p{q}": self.percentile_ms(q) for q in (50, 90, 99)}
+        latency["max"] = float(self.latencies_ms.max()) if len(self.latencies_ms) else float("nan")
+        errors: dict[str, int] = {}
+        for exc in self.errors.values():
+            code = getattr(exc, "code", type(exc).__name__)
+            errors[code] = errors.get(code, 0) + 1
+        parts = [kv_table(self.summary()),
+                 bars(latency, unit="ms", title="latency", colour_by_side=False)]
+        if errors:
+            parts.append(table([{"error": k, "requests": v} for k, v in errors.items()],
+                               title="failures"))
+        return section("Load run", *parts)
+
 
 def run_load(make_client: Callable[[], AtomaLabClient], inputs: Sequence[str | list[str]], *,
              concurrency: int = 32, confidential: bool = True, model: str = DEFAULT_MODEL,
-             timeout_s: float = 600.0) -> LoadResult:
+             timeout_s: float = 600.0, show_progress: bool = True) -> LoadResult:
     """Send ``inputs[i]`` as request ``i`` from ``concurrency`` threads, each with its own client
-    from ``make_client``; raises ``TimeoutError`` if the run outlasts ``timeout_s``."""
+    from ``make_client``; raises ``TimeoutError`` if the run outlasts ``timeout_s``.
+    ``show_progress``: a bar of finished requests (:func:`~atoma_lab.display.progressbar.progress`)."""
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     local = threading.local()
@@ -78,7 +127,9 @@ def run_load(make_client: Callable[[], AtomaLabClient], inputs: Sequence[str | l
         except Exception as exc:  # recorded per request: the caller decides what a failure means
             errors[i] = exc
         latencies[i] = (time.perf_counter() - t0) * 1e3
+        bar.update(1)
 
+    bar = progress(total=len(inputs), desc="requests", unit="req", show=show_progress)
     start = time.perf_counter()
     pool = ThreadPoolExecutor(concurrency, thread_name_prefix="atoma-load")
     try:
@@ -92,10 +143,11 @@ def run_load(make_client: Callable[[], AtomaLabClient], inputs: Sequence[str | l
         wall = time.perf_counter() - start
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
         for c in clients:
             c.close()
     return LoadResult(results, errors, latencies[~np.isnan(latencies)], wall, concurrency,
-                      confidential)
+                      confidential, request_latencies_ms=latencies)
 
 
 __all__ = ["LoadResult", "run_load"]

@@ -1,6 +1,7 @@
 """Measurements the notebooks plot: cost of each crypto step against payload size, the envelope
-against raw pyca calls, and ``openssl speed`` as the ceiling. The package measures; notebooks
-only orchestrate and draw.
+against raw pyca calls, ``openssl speed`` as a reference, and embedding latency against batch size
+and input length. The package measures; notebooks only orchestrate and draw. The sweeps show a
+progress bar (:func:`~atoma_lab.display.progressbar.progress`) unless told ``show_progress=False``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -34,7 +35,9 @@ from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.kdf import derive_key
 from atoma_lab.crypto.keys import X25519KeyPair
 from atoma_lab.crypto.signing import SuiSigner
+from atoma_lab.display.progressbar import progress
 from atoma_lab.encoding import b64decode, b64encode, dumps, loads
+from atoma_lab.lab.notebook.vectors import synthetic_texts
 from atoma_lab.protocol import hardened
 from atoma_lab.protocol.atoma.envelope import open_request, open_response, seal_request, seal_response
 from atoma_lab.protocol.atoma.messages import ConfidentialComputeRequest, ConfidentialComputeResponse
@@ -73,17 +76,18 @@ def time_call(fn: Callable[[], Any], *, repeat: int = 5, min_time_s: float = 0.0
 
 
 def crypto_costs(sizes: Iterable[int] = DEFAULT_SIZES, *, repeat: int = 5,
-                 min_time_s: float = 0.02) -> list[dict[str, Any]]:
+                 min_time_s: float = 0.02, show_progress: bool = True) -> list[dict[str, Any]]:
     """One row per (operation, payload size): ``op``, ``size``, ``median_ns``, ``min_ns``,
     ``gb_per_s``. Size-independent steps (X25519, HKDF) are reported at every size so that a
     plot shows where they stop mattering."""
+    sizes = list(sizes)
     rows: list[dict[str, Any]] = []
     node = X25519KeyPair.generate()
     peer = X25519KeyPair.generate().public_bytes
     key, nonce, salt = secrets.token_bytes(32), secrets.token_bytes(12), secrets.token_bytes(16)
     aead = AesGcmKey(key)
     shared = node.exchange(peer)
-    for size in sizes:
+    for size in progress(sizes, desc="crypto costs", unit="size", show=show_progress):
         data = secrets.token_bytes(size)
         ct = aead.encrypt(nonce, data)
         text = b64encode(data)
@@ -154,7 +158,7 @@ def openssl_versions() -> dict[str, str | None]:
 
 
 def envelope_vs_raw(sizes: Iterable[int] = DEFAULT_SIZES, *, repeat: int = 5,
-                    min_time_s: float = 0.02) -> list[dict[str, Any]]:
+                    min_time_s: float = 0.02, show_progress: bool = True) -> list[dict[str, Any]]:
     """The envelope's request round trip (seal + open) against the raw pyca calls doing the
     same work, per size: ``size``, ``envelope_ns``, ``raw_ns``, ``ratio``."""
     node = X25519KeyPair.generate()
@@ -162,7 +166,8 @@ def envelope_vs_raw(sizes: Iterable[int] = DEFAULT_SIZES, *, repeat: int = 5,
     node_pub = node_raw.public_key()
     sha = hashes.SHA256()
     rows = []
-    for size in sizes:
+    sizes = list(sizes)
+    for size in progress(sizes, desc="envelope vs raw", unit="size", show=show_progress):
         data = secrets.token_bytes(size)
 
         def ours(data: bytes = data) -> bytes:
@@ -222,13 +227,14 @@ def profile_round_trip(profile: str, data: bytes, node: X25519KeyPair, signer: S
 
 
 def profile_costs(sizes: Iterable[int] = (1 << 10, 64 << 10, 1 << 20), *, repeat: int = 5,
-                  min_time_s: float = 0.02) -> list[dict[str, Any]]:
+                  min_time_s: float = 0.02, show_progress: bool = True) -> list[dict[str, Any]]:
     """Atoma's profile against the hardened one, one request round trip each (both signed), per
     plaintext size: ``size``, ``atoma_ns``, ``hardened_ns``, ``ratio`` (hardened / Atoma)."""
     node, signer = X25519KeyPair.generate(), SuiSigner.generate()
     guard = hardened.ReplayGuard()
     rows = []
-    for size in sizes:
+    sizes = list(sizes)
+    for size in progress(sizes, desc="profile costs", unit="size", show=show_progress):
         data = secrets.token_bytes(size)
         assert profile_round_trip("atoma", data, node, signer) == data
         assert profile_round_trip("hardened", data, node, signer, guard) == data
@@ -270,6 +276,34 @@ def attestation_cost(*, repeat: int = 5, min_time_s: float = 0.02) -> dict[str, 
     return {"verify_ns": first.median_ns, "cached_ns": cached.median_ns}
 
 
+def embedding_sweep(impls: Mapping[str, Callable[[list[str]], Any]], *, batches: Sequence[int],
+                    words: Sequence[int], count_tokens: Callable[[list[str]], Iterable[int]],
+                    repeat: int = 1, min_time_s: float = 0.0, seed: int = 0,
+                    show_progress: bool = True) -> list[dict[str, Any]]:
+    """Latency and throughput of each embedding implementation in ``impls`` (a name and a
+    function embedding a list of texts) against batch size and input length.
+
+    For each ``words`` (words per text, about a token each) and ``batches`` (texts per call),
+    the same synthetic texts go to every implementation, timed with :func:`time_call` after one
+    warm-up call per shape. One row per (implementation, words, batch): ``impl``, ``words``,
+    ``batch``, ``tokens`` (``count_tokens`` summed), ``latency ms`` (median), ``texts/s``,
+    ``tokens/s``.
+    """
+    points = [(w, b) for w in words for b in batches]
+    rows = []
+    for w, batch in progress(points, desc="embedding sweep", unit="point", show=show_progress):
+        texts = synthetic_texts(batch, w, seed=seed + batch * 1000 + w)
+        tokens = int(sum(count_tokens(texts)))
+        for impl, embed in impls.items():
+            embed(texts)  # warm-up: the first call of a shape pays for allocator and kernels
+            t = time_call(partial(embed, texts), repeat=repeat, min_time_s=min_time_s)
+            seconds = t.median_ns / 1e9
+            rows.append({"impl": impl, "words": w, "batch": batch, "tokens": tokens,
+                         "latency ms": t.median_ns / 1e6, "texts/s": batch / seconds,
+                         "tokens/s": tokens / seconds})
+    return rows
+
+
 _SPEED_LINE = re.compile(r"^(?P<name>aes-256-gcm|AES-256-GCM)\s+(?P<rates>.+)$", re.IGNORECASE)
 
 
@@ -307,5 +341,5 @@ def openssl_speed(sizes: Iterable[int] = (1 << 10, 16 << 10, 64 << 10), *,
 
 
 __all__ = ["DEFAULT_SIZES", "PROTOCOL_WORK", "WIRE_WORK", "Timing", "crypto_costs",
-           "envelope_vs_raw", "openssl_speed", "openssl_versions", "parse_openssl_speed",
+           "embedding_sweep", "envelope_vs_raw", "openssl_speed", "openssl_versions", "parse_openssl_speed",
            "protocol_floor", "time_call"]

@@ -27,11 +27,12 @@ from atoma_lab.client import DEFAULT_MODEL, AsyncAtomaLabClient, AtomaLabClient
 from atoma_lab.crypto.attestation import AttestationEvidence, AttestationPolicy, SimulatedTEE
 from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.signing import SuiSigner
+from atoma_lab.display.html import fingerprint, kv_table, section, table
 from atoma_lab.services.ledger import STACK_SIZE_TO_BUY, Ledger
 from atoma_lab.services.node import PROFILES, Embedder, NodeService
 from atoma_lab.services.proxy import LOCK_SWEEP_INTERVAL_S, ProxyService
 from atoma_lab.transport.base import Headers, Request, Response, Transport
-from atoma_lab.transport.inprocess import InProcessTransport
+from atoma_lab.transport.inprocess import Captured, InProcessTransport
 from atoma_lab.transport.loop import LoopThread, LoopTransport
 
 if TYPE_CHECKING:
@@ -53,6 +54,11 @@ def default_embedder(model: str = DEFAULT_MODEL, **engine_options: Any) -> Embed
 
 #: An embedder, or a callable without arguments that builds one.
 EmbedderSpec = Embedder | Callable[[], Embedder]
+
+
+def _node_models(node: Any) -> Sequence[str]:
+    """What a node serves: a NodeService's embedder's models, a Ray node's as it reported."""
+    return node.embedder.models if isinstance(node, NodeService) else node.models
 
 
 def _is_factory(obj: object) -> bool:
@@ -180,9 +186,10 @@ class Network:
             raise RuntimeError(f"proxy refused node {node.node_small_id}'s key: {resp.body!r}")
 
     @property
-    def captured(self) -> list[Any]:
-        """Every message the proxy and the nodes saw (in-process and Ray modes)."""
-        return [] if self.transport is None else self.transport.captured
+    def captured(self) -> Captured:
+        """Every message the proxy and the nodes saw (in-process and Ray modes; empty over
+        HTTP): a list with ``to_frame(secrets=...)`` and a table in a notebook."""
+        return Captured() if self.transport is None else self.transport.captured
 
     def serve_http(self, host: str = "127.0.0.1", port: int = 0, *,
                    limits: ServerLimits | None = None, allow_public: bool = False) -> str:
@@ -231,7 +238,44 @@ class Network:
 
     def __repr__(self) -> str:
         where = self.base_url or ("ray" if self.mode == "ray" else "in-process")
-        return f"Network({where}, nodes={len(self.nodes)})"
+        models = sorted({m for node in self.nodes for m in _node_models(node)})
+        return f"Network({where}, nodes={len(self.nodes)}, models={models})"
+
+    def _repr_html_(self) -> str:
+        """The network as the proxy sees it: its nodes (keys by fingerprint, health, models,
+        prices, profiles) and this network's user (balance and stacks); no key material."""
+        if self._closed:
+            return section(repr(self), kv_table({"state": "closed"}))
+        ledger = self.ledger
+        services = {n.node_small_id: n for n in self.nodes}
+        proxy = kv_table({
+            "mode": self.mode, "proxy": self.proxy_address, "proxy Sui address": self.proxy.address,
+            "node policy": self.proxy.node_policy.name, "models": ledger.models(),
+            "attestation required": self.proxy.attestation_policy is not None,
+            "messages captured": len(self.captured) if self.transport is not None else None})
+        nodes = []
+        for rec in ledger.nodes():
+            node = services.get(rec.node_small_id)
+            nodes.append({
+                "node": rec.node_small_id, "address": rec.address, "models": rec.models,
+                "price / 1M units": rec.price_per_one_million_compute_units,
+                "key (fingerprint)": None if rec.public_key is None else fingerprint(rec.public_key),
+                "key counter": rec.key_rotation_counter, "attested": rec.attestation_valid,
+                "healthy": rec.healthy, "profiles": None if node is None else node.profiles,
+                "replay protection": None if node is None else node.replay_protection})
+        mine = ledger.stacks(self.user_id)
+        stacks: list[dict[str, object]] = [
+            {"stack": st.stack_small_id, "model": st.model, "node": st.node_small_id,
+             "units": st.num_compute_units, "used": st.already_computed_units,
+             "locked": st.locked_compute_units, "free": st.free_units,
+             "price / 1M units": st.price_per_one_million_compute_units}
+            for st in mine]
+        user = kv_table({"user id": self.user_id, "balance (USDC units)": ledger.balance(self.user_id),
+                         "stacks": len(mine),
+                         "units used": sum(st.already_computed_units for st in mine),
+                         "units locked": sum(st.locked_compute_units for st in mine)})
+        return section(repr(self), proxy, section("Nodes", table(nodes)),
+                       section("Your user", user, table(stacks) if stacks else ""))
 
 
 def build_network(
@@ -387,9 +431,9 @@ def build_network(
         urls = runner.start()
         base_url, node_urls = urls[0], urls[1:]
     for node, url, price in zip(node_services, node_urls, prices, strict=True):
-        models = node.embedder.models if isinstance(node, NodeService) else node.models
         proxy.register_node(node.node_small_id, address=url, sui_address=node.sui_address,
-                            models=list(models), price_per_one_million_compute_units=price)
+                            models=list(_node_models(node)),
+                            price_per_one_million_compute_units=price)
     user_id = ledger.user_id("default")
     if api_key is None:
         api_key = "atl-" + secrets.token_urlsafe(24)

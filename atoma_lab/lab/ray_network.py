@@ -123,7 +123,8 @@ class NodeActor:
 
         ctx = ray.get_runtime_context()
         return {"node_small_id": self.node.node_small_id, "sui_address": self.node.sui_address,
-                "models": list(self.node.embedder.models),
+                "models": list(self.node.embedder.models), "profiles": list(self.node.profiles),
+                "replay_protection": self.node.replay_protection,
                 "ray_node_id": ctx.get_node_id(), "hostname": socket.gethostname(),
                 "ip": ray.util.get_node_ip_address(), "pid": os.getpid(),
                 "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
@@ -176,6 +177,8 @@ class RayNode:
         self.node_small_id = int(info["node_small_id"])
         self.sui_address = str(info["sui_address"])
         self.models = tuple(info["models"])
+        self.profiles = tuple(info["profiles"])
+        self.replay_protection = bool(info["replay_protection"])
         self.placement = dict(info)
         self.address = ACTOR_ADDRESS.format(self.node_small_id)
         self.timeout_s = timeout_s

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import time
 from collections.abc import Sequence
@@ -41,6 +42,8 @@ from atoma_lab.services.ledger import Ledger
 from atoma_lab.services.node import Embedder, NodeService, ProxyStackDirectory
 from atoma_lab.services.proxy import LOCK_SWEEP_INTERVAL_S, ProxyService
 from atoma_lab.transport.http import HttpTransport
+
+log = logging.getLogger("atoma_lab.server")
 
 #: The simulated TEE vendor's seed when none is given: public, for development only.
 DEV_TEE_SEED = blake2b_256(b"atoma-lab simulated TEE vendor: development only, not a secret")
@@ -117,6 +120,9 @@ class NodeServer(_Service):
 
     def start(self) -> str:
         url = self._start()
+        log.info("node %d serving %s on %s (key counter %d%s)", self.node.node_small_id,
+                 ", ".join(self.node.embedder.models), url, self.node.key_rotation_counter,
+                 "" if self.rotate_every_s is None else f"; rotating every {self.rotate_every_s:g} s")
         if self.rotate_every_s is not None:
             self._group.spawn(self._rotate_forever(self.rotate_every_s))
         return url
@@ -127,6 +133,7 @@ class NodeServer(_Service):
             self.node.rotate_key()
 
     def stop(self) -> None:
+        log.info("node %d stopping", self.node.node_small_id)
         self._stop(self.transport.aclose)
 
 
@@ -173,13 +180,19 @@ class ProxyServer(_Service):
 
     async def _register(self, url: str) -> int:
         deadline = time.monotonic() + self.wait_for_nodes_s
+        waited = False
         while True:
             try:
                 return await self.proxy.add_remote_node(url)
             except (TransportError, NodeFailedError) as exc:  # not up yet: wait for it
                 if time.monotonic() >= deadline:
+                    log.error("node %s did not answer within %g s (%s)", url,
+                              self.wait_for_nodes_s, exc.code)
                     raise RuntimeError(f"node {url} did not register within "
                                        f"{self.wait_for_nodes_s} s: {exc.message}") from exc
+                if not waited:
+                    log.info("waiting for node %s (%s)", url, exc.code)
+                    waited = True
                 await asyncio.sleep(0.2)
 
     def start(self) -> str:
@@ -192,9 +205,12 @@ class ProxyServer(_Service):
         if self.health_interval_s > 0:
             self._group.spawn(self.proxy.run_health_checks(self.health_interval_s))
         self._group.spawn(self.proxy.run_lock_sweeper(self.lock_sweep_interval_s))
+        log.info("proxy serving on %s with %d node(s); health checks every %g s", url,
+                 len(self.node_ids), self.health_interval_s)
         return url
 
     def stop(self) -> None:
+        log.info("proxy stopping")
         self._stop(self.transport.aclose)
         self.ledger.close()
 

@@ -9,6 +9,7 @@ while its request is in flight and are always given back, by settlement (charge
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import secrets
@@ -17,7 +18,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
+from atoma_lab.display.frames import to_frame
+from atoma_lab.display.html import fingerprint
 from atoma_lab.errors import (
     InsufficientBalanceError,
     PermissionDeniedError,
@@ -99,6 +103,23 @@ CREATE TABLE IF NOT EXISTS settlements (
     at REAL NOT NULL
 );
 """
+
+
+LEDGER_TABLES = ("users", "nodes", "stacks", "locks", "settlements")
+_FRAME_COLUMNS: dict[str, tuple[str, list[str]]] = {
+    "users": ("user_id", ["user_id", "name", "balance_usdc", "stacks"]),
+    "nodes": ("node_small_id", ["node_small_id", "address", "sui_address", "models",
+                                "price_per_one_million_compute_units", "key_fingerprint",
+                                "key_rotation_counter", "attestation_valid", "healthy"]),
+    "stacks": ("stack_small_id", [
+        "stack_small_id", "user_id", "owner_address", "model", "node_small_id",
+        "num_compute_units", "already_computed_units", "locked_compute_units", "free_units",
+        "price_per_one_million_compute_units", "is_locked", "is_claimed", "tx_digest"]),
+    "locks": ("lock_id", ["lock_id", "stack_small_id", "user_id", "max_num_tokens",
+                          "expires_at", "state"]),
+    "settlements": ("settlement_id", ["settlement_id", "stack_small_id", "user_id", "route",
+                                      "units_locked", "units_charged", "outcome", "at"]),
+}
 
 
 def _token_hash(token: str) -> str:
@@ -533,6 +554,46 @@ class Ledger:
         with self._mutex:
             rows = self._conn.execute("SELECT * FROM settlements ORDER BY settlement_id").fetchall()
         return [dict(r) for r in rows]
+
+    def users(self) -> list[dict[str, object]]:
+        """Every user: ``user_id``, ``name``, ``balance_usdc`` and how many ``stacks`` it holds
+        (API tokens are stored as hashes and never listed)."""
+        with self._mutex:
+            rows = self._conn.execute(
+                "SELECT u.user_id, u.name, u.balance_usdc, COUNT(s.stack_small_id) AS stacks "
+                "FROM users u LEFT JOIN stacks s ON s.user_id = u.user_id "
+                "GROUP BY u.user_id ORDER BY u.user_id").fetchall()
+        return [dict(r) for r in rows]
+
+    def rows(self, table: str) -> list[dict[str, Any]]:
+        """One of :data:`LEDGER_TABLES` as plain rows: ``users``, ``nodes`` (a key shown by
+        its fingerprint, the evidence left out), ``stacks`` (with ``free_units``), ``locks``
+        or ``settlements``."""
+        if table == "users":
+            return self.users()
+        if table == "nodes":
+            return [{"node_small_id": n.node_small_id, "address": n.address,
+                     "sui_address": n.sui_address, "models": ", ".join(n.models),
+                     "price_per_one_million_compute_units": n.price_per_one_million_compute_units,
+                     "key_fingerprint": None if n.public_key is None else fingerprint(n.public_key),
+                     "key_rotation_counter": n.key_rotation_counter,
+                     "attestation_valid": n.attestation_valid, "healthy": n.healthy}
+                    for n in self.nodes()]
+        if table == "stacks":
+            return [{**dataclasses.asdict(s), "free_units": s.free_units} for s in self.stacks()]
+        if table == "locks":
+            return [dataclasses.asdict(lock) for lock in self.open_locks()]
+        if table == "settlements":
+            return self.settlements()
+        raise ValueError(f"table must be one of {LEDGER_TABLES}, not {table!r}")
+
+    def to_frame(self, table: str = "stacks") -> Any:
+        """One of :data:`LEDGER_TABLES` (:meth:`rows`) as a :class:`pandas.DataFrame`, indexed
+        by its id."""
+        if table not in _FRAME_COLUMNS:
+            raise ValueError(f"table must be one of {LEDGER_TABLES}, not {table!r}")
+        index, columns = _FRAME_COLUMNS[table]
+        return to_frame(self.rows(table), columns, index=index)
 
     def snapshot(self) -> dict[str, object]:
         """Everything that accounting tests compare before and after a request."""

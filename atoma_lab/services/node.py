@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hmac
 import inspect
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -41,16 +42,20 @@ from atoma_lab.crypto.attestation import AttestationEvidence, SimulatedTEE
 from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.keys import X25519KeyPair
 from atoma_lab.crypto.signing import SuiSignature, SuiSigner, verify_sui_signature
+from atoma_lab.display.html import fingerprint
 from atoma_lab.encoding import b64encode, loads, parse_uint, serde_compact
 from atoma_lab.errors import (
     AtomaLabError,
     AuthenticationError,
     ComputeUnitsExceededError,
+    InferenceError,
     MissingHeaderError,
     ModelMismatchError,
     ModelNotFoundError,
+    NodeKeyMismatchError,
     PermissionDeniedError,
     ProfileMismatchError,
+    ReplayedRequestError,
     ServiceUnavailableError,
     StackNotFoundError,
     quoted,
@@ -67,6 +72,11 @@ from atoma_lab.services.metrics import PROMETHEUS_CONTENT_TYPE, ServiceMetrics
 from atoma_lab.services.routing import Router
 from atoma_lab.services.trace import ServerTiming
 from atoma_lab.transport.base import Headers, Request, Response, Transport, error_response
+
+#: What an operator needs to follow: keys rotated, replays refused, the embedding backend
+#: failing, requests refused (by code). Ids, codes and key fingerprints only: never a request's
+#: text, a vector or key bytes.
+log = logging.getLogger("atoma_lab.node")
 
 CONFIDENTIAL_EMBEDDINGS_PATH = "/v1/confidential/embeddings"
 DEFAULT_REPLAY_CACHE_SIZE = DEFAULT_OPENED_PER_KEY  # requests one key opens before it is rotated
@@ -256,9 +266,31 @@ class NodeService:
         now = self.clock()
         pair, evidence = self._attested_key(self.key_ring.counter + 1, now, rotation_nonce)
         self.key_ring.rotate(pair, now=now, evidence=evidence)
+        log.info("node %d rotated its key: counter %d, fingerprint %s (the old key serves %g s "
+                 "more)", self.node_small_id, self.key_ring.counter, fingerprint(pair.public_bytes),
+                 self.key_ring.grace_s)
         if self.on_rotate is not None:
             self.on_rotate(self)
         return evidence
+
+    def _refused(self, route: str, exc: AtomaLabError) -> None:
+        """Count and log a request this node did not serve (by its error code)."""
+        self.metrics.count_failure(exc.code)
+        if isinstance(exc, ReplayedRequestError):
+            log.warning("node %d refused a replayed %s request (%s)", self.node_small_id, route,
+                        exc.code)
+        elif isinstance(exc, InferenceError):
+            log.warning("node %d: the embedding backend failed a %s request (%d %s)",
+                        self.node_small_id, route, exc.status, exc.code)
+        elif isinstance(exc, NodeKeyMismatchError):
+            log.info("node %d refused a %s request sealed to a key it no longer serves (%s)",
+                     self.node_small_id, route, exc.code)
+        elif exc.status >= 500:
+            log.warning("node %d failed a %s request: %d %s", self.node_small_id, route,
+                        exc.status, exc.code)
+        else:
+            log.info("node %d refused a %s request: %d %s", self.node_small_id, route,
+                     exc.status, exc.code)
 
     # ------------------------------------------------------------------ routes
     async def handle(self, request: Request) -> Response:
@@ -351,10 +383,12 @@ class NodeService:
                     body = seal_response(out.body, opened.context, usage=usage,
                                          signer=self.signer).to_json()
         except AtomaLabError as exc:
-            self.metrics.count_failure(exc.code)
+            self._refused("confidential", exc)
             resp = error_response(exc)
             resp.headers["server-timing"] = timing.header()
             return resp
+        log.debug("node %d served a confidential request: %d tokens", self.node_small_id,
+                  out.usage.total_tokens)
         self.metrics.confidential_requests.labels(model).inc()
         self.metrics.completed.inc()
         self.metrics.tokens.labels(model).inc(out.usage.total_tokens)
@@ -394,10 +428,12 @@ class NodeService:
                 body = (canonical[:-1] + b',"signature":"' + signature.encode()
                         + b'","response_hash":"' + b64encode(digest).encode() + b'"}')
         except AtomaLabError as exc:
-            self.metrics.count_failure(exc.code)
+            self._refused("plain", exc)
             resp = error_response(exc)
             resp.headers["server-timing"] = timing.header()
             return resp
+        log.debug("node %d served a plain request: %d tokens", self.node_small_id,
+                  out.usage.total_tokens)
         self.metrics.embs_requests.labels(oai.model).inc()
         self.metrics.completed.inc()
         self.metrics.tokens.labels(oai.model).inc(out.usage.total_tokens)

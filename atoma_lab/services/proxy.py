@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hmac
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -44,6 +45,7 @@ from atoma_lab.crypto.attestation import (
 )
 from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.signing import SuiSigner, verify_sui_signature
+from atoma_lab.display.html import fingerprint
 from atoma_lab.encoding import b64decode, loads, parse_uint, require_int, serde_compact
 from atoma_lab.errors import (
     APIError,
@@ -84,6 +86,11 @@ from atoma_lab.services.policy import node_policy as node_policy_named
 from atoma_lab.services.routing import Router
 from atoma_lab.services.trace import ServerTiming
 from atoma_lab.transport.base import Headers, Request, Response, Transport, error_response
+
+#: What an operator needs to follow: nodes registered, down and back, keys accepted or refused,
+#: stacks bought, expired locks given back, node failures. Ids, codes and key fingerprints only:
+#: never a request's text, a vector, a token or key bytes.
+log = logging.getLogger("atoma_lab.proxy")
 
 MODELS_CREATED = 1686935002  # the fixed "created" Atoma's /v1/models reports
 PLAIN_UNITS_PER_INPUT_CAP = 8192  # compute units reserved at most per input on the plain route
@@ -177,6 +184,8 @@ class ProxyService:
                       models: list[str] | tuple[str, ...],
                       price_per_one_million_compute_units: int = 1) -> None:
         """Add (or update) a node; it gets confidential traffic once its key is attested."""
+        log.info("node %d registered at %s (models %s; %d per 1M units)", node_small_id, address,
+                 ", ".join(models), price_per_one_million_compute_units)
         self.ledger.upsert_node(node_small_id, address=address, sui_address=sui_address,
                                 models=models,
                                 price_per_one_million_compute_units=price_per_one_million_compute_units)
@@ -190,15 +199,25 @@ class ProxyService:
         if node is None:
             raise NotFoundError(f"node {report.node_small_id} is not registered")
         valid = report.signer_address == node.sui_address
+        why = None if valid else "the evidence names another signing address"
         verifier = self.attestation_verifier or (
             None if self.attestation_policy is None else SimulatedVerifier(self.attestation_policy))
         if valid and verifier is not None:
             try:
                 verifier.verify(evidence, now=self.clock())
-            except AttestationError:
-                valid = False
-        if report.key_rotation_counter < node.key_rotation_counter:
+            except AttestationError as exc:
+                valid, why = False, type(exc).__name__  # the check that failed
+        counter = report.key_rotation_counter
+        if counter < node.key_rotation_counter:
+            log.debug("node %d: ignored key %d, older than its key %d", node.node_small_id,
+                      counter, node.key_rotation_counter)
             return node.attestation_valid  # an old announcement arriving late changes nothing
+        if not valid:
+            log.warning("node %d: attestation refused for key %d (%s); it gets no confidential "
+                        "traffic until a key verifies", node.node_small_id, counter, why)
+        elif counter != node.key_rotation_counter or not node.attestation_valid:
+            log.info("node %d: key %d accepted, attested (fingerprint %s)", node.node_small_id,
+                     counter, fingerprint(report.public_key))
         self.ledger.set_node_key(report.node_small_id, public_key=report.public_key,
                                  key_rotation_counter=report.key_rotation_counter,
                                  evidence=evidence.to_json(), valid=valid)
@@ -252,16 +271,23 @@ class ProxyService:
         node = self.ledger.node(node_small_id)
         if node is None:
             raise NotFoundError(f"node {node_small_id} is not registered")
+        why = "it answers with another identity"
         try:
             sui_address, evidence = await self._node_evidence(node.address)
             healthy = (sui_address == node.sui_address
                        and evidence.report.node_small_id == node_small_id)
             if healthy and evidence.report.key_rotation_counter > node.key_rotation_counter:
                 self.accept_node_key(evidence)
-        except (AtomaLabError, TimeoutError):
-            healthy = False
+        except AtomaLabError as exc:
+            healthy, why = False, exc.code
+        except TimeoutError:
+            healthy, why = False, "timeout"
         if healthy != node.healthy:
             self.ledger.set_node_health(node_small_id, healthy)
+            if healthy:
+                log.info("node %d is back: its probe answered", node_small_id)
+            else:
+                log.warning("node %d is down: its probe failed (%s)", node_small_id, why)
         return healthy
 
     async def check_nodes(self) -> dict[int, bool]:
@@ -278,7 +304,10 @@ class ProxyService:
 
     def sweep_locks(self) -> int:
         """Give back the units of every open lock that expired (by :attr:`clock`); how many."""
-        return self.ledger.prune_expired(self.clock())
+        expired = self.ledger.prune_expired(self.clock())
+        if expired:
+            log.info("gave back the units of %d expired lock(s)", expired)
+        return expired
 
     async def run_lock_sweeper(self, interval_s: float = LOCK_SWEEP_INTERVAL_S) -> None:
         """:meth:`sweep_locks` every ``interval_s`` seconds until cancelled, so that an expired
@@ -342,6 +371,9 @@ class ProxyService:
             found = self.ledger.buy_stack_and_lock(
                 user_id=user_id, model=model, node=place.buy_on, owner_address=self.address,
                 max_num_tokens=max_num_tokens, timeout_s=timeout_s, now=now, size=self.stack_size)
+            log.info("user %d bought stack %d on node %d: %d compute units at %d per 1M",
+                     user_id, found[0].stack_small_id, found[0].node_small_id,
+                     found[0].num_compute_units, found[0].price_per_one_million_compute_units)
         stack, lock = found
         node = next(n for n in eligible if n.node_small_id == stack.node_small_id)
         return stack, lock, node, bought
@@ -428,6 +460,8 @@ class ProxyService:
             lock = self.ledger.consume_lock(stack_small_id=ccr.stack_small_id, user_id=user_id,
                                             num_compute_units=units, now=self.clock())
             if node is None or not node.healthy:  # the request was sealed for it: give back
+                log.info("a confidential request for stack %d came for node %d, which is down; "
+                         "its lock was given back", stack.stack_small_id, stack.node_small_id)
                 self._give_back(lock, "confidential", ServiceUnavailableError.code)
                 raise ServiceUnavailableError(f"node of stack {stack.stack_small_id} is down; "
                                               "take a new lock (another node) and seal again")
@@ -497,13 +531,26 @@ class ProxyService:
         except AtomaLabError as exc:
             if isinstance(exc, TransportError):  # down or hung: no new locks until a probe
                 self.ledger.set_node_health(node.node_small_id, False)
+                log.warning("node %d is down: a %s request failed on the way (%s); no new "
+                            "locks on it until a probe answers", node.node_small_id, route,
+                            exc.code)
+            elif exc.status >= 500:
+                log.warning("node %d failed a %s request: %d %s", node.node_small_id, route,
+                            exc.status, exc.code)
+            else:
+                log.info("node %d refused a %s request: %d %s", node.node_small_id, route,
+                         exc.status, exc.code)
             self._give_back(lock, route, exc.code)
             failed = error_response(exc)
             failed.headers["server-timing"] = timing.header()
             return failed
         except BaseException:  # cancelled (client went away) or a bug: never keep units locked
             self.ledger.release(lock.lock_id, route=route, outcome="ABORTED", now=self.clock())
+            log.info("a %s request to node %d was aborted; its lock %d was given back", route,
+                     node.node_small_id, lock.lock_id)
             raise
+        log.debug("settled a %s request on stack %d (node %d): %d of %d units charged", route,
+                  lock.stack_small_id, node.node_small_id, charged, lock.max_num_tokens)
         counter = (self.metrics.confidential_requests if route == "confidential"
                    else self.metrics.embs_requests)
         counter.labels(model).inc()

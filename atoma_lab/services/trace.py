@@ -11,6 +11,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
+
+from atoma_lab.display.frames import to_frame
+from atoma_lab.display.html import bars, kv_table, section, side_of
 
 
 class ServerTiming:
@@ -77,6 +81,24 @@ class Trace:
     def as_rows(self) -> list[tuple[str, float]]:
         return list(self.stages_ms.items())
 
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per stage, in order: ``stage``, ``side`` (client, proxy or node), ``ms`` and
+        ``share`` of the total (``None`` when no total was recorded)."""
+        total = self.total_ms
+        return [{"stage": k, "side": side_of(k), "ms": v,
+                 "share": v / total if total > 0 else None} for k, v in self.stages_ms.items()]
+
+    def to_frame(self) -> Any:
+        """The stages as a :class:`pandas.DataFrame` (columns of :meth:`rows`), indexed by
+        stage."""
+        return to_frame(self.rows(), ["stage", "side", "ms", "share"], index="stage")
+
+    def _repr_html_(self) -> str:
+        head = kv_table({"total ms": self.total_ms, "server ms (proxy and node)": self.server_ms})
+        return section("Trace", head, bars(self.stages_ms, unit="ms"))
+
     def __str__(self) -> str:
         parts = ", ".join(f"{k}={v:.3f}ms" for k, v in self.stages_ms.items())
         return f"Trace(total={self.total_ms:.3f}ms: {parts})"
+
+    __repr__ = __str__  # the same short line (a notebook shows _repr_html_)

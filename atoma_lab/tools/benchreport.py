@@ -14,6 +14,9 @@ Benchmarks mark themselves with ``benchmark.extra_info``:
 The ratio is ``median(ours) / median(baseline)`` (time; lower is better) and its inverse, the
 speed-up. Where a pair ran interleaved and recorded its paired figure (``paired_ratio``,
 ``paired_speedup`` or ``paired_added_ms``: the median over rounds), the target is judged on that.
+
+In a notebook, :func:`to_frame` gives the same rows as a :class:`pandas.DataFrame`
+(``to_frame("build/bench/latest.json")``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from atoma_lab.display.frames import to_frame as _frame
+
+FRAME_COLUMNS = ("group", "pair", "ours", "baseline", "ours_ms", "baseline_ms", "ratio",
+                 "speedup", "added_ms", "target", "target_kind", "verdict")
 
 @dataclass(frozen=True)
 class Row:
@@ -96,6 +103,33 @@ def rows(data: dict[str, Any]) -> list[Row]:
     return out
 
 
+def records(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of the ratio table as plain values (times in milliseconds), each pair's numeric
+    ``extra_info`` in columns of their own."""
+    return [{"group": r.group, "pair": r.pair, "ours": r.ours, "baseline": r.baseline,
+             "ours_ms": r.ours_s * 1e3, "baseline_ms": r.baseline_s * 1e3, "ratio": r.ratio,
+             "speedup": r.speedup, "added_ms": r.added_ms, "target": r.target,
+             "target_kind": r.target_kind, "verdict": r.verdict, **r.extra} for r in rows(data)]
+
+
+def load(source: dict[str, Any] | str | Path) -> dict[str, Any]:
+    """A pytest-benchmark JSON document, from a path or as already parsed."""
+    if isinstance(source, dict):
+        return source
+    data = json.loads(Path(source).read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: not a pytest-benchmark JSON document")
+    return data
+
+
+def to_frame(source: dict[str, Any] | str | Path) -> Any:
+    """The ratio table of a benchmark run (a JSON path or the parsed document) as a
+    :class:`pandas.DataFrame`: :func:`records`, one row per compared pair."""
+    found = records(load(source))
+    extra = sorted({k for r in found for k in r} - set(FRAME_COLUMNS))
+    return _frame(found, [*FRAME_COLUMNS, *extra])
+
+
 def render(data: dict[str, Any]) -> str:
     machine = data.get("machine_info", {})
     when = data.get("datetime", "?")
@@ -117,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m atoma_lab.tools.benchreport BENCH.json", file=sys.stderr)
         return 2
-    data = json.loads(Path(args[0]).read_text())
+    data = load(args[0])
     table = render(data)
     print(table)
     Path(args[0]).with_suffix(".md").write_text(table + "\n")

@@ -8,10 +8,14 @@ another loop (a notebook cell, a client's own thread) reaches them through
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any, SupportsIndex, overload
 
+from atoma_lab.display.frames import to_frame
+from atoma_lab.display.html import MAX_ROWS, table
 from atoma_lab.errors import AtomaLabError, TransportError, TransportTimeoutError
 from atoma_lab.transport.base import Handler, Headers, Request, Response, error_response
 
@@ -40,6 +44,65 @@ class CapturedMessage:
     error: str | None = None
 
 
+def _forms(secret: str) -> list[bytes]:
+    """How a string can appear inside a JSON body: raw UTF-8 and ASCII-escaped."""
+    raw = secret.encode("utf-8")
+    escaped = json.dumps(secret)[1:-1].encode("ascii")
+    return list(dict.fromkeys([raw, escaped]))
+
+
+def reveals(body: bytes, secrets: Iterable[str]) -> bool:
+    """Whether ``body`` contains any of ``secrets`` (raw or JSON-escaped)."""
+    return any(form in body for s in secrets if s for form in _forms(s))
+
+
+CAPTURED_COLUMNS = ("address", "method", "path", "status", "request bytes", "response bytes",
+                    "error", "plaintext visible")
+
+
+class Captured(list[CapturedMessage]):
+    """The messages a transport captured, in order: a list, shown as a table in a notebook, with
+    :meth:`rows` and :meth:`to_frame` saying for each message who received it, what it was,
+    its sizes and whether any of the given ``secrets`` appears in it in clear."""
+
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> CapturedMessage: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Captured: ...
+
+    def __getitem__(self, index: SupportsIndex | slice) -> CapturedMessage | Captured:
+        if isinstance(index, slice):  # a slice (``net.captured[n:]``) is a Captured too
+            return Captured(list.__getitem__(self, index))
+        return list.__getitem__(self, index)
+
+    def rows(self, secrets: Iterable[str] = ()) -> list[dict[str, Any]]:
+        secrets = list(secrets)
+        out = []
+        for m in self:
+            resp = m.response
+            out.append({
+                "address": m.address, "method": m.request.method, "path": m.request.path,
+                "status": None if resp is None else resp.status,
+                "request bytes": len(m.request.body),
+                "response bytes": None if resp is None else len(resp.body), "error": m.error,
+                "plaintext visible": reveals(m.request.body, secrets)
+                or (resp is not None and reveals(resp.body, secrets)),
+            })
+        return out
+
+    def to_frame(self, secrets: Iterable[str] = ()) -> Any:
+        """:meth:`rows` as a :class:`pandas.DataFrame`."""
+        return to_frame(self.rows(secrets), CAPTURED_COLUMNS)
+
+    def _repr_html_(self) -> str:
+        rows = self.rows()
+        shown = rows[-MAX_ROWS:]
+        title = (f"{len(rows)} captured messages" if len(rows) <= MAX_ROWS
+                 else f"{len(rows)} captured messages (the last {MAX_ROWS})")
+        return table(shown, CAPTURED_COLUMNS[:-1], title=title)
+
+
 @dataclass
 class InProcessTransport:
     """A :class:`~atoma_lab.transport.base.Transport` calling the handler registered at
@@ -47,7 +110,7 @@ class InProcessTransport:
 
     handlers: dict[str, Handler] = field(default_factory=dict)
     faults: dict[str, Fault] = field(default_factory=dict, repr=False)
-    captured: list[CapturedMessage] = field(default_factory=list, repr=False)
+    captured: Captured = field(default_factory=Captured, repr=False)
     capture: bool = True
 
     def register(self, address: str, handler: Handler) -> None:

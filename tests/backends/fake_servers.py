@@ -52,6 +52,7 @@ def too_long(item: str | list[int]) -> bool:
 class FakeState:
     mode: str = "ok"
     calls: list[tuple[str, Any]] = field(default_factory=list)  # (path, parsed body)
+    authorization: list[str | None] = field(default_factory=list)  # each call's header
 
     def status(self) -> int | None:
         return int(self.mode.split(":")[1]) if self.mode.startswith("status:") else None
@@ -94,6 +95,7 @@ def openai_app(state: FakeState, *, model: str) -> Starlette:
     async def embeddings(request: Request) -> Response:
         body = orjson.loads(await request.body())
         state.calls.append(("/v1/embeddings", body))
+        state.authorization.append(request.headers.get("authorization"))
         if (failed := await _common_failure(state)) is not None:
             return failed
         if body.get("model") != model:

@@ -70,7 +70,7 @@ def test_the_simulated_verifier_reports_what_the_vendor_signed() -> None:
             report.signer_address) == (KEY, 7, 3, NODE.address)
     assert report.holds_at(NOW + 60) and not report.holds_at(NOW + 61)
     assert report.to_dict()["report_data"] == report_nonce(11, KEY).hex()
-    assert "<table>" in report._repr_html_()
+    assert "<table" in report._repr_html_() and "measurement" in report._repr_html_()
 
 
 @pytest.mark.parametrize(("evidence", "kwargs", "error"), [
@@ -115,3 +115,17 @@ def test_a_verifier_set_dispatches_by_kind() -> None:
         both.verify(3, now=NOW)
     with pytest.raises(ValueError):
         VerifierSet()
+
+
+def test_reports_and_evidence_render_as_html_with_the_key_by_fingerprint() -> None:
+    from atoma_lab.display import fingerprint
+
+    evidence = _evidence()
+    report = _verifier().verify(evidence, now=NOW, public_key=KEY, node_small_id=7)
+    for html in (report._repr_html_(), evidence.report._repr_html_(), evidence._repr_html_()):
+        assert "<table" in html and fingerprint(KEY) in html
+        assert KEY.hex() not in html and base64.b64encode(KEY).decode() not in html
+        assert "atoma-lab-node-v1" in html
+    assert "Verified attestation report (simulated)" in report._repr_html_()
+    whole = evidence._repr_html_()
+    assert evidence.vendor_signature not in whole and evidence.vendor_signature[:24] in whole

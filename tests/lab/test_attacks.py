@@ -3,9 +3,18 @@ and how (the error code), so that a regression in either profile changes a cell 
 
 from __future__ import annotations
 
+from html import escape as html_escape
+
 import pytest
 
-from atoma_lab.lab.attacks import ATTACKS, SETUPS, AttackOutcome, outcome_table, run_attacks
+from atoma_lab.lab.attacks import (
+    ATTACKS,
+    SETUPS,
+    AttackOutcome,
+    AttackResults,
+    outcome_table,
+    run_attacks,
+)
 
 ATOMA, OURS, HARDENED = (s.name for s in SETUPS)
 
@@ -67,3 +76,19 @@ def test_the_table_has_a_row_per_attack_and_a_column_per_setup(
     table = outcome_table(outcomes)
     assert [row["attack"] for row in table] == list(EXPECTED)
     assert all(set(row) == {"attack", ATOMA, OURS, HARDENED} for row in table)
+
+
+def test_the_outcomes_show_as_a_table_and_a_frame(outcomes: list[AttackOutcome]) -> None:
+    assert isinstance(outcomes, AttackResults)
+    long = outcomes.to_frame()
+    assert len(long) == len(outcomes)
+    assert list(long.columns) == ["attack", "setup", "verdict", "blocked", "detail"]
+    assert list(long["verdict"]) == [o.verdict for o in outcomes]
+    wide = outcomes.to_frame(wide=True)
+    assert list(wide.index) == list(EXPECTED) and set(wide.columns) == {ATOMA, OURS, HARDENED}
+    html = outcomes._repr_html_()
+    blocked = sum(1 for o in outcomes if o.blocked)
+    assert f"{blocked} blocked" in html
+    assert all(html_escape(attack) in html for attack in EXPECTED)
+    one = outcomes[0]._repr_html_()
+    assert html_escape(outcomes[0].attack) in one and outcomes[0].verdict in one

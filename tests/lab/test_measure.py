@@ -77,3 +77,22 @@ def test_openssl_versions_name_both_references() -> None:
     versions = openssl_versions()
     assert versions["cryptography"].startswith("OpenSSL")  # type: ignore[union-attr]
     assert versions["system"] is None or "OpenSSL" in versions["system"]
+
+
+def test_embedding_sweep_times_every_implementation_on_the_same_texts() -> None:
+    from atoma_lab.lab.measure import embedding_sweep
+
+    seen: dict[str, list[list[str]]] = {"a": [], "b": []}
+    impls = {name: (lambda texts, name=name: seen[name].append(list(texts))) for name in seen}
+    rows = embedding_sweep(impls, batches=[1, 3], words=[2, 5],
+                           count_tokens=lambda texts: [len(t.split()) + 2 for t in texts],
+                           repeat=2, show_progress=False)
+    assert [(r["impl"], r["words"], r["batch"]) for r in rows] == [
+        (impl, w, b) for w in (2, 5) for b in (1, 3) for impl in ("a", "b")]
+    assert seen["a"] == seen["b"]  # the same inputs for both
+    assert {len(call) for call in seen["a"]} == {1, 3}
+    for r in rows:
+        assert r["tokens"] == r["batch"] * (r["words"] + 2)
+        assert r["latency ms"] > 0
+        assert abs(r["texts/s"] - r["batch"] / (r["latency ms"] / 1e3)) < 1e-6 * r["texts/s"]
+        assert abs(r["tokens/s"] - r["tokens"] / (r["latency ms"] / 1e3)) < 1e-6 * r["tokens/s"]

@@ -131,7 +131,9 @@ def test_a_node_actor_that_does_not_answer_is_504(make_ray_net: Callable[..., Ne
 
 def test_the_network_its_nodes_and_its_proxy_over_http(make_ray_net: Callable[..., Network]) -> None:
     net = make_ray_net(nodes=2, prices=[3, 1])
-    assert net.mode == "ray" and repr(net) == "Network(ray, nodes=2)"
+    assert net.mode == "ray" and repr(net) == f"Network(ray, nodes=2, models={[MODEL]})"
+    html = net._repr_html_()
+    assert "actor://node-1" in html and net.nodes[0].public_key.hex() not in html
     assert net.node_urls == ["actor://node-1", "actor://node-2"]
     records = net.ledger.nodes()
     assert [r.sui_address for r in records] == [n.sui_address for n in net.nodes]

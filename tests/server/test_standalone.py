@@ -100,6 +100,12 @@ def test_a_dead_node_is_routed_around(cluster: Cluster) -> None:
             np.testing.assert_allclose(out.to_numpy(), want, atol=1e-6, rtol=0)
             plain = client.embeddings.create(input="after the crash", model=FAKE)
             np.testing.assert_allclose(plain.to_numpy(), want, atol=1e-6, rtol=0)
+    # The proxy process logged it, for its operator (INFO and up, to standard error).
+    deadline = time.monotonic() + 10
+    while not any("node 1 is down" in line for line in cluster.proxy.lines):
+        assert time.monotonic() < deadline, "".join(cluster.proxy.lines[-20:])
+        time.sleep(0.1)
+    assert any("node 2 rotated its key" in line for line in cluster.nodes[1].lines)
 
 
 def test_a_proxy_that_cannot_reach_its_node_fails_clearly() -> None:

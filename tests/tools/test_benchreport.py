@@ -76,3 +76,20 @@ def test_a_paired_figure_decides_the_verdict() -> None:
     got = {r.group: r.verdict for r in rows(data)}
     assert got["embed"] == "MISSED (>= 1.25x speed, paired)"
     assert got["e2e"] == "MISSED (<= +3 ms, paired)"
+
+
+def test_the_table_as_a_frame(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from atoma_lab.tools.benchreport import FRAME_COLUMNS, to_frame
+
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(DATA))
+    for source in (DATA, path, str(path)):
+        frame = to_frame(source)
+        assert list(frame.columns) == [*FRAME_COLUMNS, "min_cosine"]
+        assert len(frame) == len(rows(DATA)) == 3
+        row = frame.set_index("pair").loc["seal 1 KiB"]
+        assert abs(row["ratio"] - 1.1) < 1e-9 and abs(row["ours_ms"] - 11.0) < 1e-9
+        assert row["verdict"].startswith("met")
+        assert frame.set_index("pair").loc["exact", "min_cosine"] == 0.99999
+    empty = to_frame({"benchmarks": []})
+    assert list(empty.columns) == list(FRAME_COLUMNS) and len(empty) == 0

@@ -10,13 +10,13 @@ several kinds, so a network can be told to take either.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import blake3
 
+from atoma_lab.display.html import fingerprint, kv_table, section
 from atoma_lab.errors import EvidenceFormatError
 
 NVIDIA_CC_GPU_DEVICE_SLOT = 300  # device_type Atoma uses for an NVIDIA CC GPU (atoma-protocol.md §3)
@@ -92,17 +92,15 @@ class VerifiedReport:
         }
 
     def _repr_html_(self) -> str:
-        rows = []
+        rows: list[tuple[str, object]] = []
         for key, value in self.to_dict().items():
-            if isinstance(value, dict):
-                for sub, v in value.items():
-                    rows.append((f"{key}.{sub}", v))
+            if key == "public_key" and self.public_key is not None:
+                rows.append(("public_key (fingerprint)", fingerprint(self.public_key)))
+            elif isinstance(value, dict):
+                rows.extend((f"{key}.{sub}", v) for sub, v in value.items())
             else:
                 rows.append((key, value))
-        body = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
-                       f"<td style='text-align:left'><code>{html.escape(str(v))}</code></td></tr>"
-                       for k, v in rows)
-        return f"<table>{body}</table>"
+        return section(f"Verified attestation report ({self.tee})", kv_table(rows))
 
 
 @runtime_checkable

@@ -23,6 +23,7 @@ import blake3
 
 from atoma_lab.crypto.attestation.base import NVIDIA_CC_GPU_DEVICE_SLOT, VerifiedReport, report_nonce
 from atoma_lab.crypto.signing import SignatureScheme, SuiSigner, verify_sui_signature
+from atoma_lab.display.html import fingerprint, kv_table, section
 from atoma_lab.encoding import b64decode, b64encode, dumps, loads, require_int, require_str
 from atoma_lab.errors import (
     AtomaLabError,
@@ -67,6 +68,15 @@ class AttestationReport:
             "signer_address": self.signer_address,
         }
 
+    def _repr_html_(self) -> str:
+        return section("Attestation report (simulated TEE)", kv_table({
+            "node": self.node_small_id, "key rotation counter": self.key_rotation_counter,
+            "rotation nonce": self.rotation_nonce,
+            "public key (fingerprint)": fingerprint(self.public_key),
+            "device type": self.device_type, "report data": self.report_data.hex(),
+            "measurement": self.measurement, "node signer": self.signer_address,
+            "issued at (Unix s)": self.issued_at}))
+
     @classmethod
     def from_dict(cls, d: object) -> AttestationReport:
         if not isinstance(d, dict):
@@ -105,6 +115,11 @@ class AttestationEvidence:
 
     def to_json(self) -> bytes:
         return dumps(self.to_dict())
+
+    def _repr_html_(self) -> str:
+        return section("Attestation evidence (simulated TEE)", self.report._repr_html_(),
+                       kv_table({"vendor signature": f"{self.vendor_signature[:24]}… "
+                                                     f"({len(self.vendor_signature)} chars)"}))
 
     @classmethod
     def from_dict(cls, d: object) -> AttestationEvidence:

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from atoma_lab.encoding import b64decode
+from atoma_lab.transport.inprocess import Captured, reveals
 
 # Wire fields that carry base64 bytes, in a ConfidentialComputeRequest or its response.
 BINARY_FIELDS = frozenset({"ciphertext", "nonce", "salt", "client_dh_public_key",
@@ -44,33 +45,12 @@ def wire_fields(wire: Mapping[str, Any], *, n: int = 40) -> list[dict[str, Any]]
     return rows
 
 
-def _forms(secret: str) -> list[bytes]:
-    """How a string can appear inside a JSON body: raw UTF-8 and ASCII-escaped."""
-    raw = secret.encode("utf-8")
-    escaped = json.dumps(secret)[1:-1].encode("ascii")
-    return list(dict.fromkeys([raw, escaped]))
-
-
-def reveals(body: bytes, secrets: Iterable[str]) -> bool:
-    """Whether ``body`` contains any of ``secrets`` (raw or JSON-escaped)."""
-    return any(form in body for s in secrets if s for form in _forms(s))
-
-
 def captured_rows(captured: Iterable[Any], secrets: Iterable[str] = ()) -> list[dict[str, Any]]:
     """What each service saw (``Network.captured``), one row per message: where, what, sizes and
-    whether the request or response body contains any of ``secrets`` in clear."""
-    secrets = list(secrets)
-    rows = []
-    for m in captured:
-        resp = m.response
-        rows.append({
-            "address": m.address,
-            "method": m.request.method,
-            "path": m.request.path,
-            "status": None if resp is None else resp.status,
-            "request bytes": len(m.request.body),
-            "response bytes": None if resp is None else len(resp.body),
-            "plaintext visible": reveals(m.request.body, secrets)
-            or (resp is not None and reveals(resp.body, secrets)),
-        })
-    return rows
+    whether the request or response body contains any of ``secrets`` in clear (the rows of
+    :meth:`Captured.rows <atoma_lab.transport.inprocess.Captured.rows>`)."""
+    return [{k: v for k, v in row.items() if k != "error"}
+            for row in Captured(captured).rows(secrets)]
+
+
+__all__ = ["BINARY_FIELDS", "captured_rows", "preview", "reveals", "shorten", "wire_fields"]

@@ -15,6 +15,7 @@ from atoma_lab.crypto.aead import NONCE_SIZE, TAG_SIZE
 from atoma_lab.crypto.hashing import HASH_SIZE
 from atoma_lab.crypto.kdf import SALT_SIZE
 from atoma_lab.crypto.keys import X25519_KEY_SIZE
+from atoma_lab.display.html import fingerprint, kv_table, section
 from atoma_lab.protocol.wire import (
     Base64Text,
     Bytes,
@@ -119,3 +120,18 @@ class NodesCreateLockResponse(WireModel, root="response", what="lock response"):
     # Written as null when absent (Atoma's struct has no skip_serializing_if here).
     stack_entry_digest: str | None = wire(Text(), default=None, kw_only=True, write_null=True)
     stack_small_id: int = wire(UInt())
+
+    # Shown in a notebook by the model itself (rendering is pure: fields in, a string out), so
+    # a lock looks the same wherever it is displayed; the key appears as its fingerprint.
+    def __repr__(self) -> str:
+        return (f"NodesCreateLockResponse(node_small_id={self.node_small_id}, "
+                f"stack_small_id={self.stack_small_id}, "
+                f"public_key=<{fingerprint(self.public_key)}>, "
+                f"stack_entry_digest={self.stack_entry_digest!r})")
+
+    def _repr_html_(self) -> str:
+        return section("Lock", kv_table({
+            "node": self.node_small_id, "stack": self.stack_small_id,
+            "node key (fingerprint)": fingerprint(self.public_key),
+            "stack bought now (transaction digest)": self.stack_entry_digest,
+        }))
