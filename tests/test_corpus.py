@@ -237,3 +237,4 @@ def test_the_sync_client_has_the_same_signature() -> None:
     async_ = inspect.signature(AsyncAtomaLabClient.embed_corpus)
     assert list(sync.parameters) == list(async_.parameters)
     assert all(sync.parameters[k].default == async_.parameters[k].default for k in sync.parameters)
+

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -270,14 +271,17 @@ def embed_dataset(
     from atoma_lab.lab.ray_network import ensure_ray
 
     ensure_ray(ray_address)
-    source = _source(data, column, id_column)
-    connection = _connection(network, base_url, api_key, client_options or {})
-    if isinstance(source, pa.Table):
-        total: int | None = source.num_rows
-        blocks = [source.slice(i, rows_per_batch) for i in range(0, source.num_rows, rows_per_batch)]
-        ds = ray.data.from_arrow(blocks or [source])
-    else:
-        total, ds = None, source
+    with warnings.catch_warnings():  # Ray Data's first DataContext sets its own deprecated fields
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\.data")
+        source = _source(data, column, id_column)
+        connection = _connection(network, base_url, api_key, client_options or {})
+        if isinstance(source, pa.Table):
+            total: int | None = source.num_rows
+            blocks = [source.slice(i, rows_per_batch)
+                      for i in range(0, source.num_rows, rows_per_batch)]
+            ds = ray.data.from_arrow(blocks or [source])
+        else:
+            total, ds = None, source
     ctx = ds.context
     ctx.execution_options.preserve_order = True  # vectors come back in the input's order
     ctx.enable_progress_bars = False  # the driver draws one bar, over documents
