@@ -2,6 +2,7 @@
 
     atoma-lab serve [--host 127.0.0.1] [--port 8080] [--nodes N] [--model NAME] [--api-key KEY]
                     [--node-policy least-loaded|atoma|random] [--fake-tokens-per-s T]
+                    [--mode ray [--ray-address ADDR] [--num-gpus G]]
     atoma-lab node --port P --node-id N --proxy URL [--model NAME | --backend URL]
                    [--device D] [--dtype T] [--engine-mode M] [--batch-tokens N]
                    [--fake-tokens-per-s T]
@@ -11,7 +12,8 @@
     atoma-lab demo [TEXT...]
     atoma-lab --version
 
-``serve`` runs a proxy and N nodes in one process; ``node`` and ``proxy`` run them as separate
+``serve`` runs a proxy and N nodes in one process (``--mode ray``: each node a Ray actor, on a
+local Ray instance or the cluster at --ray-address); ``node`` and ``proxy`` run them as separate
 services (other processes or machines). Everything binds loopback unless --allow-public. Every
 listener takes the limits --max-header-count, --max-header-bytes, --max-body-bytes,
 --header-timeout-s, --body-timeout-s, --idle-timeout-s and --max-connections (defaults in
@@ -35,6 +37,7 @@ traffic stays on one node), ``least-loaded`` (the default) spreads it. With
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -218,6 +221,8 @@ def _add_capacity_flag(p: argparse.ArgumentParser) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from atoma_lab.lab.network import build_network, default_embedder
 
+    if args.mode == "ray":
+        return _serve_ray(args)
     rate = _fake_capacity(args)
     options = _engine_options(args)
     if options and rate is not None:
@@ -241,6 +246,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for node, url in zip(net.nodes, net.node_urls, strict=True):
         print(f"  node {node.node_small_id}: {url}  key counter {node.key_rotation_counter}")
     print(f"ATOMA_LAB_BASE_URL={net.base_url}")
+    print(f"ATOMA_LAB_API_KEY={net.api_key}")
+    print(f"ATOMA_LAB_METRICS_TOKEN={net.metrics_token}")
+    sys.stdout.flush()
+    return _wait_for_stop(net.close)
+
+
+def _serve_ray(args: argparse.Namespace) -> int:
+    """The nodes as Ray actors; the proxy in this process, served over HTTP."""
+    from atoma_lab.lab.network import build_network, default_embedder
+
+    options = _engine_options(args)  # the engine is built in each node actor, on its device
+    embedder = functools.partial(default_embedder, args.model, **options) if options else None
+    net = build_network(nodes=args.nodes, mode="ray", model=args.model, api_key=args.api_key,
+                        embedder=embedder, ledger_path=args.ledger, grace_window_s=args.grace_window_s,
+                        health_interval_s=args.health_interval_s or None,
+                        metrics_token=args.metrics_token,
+                        lock_sweep_interval_s=args.lock_sweep_interval_s,
+                        ray_address=args.ray_address, num_gpus=args.num_gpus)
+    try:
+        url = net.serve_http(args.host, args.port, limits=_limits(args),
+                             allow_public=args.host not in ("127.0.0.1", "localhost", "::1"))
+    except BaseException:
+        net.close()
+        raise
+    print(f"atoma-lab proxy on {url}  ({len(net.nodes)} node actor(s) on Ray, model {args.model})")
+    for node in net.nodes:
+        where = node.placement
+        gpus = ",".join(where["gpu_ids"]) or "none"
+        print(f"  node {node.node_small_id}: ray node {where['ray_node_id']} ({where['hostname']}, "
+              f"{where['ip']}), GPUs {gpus}")
+    print(f"ATOMA_LAB_BASE_URL={url}")
     print(f"ATOMA_LAB_API_KEY={net.api_key}")
     print(f"ATOMA_LAB_METRICS_TOKEN={net.metrics_token}")
     sys.stdout.flush()
@@ -444,6 +480,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="give back expired open locks this often")
     _add_policy_flags(s)
     _add_capacity_flag(s)
+    s.add_argument("--mode", choices=["http", "ray"], default="http",
+                   help="http: every node on a loopback port; ray: every node a Ray actor")
+    s.add_argument("--ray-address", default=None,
+                   help="with --mode ray: join this cluster ('auto', 'ray://host:10001', "
+                        "'host:6379'); default: a local Ray instance")
+    s.add_argument("--num-gpus", type=float, default=None,
+                   help="with --mode ray: GPUs per node (default: one each where the cluster "
+                        "has them)")
     _add_limit_flags(s)
     _add_log_level(s)
     _add_tls_flags(s)

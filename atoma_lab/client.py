@@ -9,6 +9,10 @@ a fresh lock. Every call exposes a :class:`~atoma_lab.services.trace.Trace`. Und
 profiles a node's error comes sealed (``SEALED_ERROR``): the client opens it and raises the
 node's own error.
 
+Whole corpora go through ``client.embed_corpus(texts, ...)``: length-sorted chunks that fit the
+route's limits (:mod:`atoma_lab.protocol.chunking`), sent concurrently, each with the retry
+above, the vectors back in corpus order (:class:`CorpusResult`).
+
 There is one implementation, :class:`AsyncAtomaLabClient` (``await client...create(...)``, safe
 for concurrent use in one event loop, a notebook's included). :class:`AtomaLabClient` has the same
 surface without ``await``: it drives the async client's coroutines on the event loop of an
@@ -39,7 +43,9 @@ from atoma_lab.crypto.attestation import (
     SimulatedVerifier,
     evidence_from_dict,
 )
-from atoma_lab.display.html import bars, kv_table, section
+from atoma_lab.display.frames import to_frame
+from atoma_lab.display.html import bars, kv_table, section, table
+from atoma_lab.display.progressbar import progress
 from atoma_lab.encoding import loads
 from atoma_lab.errors import (
     AtomaLabError,
@@ -53,11 +59,18 @@ from atoma_lab.inference.registry import DEFAULT_MODEL
 from atoma_lab.protocol import hardened
 from atoma_lab.protocol.atoma.envelope import open_response, seal_request
 from atoma_lab.protocol.atoma.messages import (
+    DEFAULT_MAX_NUM_TOKENS,
     ConfidentialComputeResponse,
     NodesCreateLockRequest,
     NodesCreateLockResponse,
 )
-from atoma_lab.protocol.openai import CreateEmbeddingRequest, CreateEmbeddingResponse, EmbeddingInput
+from atoma_lab.protocol.chunking import Chunk, plan_chunks
+from atoma_lab.protocol.openai import (
+    CreateEmbeddingRequest,
+    CreateEmbeddingResponse,
+    EmbeddingInput,
+    EmbeddingUsage,
+)
 from atoma_lab.services.trace import ServerTiming, Trace
 from atoma_lab.transport.base import Headers, Request, Response, Transport
 from atoma_lab.transport.loop import LoopThread, LoopTransport, run_on
@@ -66,6 +79,7 @@ T = TypeVar("T")
 log = logging.getLogger("atoma_lab.client")
 BASE_URL_ENV = "ATOMA_LAB_BASE_URL"  # the proxy, when neither base_url nor transport is given
 API_KEY_ENV = "ATOMA_LAB_API_KEY"  # the API key, when api_key is not given
+DEFAULT_CORPUS_CONCURRENCY = 4  # chunks of a corpus in flight at once
 
 
 @dataclass(repr=False)
@@ -314,6 +328,29 @@ class AsyncAtomaLabClient:
                             report.key_rotation_counter)
         self.verified_nodes[(node_small_id, public_key)] = node
         return node
+
+    async def embed_corpus(self, texts: Sequence[str], *, model: str = DEFAULT_MODEL,
+                           confidential: bool = True,
+                           batch_tokens: int = DEFAULT_MAX_NUM_TOKENS,
+                           concurrency: int = DEFAULT_CORPUS_CONCURRENCY,
+                           show_progress: bool = True, encoding_format: str = "base64",
+                           dimensions: int | None = None,
+                           count_tokens: Callable[[str], int] | None = None) -> CorpusResult:
+        """Embed a whole corpus: the texts are sorted by length and grouped into chunks within
+        the route's limits (at most 2048 inputs, ``batch_tokens`` compute units locked per
+        chunk, the text caps; :func:`~atoma_lab.protocol.chunking.plan_chunks`), at most
+        ``concurrency`` chunks in flight, each sent with the route's ``create`` (so retried on
+        its rules: once on 409 ``STALE_NODE_KEY`` or 503 on the confidential route).
+
+        Returns the vectors in corpus order, the total usage and each chunk's trace
+        (:class:`CorpusResult`). The first chunk that fails cancels the others and raises its
+        error; chunks already served were charged. ``show_progress`` draws a ``tqdm.auto`` bar
+        (a widget in Jupyter; nothing when ``TQDM_DISABLE`` is set or output is not a terminal).
+        """
+        return await _embed_corpus(self, texts, model=model, confidential=confidential,
+                                   batch_tokens=batch_tokens, concurrency=concurrency,
+                                   show_progress=show_progress, encoding_format=encoding_format,
+                                   dimensions=dimensions, count_tokens=count_tokens)
 
     async def aclose(self) -> None:
         """Close the transport (its pooled connections)."""
@@ -568,6 +605,18 @@ class AtomaLabClient:
         """Fetch and verify a node's attestation for ``public_key`` (cached once verified)."""
         return self._run(self._async.verify_node(node_small_id, public_key))
 
+    def embed_corpus(self, texts: Sequence[str], *, model: str = DEFAULT_MODEL,
+                     confidential: bool = True, batch_tokens: int = DEFAULT_MAX_NUM_TOKENS,
+                     concurrency: int = DEFAULT_CORPUS_CONCURRENCY, show_progress: bool = True,
+                     encoding_format: str = "base64", dimensions: int | None = None,
+                     count_tokens: Callable[[str], int] | None = None) -> CorpusResult:
+        """Embed a whole corpus in chunks, concurrently, in corpus order (see
+        :meth:`AsyncAtomaLabClient.embed_corpus`)."""
+        return self._run(self._async.embed_corpus(
+            texts, model=model, confidential=confidential, batch_tokens=batch_tokens,
+            concurrency=concurrency, show_progress=show_progress,
+            encoding_format=encoding_format, dimensions=dimensions, count_tokens=count_tokens))
+
     def close(self) -> None:
         """Close the transport and stop this client's loop thread (if it started one)."""
         transport = self._async.transport
@@ -649,5 +698,161 @@ class ConfidentialEmbeddings:
             user=user, max_num_tokens=max_num_tokens))
 
 
-__all__ = ["API_KEY_ENV", "BASE_URL_ENV", "AsyncAtomaLabClient", "AtomaLabClient",
-           "EmbeddingsResult", "VerifiedNode"]
+# ------------------------------------------------------------------------------------ corpora
+
+
+@dataclass(frozen=True)
+class ChunkReport:
+    """How one chunk of a corpus went: its texts' corpus positions, the units locked for it,
+    the tokens it used, where it was served and its trace."""
+
+    index: int
+    positions: tuple[int, ...]
+    units_locked: int
+    prompt_tokens: int
+    total_tokens: int
+    node_small_id: int | None
+    stack_small_id: int | None
+    attempts: int
+    trace: Trace
+
+    def row(self) -> dict[str, Any]:
+        return {"chunk": self.index, "texts": len(self.positions), "units_locked": self.units_locked,
+                "prompt_tokens": self.prompt_tokens, "total_tokens": self.total_tokens,
+                "node_small_id": self.node_small_id, "stack_small_id": self.stack_small_id,
+                "attempts": self.attempts, "total_ms": self.trace.total_ms,
+                **{f"{k}_ms": v for k, v in self.trace.stages_ms.items()}}
+
+
+@dataclass
+class CorpusResult:
+    """A corpus's vectors (``(n, d)`` float32, in corpus order), the total usage over its
+    chunks and each chunk's :class:`ChunkReport`."""
+
+    vectors: np.ndarray = field(repr=False)
+    usage: EmbeddingUsage
+    chunks: list[ChunkReport] = field(repr=False)
+    model: str
+    confidential: bool
+    wall_s: float
+
+    def to_numpy(self) -> np.ndarray:
+        return self.vectors
+
+    def __len__(self) -> int:
+        return int(self.vectors.shape[0])
+
+    @property
+    def traces(self) -> list[Trace]:
+        return [c.trace for c in self.chunks]
+
+    @property
+    def retried_chunks(self) -> int:
+        return sum(c.attempts > 1 for c in self.chunks)
+
+    def summary(self) -> dict[str, object]:
+        return {"texts": len(self), "dimensions": int(self.vectors.shape[1]), "model": self.model,
+                "route": "confidential" if self.confidential else "plain",
+                "chunks": len(self.chunks), "retried chunks": self.retried_chunks,
+                "prompt tokens": self.usage.prompt_tokens, "total tokens": self.usage.total_tokens,
+                "wall (s)": self.wall_s}
+
+    def to_frame(self) -> Any:
+        """One row per chunk (texts, units locked, tokens, node, stack, attempts, stage times
+        in ms) as a pandas DataFrame (pandas is imported here, not before)."""
+        return to_frame([c.row() for c in self.chunks])
+
+    def _repr_html_(self) -> str:
+        rows = [{k: v for k, v in c.row().items() if not k.endswith("_ms") or k == "total_ms"}
+                for c in self.chunks]
+        return section("Corpus embedded", kv_table(self.summary()),
+                       table(rows) if rows else "")
+
+    def __repr__(self) -> str:
+        route = "confidential" if self.confidential else "plain"
+        return (f"CorpusResult({len(self)} texts x {self.vectors.shape[1]} ({route}, "
+                f"{self.model!r}), {len(self.chunks)} chunks, {self.usage.total_tokens} tokens, "
+                f"{self.wall_s:.2f} s)")
+
+
+async def _embed_corpus(client: AsyncAtomaLabClient, texts: Sequence[str], *, model: str,
+                        confidential: bool, batch_tokens: int, concurrency: int,
+                        show_progress: bool, encoding_format: str, dimensions: int | None,
+                        count_tokens: Callable[[str], int] | None) -> CorpusResult:
+    if isinstance(texts, str):
+        raise TypeError("texts: expected a sequence of strings, not one string")
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    texts = list(texts)
+    t0 = time.perf_counter()
+    chunks = plan_chunks(texts, batch_tokens=batch_tokens, count_tokens=count_tokens)
+    served: list[tuple[Chunk, EmbeddingsResult, np.ndarray] | None] = [None] * len(chunks)
+    slots = asyncio.Semaphore(concurrency)
+    bar = progress(total=len(texts), desc="embedding (sealed)" if confidential else "embedding",
+                   unit="text", show=show_progress and bool(texts))
+
+    async def one(chunk: Chunk) -> None:
+        inputs = [texts[p] for p in chunk.positions]
+        async with slots:
+            if confidential:
+                result = await client.confidential_embeddings.create(
+                    input=inputs, model=model, encoding_format=encoding_format,
+                    dimensions=dimensions, max_num_tokens=chunk.units)
+            else:
+                result = await client.embeddings.create(
+                    input=inputs, model=model, encoding_format=encoding_format,
+                    dimensions=dimensions)
+        vectors = result.to_numpy()
+        if vectors.ndim != 2 or vectors.shape[0] != len(chunk):
+            raise PeerProtocolError(f"chunk {chunk.index}: {len(chunk)} inputs sent, "
+                                    f"{vectors.shape[0] if vectors.ndim else 0} vectors back")
+        served[chunk.index] = (chunk, result, vectors)
+        bar.update(len(chunk))
+
+    tasks = [asyncio.ensure_future(one(c)) for c in chunks]
+    try:
+        if tasks:
+            _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            failed = next((t for t in tasks if t.done() and not t.cancelled()
+                           and t.exception() is not None), None)
+            if failed is not None:
+                for t in pending:
+                    t.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                raise failed.exception()  # type: ignore[misc]
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        raise
+    finally:
+        bar.close()
+    dims = {v.shape[1] for _, _, v in filter(None, served)}
+    if len(dims) > 1:
+        raise PeerProtocolError(f"chunks came back with different dimensions: {sorted(dims)}")
+    out = np.empty((len(texts), dims.pop() if dims else 0), dtype=np.float32)
+    reports: list[ChunkReport] = []
+    prompt = total = 0
+    for item in served:
+        assert item is not None  # every task finished without an error
+        chunk, result, vectors = item
+        out[list(chunk.positions)] = vectors
+        usage = result.usage
+        prompt += usage.prompt_tokens
+        total += usage.total_tokens
+        reports.append(ChunkReport(chunk.index, chunk.positions, chunk.units, usage.prompt_tokens,
+                                   usage.total_tokens, result.node_small_id,
+                                   result.stack_small_id, result.attempts, result.trace))
+    return CorpusResult(out, EmbeddingUsage(prompt, total), reports, model, confidential,
+                        time.perf_counter() - t0)
+
+
+__all__ = [
+    "API_KEY_ENV",
+    "BASE_URL_ENV",
+    "AsyncAtomaLabClient",
+    "AtomaLabClient",
+    "ChunkReport",
+    "CorpusResult",
+    "EmbeddingsResult",
+    "VerifiedNode",
+]

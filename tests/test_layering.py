@@ -8,7 +8,7 @@ Rules:
    ``print``, ``input`` and friends.
 3. Only ``inference/`` imports torch, transformers or sentence_transformers.
 4. ``import atoma_lab`` (and its crypto, protocol and inference packages) leaves torch,
-   transformers and httpx out of ``sys.modules``, and neither it nor the modules a notebook
+   transformers, httpx and ray out of ``sys.modules``, and neither it nor the modules a notebook
    displays from (client, network, ledger, load, attacks, benchmark report) import pandas or
    tqdm (checked in a fresh interpreter).
 
@@ -362,13 +362,13 @@ for name in ("atoma_lab", "atoma_lab.crypto", "atoma_lab.protocol", "atoma_lab.i
         if exc.name != name:
             raise
         absent.append(name)
-heavy = sorted(m for m in ("torch", "transformers", "httpx", "pandas", "tqdm")
+heavy = sorted(m for m in ("torch", "transformers", "httpx", "pandas", "tqdm", "ray")
                if m in sys.modules)
 for name in ("atoma_lab.client", "atoma_lab.display", "atoma_lab.lab.network", "atoma_lab.lab.load",
              "atoma_lab.lab.attacks", "atoma_lab.lab.measure", "atoma_lab.services.ledger",
              "atoma_lab.tools.benchreport", "atoma_lab.cli"):
     importlib.import_module(name)
-displayed = sorted(m for m in ("pandas", "tqdm", "torch") if m in sys.modules)
+displayed = sorted(m for m in ("pandas", "tqdm", "torch", "ray") if m in sys.modules)
 print(json.dumps({"absent": absent, "heavy": heavy, "displayed": displayed}))
 """
 

@@ -1,5 +1,6 @@
 """One-call builders for a whole local Atoma network: a proxy, N nodes, a user with an API key,
-and a client; in-process (notebooks, tests) or as real HTTP servers on loopback ports.
+and a client; in-process (notebooks, tests), as real HTTP servers on loopback ports, or with
+each node a Ray actor (:mod:`atoma_lab.lab.ray_network`; on a laptop or a cluster).
 
 >>> net = build_network(nodes=2)                  # in-process, the shipped model
 >>> client = net.client()
@@ -16,10 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import secrets
 import ssl
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from atoma_lab.client import DEFAULT_MODEL, AsyncAtomaLabClient, AtomaLabClient
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
     from atoma_lab.server.limits import ServerLimits
     from atoma_lab.server.tls import ServerTls
 
-Mode = Literal["inprocess", "http"]
+Mode = Literal["inprocess", "http", "ray"]
 PROXY_ADDRESS = "inproc://proxy"
 
 
@@ -66,18 +68,35 @@ def check_fake_capacity(model: str, fake_tokens_per_s: float | None) -> None:
         raise ValueError(f"fake_tokens_per_s models a device for {FAKE_MODEL} only; {model!r} "
                          "runs at the speed of the machine it is on")
 
+#: An embedder, or a callable without arguments that builds one.
+EmbedderSpec = Embedder | Callable[[], Embedder]
+
+
+def _node_models(node: Any) -> Sequence[str]:
+    """What a node serves: a NodeService's embedder's models, a Ray node's as it reported."""
+    return node.embedder.models if isinstance(node, NodeService) else node.models
+
+
+def _is_factory(obj: object) -> bool:
+    return callable(obj) and not hasattr(obj, "embed")
+
+
+def _built(spec: EmbedderSpec) -> Embedder:
+    return spec() if _is_factory(spec) else spec  # type: ignore[operator,return-value]
+
 
 class Network:
     """A running local network. Use :func:`build_network` to make one."""
 
-    def __init__(self, *, mode: Mode, ledger: Ledger, proxy: ProxyService, nodes: list[NodeService],
+    def __init__(self, *, mode: Mode, ledger: Ledger, proxy: ProxyService, nodes: Sequence[Any],
                  api_key: str, user_id: int, tee: SimulatedTEE,
                  transport: InProcessTransport | None, runner: Any, base_url: str | None,
                  node_urls: list[str], metrics_token: str | None = None) -> None:
         self.mode = mode
         self.ledger = ledger
         self.proxy = proxy
-        self.nodes = nodes
+        # NodeService objects; in Ray mode RayNode handles on the actors (the same key surface)
+        self.nodes: list[Any] = list(nodes)
         self.api_key = api_key
         self.user_id = user_id
         self.tee = tee
@@ -88,6 +107,9 @@ class Network:
         self.metrics_token = metrics_token  # /metrics of the proxy and of every node
         self.owns_embedders = False
         self.tls_client: ssl.SSLContext | None = None  # how clients reach an https:// proxy
+        self.relay: Any = None  # Ray mode: the actor through which actors reach the proxy
+        self.http_url: str | None = None  # where serve_http serves the proxy
+        self._cleanups: list[Callable[[], None]] = []  # run by close(), last first
         self._closed = False
 
     def start_lock_sweeper(self, interval_s: float) -> None:
@@ -170,18 +192,40 @@ class Network:
 
     def publish_key(self, index: int) -> None:
         node = self.nodes[index]
-        body = node.evidence.to_json()
-        headers = Headers({"content-type": "application/json",
-                           "x-signature": node.signer.sign(blake2b_256(body)).to_base64()})
+        if isinstance(node, NodeService):
+            body = node.evidence.to_json()
+            signature = node.signer.sign(blake2b_256(body)).to_base64()
+        else:  # a node elsewhere (a Ray actor) signs its own announcement
+            body, signature = node.announcement()
+        headers = Headers({"content-type": "application/json", "x-signature": signature})
         resp = self.send(Request("POST", "/v1/nodes/attestation", headers, body))
         if not resp.ok:
             raise RuntimeError(f"proxy refused node {node.node_small_id}'s key: {resp.body!r}")
 
     @property
     def captured(self) -> Captured:
-        """Every message the proxy and the nodes saw (in-process mode; empty over HTTP): a list
-        with ``to_frame(secrets=...)`` and a table in a notebook."""
+        """Every message the proxy and the nodes saw (in-process and Ray modes; empty over
+        HTTP): a list with ``to_frame(secrets=...)`` and a table in a notebook."""
         return Captured() if self.transport is None else self.transport.captured
+
+    def serve_http(self, host: str = "127.0.0.1", port: int = 0, *,
+                   limits: ServerLimits | None = None, allow_public: bool = False) -> str:
+        """Serve this network's proxy over HTTP on ``host:port`` (0: a free port) for the
+        official SDKs and other processes, until :meth:`close`; returns its URL. Requests
+        cross onto the network's event loop, where the proxy lives (in-process and Ray modes;
+        an HTTP network serves already). Binding beyond loopback needs ``allow_public``."""
+        if self.transport is None or self.mode == "http":
+            raise ValueError("an HTTP network already serves its proxy at base_url")
+        if self.http_url is not None:
+            raise ValueError(f"already serving at {self.http_url}")
+        from atoma_lab.server import ServerGroup, asgi_app
+
+        line = LoopTransport(self.transport, self._runner.loop, address=PROXY_ADDRESS)
+        app = asgi_app(line.handle, precheck=self.proxy.check_head, limits=limits)
+        group = ServerGroup([(app, host, port)], allow_public=allow_public, limits=limits)
+        self.http_url = group.start()[0]
+        self._cleanups.append(group.stop)
+        return self.http_url
 
     def close(self) -> None:
         if self._closed:
@@ -190,6 +234,9 @@ class Network:
         self._runner.cancel_background()  # before the proxy's connections close
         with contextlib.suppress(Exception):  # best effort while shutting down
             self.run(self.proxy.transport.aclose(), timeout_s=5)  # its pooled connections
+        while self._cleanups:  # listeners before the loop they hop onto
+            with contextlib.suppress(Exception):  # best effort while shutting down
+                self._cleanups.pop()()
         self._runner.stop()
         if self.owns_embedders:  # embedders passed in belong to the caller
             closed: set[int] = set()
@@ -207,8 +254,8 @@ class Network:
         self.close()
 
     def __repr__(self) -> str:
-        where = self.base_url or "in-process"
-        models = sorted({m for node in self.nodes for m in node.embedder.models})
+        where = self.base_url or ("ray" if self.mode == "ray" else "in-process")
+        models = sorted({m for node in self.nodes for m in _node_models(node)})
         return f"Network({where}, nodes={len(self.nodes)}, models={models})"
 
     def _repr_html_(self) -> str:
@@ -253,7 +300,7 @@ def build_network(
     nodes: int = 1,
     mode: Mode = "inprocess",
     model: str = DEFAULT_MODEL,
-    embedder: Embedder | Sequence[Embedder] | None = None,
+    embedder: EmbedderSpec | Sequence[EmbedderSpec] | None = None,
     api_key: str | None = None,
     ledger_path: str = ":memory:",
     grace_window_s: float = 0.0,
@@ -277,11 +324,16 @@ def build_network(
     node_policy: str | NodePolicy = DEFAULT_NODE_POLICY,
     policy_seed: int | None = 0,
     fake_tokens_per_s: float | None = None,
+    ray_address: str | None = None,
+    num_gpus: float | None = None,
+    ray_actor_options: Mapping[str, Any] | None = None,
 ) -> Network:
     """Build and start a proxy with ``nodes`` nodes serving ``model`` and one user.
 
     ``embedder`` is one embedder shared by all nodes, one per node, or ``None`` for the shipped
-    transformers model. ``mode="http"`` serves the proxy on ``host:port`` (0: any free port) and
+    transformers model; a callable without arguments that returns one stands for what it
+    returns (the network then owns it, and in Ray mode each actor calls it where it runs).
+    ``mode="http"`` serves the proxy on ``host:port`` (0: any free port) and
     each node on its own loopback port. ``ledger_path`` keeps the ledger in a SQLite file.
     ``profiles`` are the envelope profiles the nodes take (``"atoma"`` and
     ``"atoma-lab/hardened-v1"``; clients choose theirs); ``replay_protection=False`` makes the
@@ -301,6 +353,16 @@ def build_network(
     that many tokens a second (see :class:`~atoma_lab.inference.FakeEngine`).
     For the fake model every node has an engine and batcher of its own (its own device); a
     transformers model is loaded once and shared (the nodes share this machine's cores anyway).
+
+    ``mode="ray"`` runs each node as a Ray actor (:mod:`atoma_lab.lab.ray_network`): its own
+    keys, attestation and engine, placed by Ray's scheduler; the proxy stays in this process.
+    ``ray_address`` ``None`` starts a local Ray instance (unless this process is connected
+    already), ``"auto"`` or ``"ray://host:port"`` joins a cluster. Each node asks for
+    ``num_gpus`` GPUs (default: one each where the cluster has them); ``ray_actor_options`` go to
+    the node actors (``num_cpus``, ``resources``, ``runtime_env``, ...). There, an ``embedder``
+    is copied into each actor (it must pickle) and a callable is called in each; ``None`` loads
+    ``model`` in each actor, on its device. The network's proxy is reachable over HTTP with
+    :meth:`Network.serve_http`.
     """
     if nodes < 1:
         raise ValueError("a network needs at least one node")
@@ -311,30 +373,40 @@ def build_network(
     if fake_tokens_per_s is not None and embedder is not None:
         raise ValueError("fake_tokens_per_s builds the nodes' fake engines; it cannot apply to "
                          "embedders passed in")
-    if embedder is None and model == FAKE_MODEL:
-        embedders: list[Embedder] = [default_embedder(model, fake_tokens_per_s=fake_tokens_per_s)
-                                     for _ in range(nodes)]
+    embedders: list[Any]
+    if mode == "ray":
+        from atoma_lab.lab import ray_network
+
+        ray_network.require_real_clock(clock)
+        embedders = ray_network.node_embedders(nodes, model, embedder)
+    elif embedder is None and model == FAKE_MODEL:
+        embedders = [default_embedder(model, fake_tokens_per_s=fake_tokens_per_s)
+                     for _ in range(nodes)]
     elif embedder is None:
         embedders = [default_embedder(model)] * nodes
     elif isinstance(embedder, Sequence):
-        embedders = list(embedder)
+        embedders = [_built(e) for e in embedder]
         if len(embedders) != nodes:
             raise ValueError("give one embedder, or one per node")
     else:
-        embedders = [embedder] * nodes
-    tee = SimulatedTEE()
+        embedders = [_built(embedder)] * nodes
+    tee_seed = b""
+    if mode == "ray":
+        tee_seed, tee = ray_network.ray_vendor()
+    else:
+        tee = SimulatedTEE()
     ledger = Ledger(ledger_path)
     policy = AttestationPolicy.trusting([tee.vendor_address]) if require_attestation else None
     transport: InProcessTransport | None = None
     node_transport: Transport
-    if mode == "inprocess":
+    if mode in ("inprocess", "ray"):
         node_transport = transport = InProcessTransport()
     elif mode == "http":
         from atoma_lab.transport.http import HttpTransport
 
         node_transport = HttpTransport(timeout_s=node_timeout_s, tls=tls_client)
     else:
-        raise ValueError(f"mode must be 'inprocess' or 'http', not {mode!r}")
+        raise ValueError(f"mode must be 'inprocess', 'http' or 'ray', not {mode!r}")
     if proxy_signer is None:  # the wallet lives with the ledger: a restart keeps its stacks
         proxy_signer = SuiSigner.from_ed25519_seed(ledger.proxy_signing_seed())
     if metrics_token is None:
@@ -343,17 +415,45 @@ def build_network(
                          attestation_policy=policy, clock=clock, node_timeout_s=node_timeout_s,
                          stack_size=stack_size, metrics_token=metrics_token,
                          node_policy=proxy_policy)
-    node_services = [
-        NodeService(node_small_id=i + 1, embedder=embedders[i], stack_owner=ledger.stack_owner,
-                    tee=tee, grace_window_s=grace_window_s, clock=clock, profiles=profiles,
-                    replay_protection=replay_protection, metrics_token=metrics_token)
-        for i in range(nodes)
-    ]
+    node_services: list[Any] = []
+    if mode != "ray":
+        node_services = [
+            NodeService(node_small_id=i + 1, embedder=embedders[i], stack_owner=ledger.stack_owner,
+                        tee=tee, grace_window_s=grace_window_s, clock=clock, profiles=profiles,
+                        replay_protection=replay_protection, metrics_token=metrics_token)
+            for i in range(nodes)
+        ]
     prices = list(prices) if prices is not None else [1] * nodes
     runner: Any
     node_urls: list[str] = []
     base_url: str | None = None
-    if mode == "inprocess":
+    relay: Any = None
+    if mode == "ray":
+        assert transport is not None
+        from atoma_lab.transport.ray import RayTransport, serve_relay, start_relay
+
+        ray_network.ensure_ray(ray_address)
+        relay = start_relay()
+        runner = LoopThread("atoma-lab-ray")
+        transport.register(PROXY_ADDRESS, proxy.handle)
+        runner.spawn(serve_relay(relay, transport, PROXY_ADDRESS))
+        try:
+            node_services = ray_network.start_nodes(
+                nodes, embedders=embedders, tee_seed=tee_seed, relay=relay,
+                proxy_address=PROXY_ADDRESS, num_gpus=num_gpus, actor_options=ray_actor_options,
+                grace_window_s=grace_window_s, profiles=tuple(profiles),
+                replay_protection=replay_protection, metrics_token=metrics_token)
+        except BaseException:
+            runner.stop()
+            ray_network.stop_actors([relay])
+            ledger.close()
+            raise
+        actors = RayTransport(timeout_s=node_timeout_s)
+        for node in node_services:
+            actors.register(node.address, node.actor)
+            transport.register(node.address, actors.handler_for(node.address))
+            node_urls.append(node.address)
+    elif mode == "inprocess":
         assert transport is not None
         runner = LoopThread("atoma-lab-sim")
         transport.register(PROXY_ADDRESS, proxy.handle)
@@ -374,7 +474,7 @@ def build_network(
         base_url, node_urls = urls[0], urls[1:]
     for node, url, price in zip(node_services, node_urls, prices, strict=True):
         proxy.register_node(node.node_small_id, address=url, sui_address=node.sui_address,
-                            models=list(node.embedder.models),
+                            models=list(_node_models(node)),
                             price_per_one_million_compute_units=price)
     user_id = ledger.user_id("default")
     if api_key is None:
@@ -386,10 +486,19 @@ def build_network(
     net = Network(mode=mode, ledger=ledger, proxy=proxy, nodes=node_services, api_key=api_key,
                   user_id=user_id, tee=tee, transport=transport, runner=runner, base_url=base_url,
                   node_urls=node_urls, metrics_token=metrics_token)
-    net.owns_embedders = embedder is None
     net.tls_client = tls_client
-    for i in range(nodes):
-        net.publish_key(i)
+    net.owns_embedders = mode != "ray" and (embedder is None or _is_factory(embedder) or (
+        isinstance(embedder, Sequence) and all(_is_factory(e) for e in embedder)))
+    if mode == "ray":
+        net.relay = relay
+        net._cleanups.append(functools.partial(ray_network.stop_actors,
+                                               [relay, *(n.actor for n in node_services)]))
+    try:
+        for i in range(nodes):
+            net.publish_key(i)
+    except BaseException:
+        net.close()
+        raise
     if health_interval_s is not None:
         net.start_health_checks(health_interval_s)
     if lock_sweep_interval_s is not None:

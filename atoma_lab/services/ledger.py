@@ -545,7 +545,14 @@ class Ledger:
 
     def consume_lock(self, *, stack_small_id: int, user_id: int, num_compute_units: int,
                      now: float) -> LockRecord:
-        """Take the first unexpired open lock on the stack covering ``num_compute_units``.
+        """Take the smallest unexpired open lock on the stack covering ``num_compute_units`` (of
+        equal ones, the first to expire).
+
+        Requests name their stack, not their lock, so one user's concurrent requests on a stack
+        may take each other's locks; the smallest that covers keeps every request served when
+        each locked for what it sends (the first to expire would let a small request take a
+        larger lock and leave the larger request none). Atoma pools a stack's locked units,
+        where the question does not arise.
 
         Its units stay locked until :meth:`settle` or :meth:`release`. Raises
         :class:`StackNotFoundError` (404), :class:`PermissionDeniedError` (403, another user's
@@ -568,7 +575,8 @@ class Ledger:
             else:
                 lock = c.execute(
                     """SELECT * FROM locks WHERE stack_small_id=? AND user_id=? AND state='open'
-                       AND expires_at > ? AND max_num_tokens >= ? ORDER BY expires_at LIMIT 1""",
+                       AND expires_at > ? AND max_num_tokens >= ?
+                       ORDER BY max_num_tokens, expires_at LIMIT 1""",
                     (sid, user_id, now, units),
                 ).fetchone()
                 if lock is not None:

@@ -215,3 +215,44 @@ def test_fake_capacity_is_refused_where_it_cannot_apply() -> None:
         build_network(model=FAKE_MODEL, embedder=fake_embedder([FAKE_MODEL]), fake_tokens_per_s=200)
     with pytest.raises(ValueError, match="tokens_per_s must be positive"):
         build_network(model=FAKE_MODEL, fake_tokens_per_s=0)
+
+
+@pytest.mark.integration
+def test_serve_http_puts_an_in_process_proxy_on_a_loopback_port() -> None:
+    """``Network.serve_http``: clients in other processes reach the proxy, whose services stay on
+    the network's loop (their traffic is still captured)."""
+    import httpx
+
+    from atoma_lab.client import AtomaLabClient
+
+    with network(nodes=2) as net:
+        url = net.serve_http()
+        assert url.startswith("http://127.0.0.1:") and net.http_url == url
+        assert httpx.get(url + "/health").json() == {"message": "ok"}
+        assert httpx.get(url + "/v1/models").status_code == 401  # the token checked before the body
+        with AtomaLabClient(url, api_key=net.api_key) as remote:
+            r = remote.confidential_embeddings.create(input=["over http"], model=MODEL)
+        np.testing.assert_array_equal(r.to_numpy(), expected_vectors(["over http"]))
+        assert any(m.request.path == "/v1/confidential/embeddings" for m in net.captured)
+        with pytest.raises(ValueError, match="already serving"):
+            net.serve_http()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url + "/health", timeout=2)
+    with network(mode="http") as http_net, pytest.raises(ValueError, match="already serves"):
+        http_net.serve_http()
+
+
+def test_an_embedder_factory_is_built_once_or_once_per_node() -> None:
+    made: list[object] = []
+
+    def factory() -> object:
+        made.append(fake_embedder())
+        return made[-1]
+
+    with network(nodes=2, embedder=factory) as net:
+        assert len(made) == 1 and net.owns_embedders
+        assert net.client().confidential_embeddings.create(input="x", model=MODEL).attempts == 1
+    with network(nodes=2, embedder=[factory, factory]) as net:
+        assert len(made) == 3 and net.owns_embedders
+    with network(nodes=1, embedder=fake_embedder()) as net:
+        assert not net.owns_embedders  # the caller's own

@@ -327,3 +327,22 @@ def test_file_ledger_synchronous_level(tmp_path: Path) -> None:
             led.close()
     with pytest.raises(ValueError, match="synchronous must be one of"):
         Ledger(synchronous="SOMETIMES")
+
+
+def test_concurrent_requests_of_one_user_each_find_a_lock_that_covers_them(ledger: Ledger) -> None:
+    """Two locks on one stack, the larger taken first; the smaller request arrives first. It
+    takes the smallest lock that covers it, so the larger request still finds its own (taking
+    the first to expire, it took the larger one and left the larger request a 425)."""
+    user = ledger.add_user("u", balance_usdc=10**9)
+    node = add_node(ledger, 1, price=1)
+    stack, big = buy(ledger, user, node, size=1_000, tokens=200, timeout_s=5)
+    found = ledger.lock_existing_stack(user_id=user, model="m", max_num_tokens=50, timeout_s=60,
+                                       now=T0 + 1, eligible_nodes=[1], owner_address=OWNER)
+    assert found is not None
+    sid = stack.stack_small_id
+    first = ledger.consume_lock(stack_small_id=sid, user_id=user, num_compute_units=50,
+                                now=T0 + 2)
+    second = ledger.consume_lock(stack_small_id=sid, user_id=user, num_compute_units=200,
+                                 now=T0 + 2)
+    assert (first.max_num_tokens, second.max_num_tokens) == (50, 200)
+    assert second.lock_id == big.lock_id
