@@ -190,7 +190,7 @@ def _raise_sealed(resp: Response, context: hardened.HardenedClientContext,
         answer = hardened.parse_response(blob)
         if answer.usage is not None:
             raise PeerProtocolError("a sealed error carries usage")
-        opened = hardened.open_response(answer, context, expected_signer_address=expected_signer)
+        opened = hardened.open_hardened_response(answer, context, expected_signer_address=expected_signer)
         detail = loads(opened.plaintext)
         status, code, message = (detail["status"], detail["error"]["code"],
                                  detail["error"]["message"])
@@ -457,7 +457,7 @@ class AsyncConfidentialEmbeddings:
             trace.add("attest", (t1b - t1) / 1e6)
             t1 = t1b
         if c.profile != "atoma":
-            sealed_h = hardened.seal_request(
+            sealed_h = hardened.seal_hardened_request(
                 plaintext, node_public_key=lock.public_key, model_name=req.model,
                 stack_small_id=lock.stack_small_id, num_compute_units=max_num_tokens,
                 now=c.clock(), profile=c.profile)
@@ -486,7 +486,7 @@ class AsyncConfidentialEmbeddings:
             raise PeerProtocolError(f"the confidential answer is malformed: {exc.message}") from exc
         if answer_h is not None:
             # The answer must name this request; the signature over both hashes always checks.
-            opened_h = hardened.open_response(answer_h, sealed_h.context,
+            opened_h = hardened.open_hardened_response(answer_h, sealed_h.context,
                                               expected_signer_address=expected_signer)
             response_plaintext, clear_usage = opened_h.plaintext, opened_h.usage
         else:

@@ -186,7 +186,7 @@ def key_substitution(setup: Setup) -> AttackOutcome:
             try:
                 if "profile" in data:
                     req = hardened.HardenedRequest.from_dict(data)
-                    opened: Any = hardened.open_request(req, attacker,
+                    opened: Any = hardened.open_hardened_request(req, attacker,
                                                         guard=hardened.ReplayGuard(),
                                                         now=time.time())
                 else:

@@ -215,14 +215,14 @@ def profile_round_trip(profile: str, data: bytes, node: X25519KeyPair, signer: S
         return open_response(answer, sealed.context, require_signature=True,
                              expected_signer_address=signer.address).plaintext
     now = time.time()
-    sealed_h = hardened.seal_request(data, node_public_key=node.public_bytes, model_name="m",
+    sealed_h = hardened.seal_hardened_request(data, node_public_key=node.public_bytes, model_name="m",
                                      stack_small_id=1, now=now)
     wire_h = hardened.parse_request(loads(sealed_h.request.to_json()))
     assert isinstance(wire_h, hardened.HardenedRequest)
-    opened_h = hardened.open_request(wire_h, node, guard=guard or hardened.ReplayGuard(), now=now)
-    answer_h = hardened.parse_response(loads(hardened.seal_response(
+    opened_h = hardened.open_hardened_request(wire_h, node, guard=guard or hardened.ReplayGuard(), now=now)
+    answer_h = hardened.parse_response(loads(hardened.seal_hardened_response(
         data, opened_h.context, signer=signer).to_json()))
-    return hardened.open_response(answer_h, sealed_h.context,
+    return hardened.open_hardened_response(answer_h, sealed_h.context,
                                   expected_signer_address=signer.address).plaintext
 
 

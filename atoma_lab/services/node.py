@@ -461,7 +461,7 @@ class NodeService:
                 opened: Any
                 now = self.clock()
                 if isinstance(ccr, hardened.HardenedRequest):
-                    opened = hardened.open_request(ccr, self.key_ring, now=now)
+                    opened = hardened.open_hardened_request(ccr, self.key_ring, now=now)
                     sealed_to = opened.context
                 else:
                     key = self.key_ring.by_public_key(ccr.node_dh_public_key, now=now)
@@ -482,7 +482,7 @@ class NodeService:
             with timing.stage("node_seal"):
                 usage = Usage(out.usage.prompt_tokens, out.usage.total_tokens)
                 if isinstance(ccr, hardened.HardenedRequest):
-                    body = hardened.seal_response(out.body, opened.context, signer=self.signer,
+                    body = hardened.seal_hardened_response(out.body, opened.context, signer=self.signer,
                                                   usage=usage).to_json()
                 else:
                     body = seal_response(out.body, opened.context, usage=usage,
@@ -508,7 +508,7 @@ class NodeService:
         generic = SealedNodeError("the node's reason is sealed to the client")
         detail = dumps({"status": exc.status, "error": {"code": exc.code, "message": exc.message}})
         try:
-            sealed = hardened.seal_response(detail, context, signer=self.signer)
+            sealed = hardened.seal_hardened_response(detail, context, signer=self.signer)
         except ValueError:  # the context sealed an answer already: the reason cannot follow
             return Response.json(generic.to_dict(), status=status)
         return Response.json({**generic.to_dict(), "sealed_error": sealed.to_dict()},

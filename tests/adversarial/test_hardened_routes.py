@@ -189,12 +189,12 @@ def test_a_sealed_error_names_the_field_only_to_the_client(make_net: Callable[..
     net = make_net(nodes=1, profiles=HARDENED_ONLY)
     lock = net.client().nodes.lock(MODEL)
     plaintext = orjson.dumps({"input": ["fine", 5], "model": MODEL})
-    sealed = hardened.seal_request(plaintext, node_public_key=lock.public_key, model_name=MODEL,
+    sealed = hardened.seal_hardened_request(plaintext, node_public_key=lock.public_key, model_name=MODEL,
                                    stack_small_id=lock.stack_small_id, now=net.proxy.clock())
     resp = send(net, "POST", CONF, sealed.request.to_json())
     assert error_of_sealed(resp) == (400, "SEALED_ERROR")
     assert b"input[1]" not in resp.body
-    opened = hardened.open_response(
+    opened = hardened.open_hardened_response(
         hardened.parse_response(orjson.loads(resp.body)["sealed_error"]), sealed.context,
         expected_signer_address=net.nodes[0].sui_address)
     detail = orjson.loads(opened.plaintext)

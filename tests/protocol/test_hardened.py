@@ -57,7 +57,7 @@ def _seal(plaintext: bytes = REQUEST, *, now: float = NOW, **kw: Any) -> h.Seale
     args: dict[str, Any] = dict(node_public_key=NODE.public_bytes, model_name="m",
                                 stack_small_id=42, now=now)
     args.update(kw)
-    return h.seal_request(plaintext, **args)
+    return h.seal_hardened_request(plaintext, **args)
 
 
 def _fixed(**kw: Any) -> h.SealedHardenedRequest:
@@ -71,14 +71,14 @@ def _fixed(**kw: Any) -> h.SealedHardenedRequest:
 
 def _open(request: h.HardenedRequest, *, guard: h.ReplayGuard | None = None,
           now: float = NOW) -> h.OpenedHardenedRequest:
-    return h.open_request(request, NODE, guard=h.ReplayGuard() if guard is None else guard,
+    return h.open_hardened_request(request, NODE, guard=h.ReplayGuard() if guard is None else guard,
                           now=now)
 
 
 def _round(**kw: Any) -> tuple[h.SealedHardenedRequest, h.HardenedResponse]:
     sealed = _seal(**kw)
     opened = _open(sealed.request)
-    return sealed, h.seal_response(RESPONSE, opened.context, signer=SIGNER, usage=USAGE)
+    return sealed, h.seal_hardened_response(RESPONSE, opened.context, signer=SIGNER, usage=USAGE)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ def _golden_keys() -> tuple[X25519KeyPair, X25519KeyPair, SuiSigner]:
 def _golden_seal(case: dict[str, Any]) -> h.SealedHardenedRequest:
     client, node, _ = _golden_keys()
     i = case["inputs"]
-    return h.seal_request(
+    return h.seal_hardened_request(
         i["request_plaintext"].encode(), node_public_key=node.public_bytes,
         model_name=i["model_name"], stack_small_id=i["stack_small_id"],
         now=i["timestamp"] + 0.75, num_compute_units=i["num_compute_units"], client_key=client,
@@ -141,10 +141,10 @@ def test_golden_request_opens_and_response_reproduces(name: str) -> None:
     wire = expected["request_wire_json"].encode()
     request = h.HardenedRequest.from_json(wire)
     assert request.to_json() == wire
-    opened = h.open_request(request, node, guard=h.ReplayGuard(), now=i["timestamp"])
+    opened = h.open_hardened_request(request, node, guard=h.ReplayGuard(), now=i["timestamp"])
     assert opened.plaintext == i["request_plaintext"].encode()
     usage = None if i["usage"] is None else Usage(**i["usage"])
-    response = h.seal_response(i["response_plaintext"].encode(), opened.context, signer=signer,
+    response = h.seal_hardened_response(i["response_plaintext"].encode(), opened.context, signer=signer,
                                usage=usage, nonce=bytes.fromhex(i["response_nonce_hex"]))
     assert response.aad().hex() == expected["response_aad_hex"]
     assert response.response_hash().hex() == expected["response_hash_hex"]
@@ -163,7 +163,7 @@ def test_golden_response_opens(name: str) -> None:
     address = GOLDEN["signer"]["sui_address"]
     assert h.verify_receipt(sealed.context.request_hash, response,
                             expected_signer_address=address).address == address
-    opened = h.open_response(response, sealed.context, expected_signer_address=address)
+    opened = h.open_hardened_response(response, sealed.context, expected_signer_address=address)
     assert opened.plaintext == case["inputs"]["response_plaintext"].encode()
     assert opened.response_hash.hex() == case["expected"]["response_hash_hex"]
 
@@ -177,7 +177,7 @@ def test_round_trip() -> None:
     sealed, response = _round(num_compute_units=100)
     assert sealed.request.timestamp == int(NOW)
     assert sealed.request.node_key_id == h.node_key_id(NODE.public_bytes)
-    opened = h.open_response(h.HardenedResponse.from_json(response.to_json()), sealed.context,
+    opened = h.open_hardened_response(h.HardenedResponse.from_json(response.to_json()), sealed.context,
                              expected_signer_address=SIGNER.address)
     assert opened.plaintext == RESPONSE
     assert opened.usage == USAGE
@@ -202,12 +202,12 @@ def test_directions_use_different_keys() -> None:
 def test_contexts_are_single_use() -> None:
     sealed = _seal()
     opened = _open(sealed.request)
-    response = h.seal_response(RESPONSE, opened.context, signer=SIGNER)
+    response = h.seal_hardened_response(RESPONSE, opened.context, signer=SIGNER)
     with pytest.raises(ValueError):
-        h.seal_response(RESPONSE, opened.context, signer=SIGNER)
-    h.open_response(response, sealed.context)
+        h.seal_hardened_response(RESPONSE, opened.context, signer=SIGNER)
+    h.open_hardened_response(response, sealed.context)
     with pytest.raises(ValueError):
-        h.open_response(response, sealed.context)
+        h.open_hardened_response(response, sealed.context)
 
 
 def test_fresh_randomness_per_request() -> None:
@@ -269,7 +269,7 @@ def test_key_id_of_another_known_key_fails_to_decrypt() -> None:
     ring = h.NodeKeyRing(OTHER_NODE).rotate(NODE, now=NOW)
     request = _fixed().request.replace(node_key_id=h.node_key_id(OTHER_NODE.public_bytes))
     with pytest.raises(DecryptionError):
-        h.open_request(request, ring, guard=h.ReplayGuard(), now=NOW)
+        h.open_hardened_request(request, ring, guard=h.ReplayGuard(), now=NOW)
 
 
 def test_fields_spliced_across_two_requests_are_rejected() -> None:
@@ -287,20 +287,20 @@ def test_response_swapped_between_requests_is_rejected() -> None:
     sealed_a, response_a = _round()
     _sealed_b, response_b = _round()
     with pytest.raises(ResponseMismatchError):
-        h.open_response(response_b, sealed_a.context)
+        h.open_hardened_response(response_b, sealed_a.context)
     # Even with A's request id and hash pasted in, B's response fails A's receipt and key.
     relabelled = response_b.replace(request_id=sealed_a.context.request_id,
                                     request_hash=sealed_a.context.request_hash)
     with pytest.raises(SignatureError):
-        h.open_response(relabelled, sealed_a.context)
+        h.open_hardened_response(relabelled, sealed_a.context)
     # ... and a re-signed one (a malicious proxy with its own key) fails decryption.
     resigned = relabelled.replace(
         signature=SIGNER.sign(h.receipt_digest(sealed_a.context.request_hash,
                                                relabelled.response_hash())).to_base64(),
     )
     with pytest.raises(DecryptionError):
-        h.open_response(resigned, sealed_a.context)
-    assert h.open_response(response_a, sealed_a.context).plaintext == RESPONSE
+        h.open_hardened_response(resigned, sealed_a.context)
+    assert h.open_hardened_response(response_a, sealed_a.context).plaintext == RESPONSE
 
 
 @pytest.mark.parametrize("name", ["request_id", "request_hash", "nonce", "ciphertext", "usage",
@@ -316,23 +316,23 @@ def test_response_field_changed_is_rejected(name: str) -> None:
         "signature": SuiSigner.from_ed25519_seed(bytes(32)).sign(bytes(32)).to_base64(),
     }
     with pytest.raises((ResponseMismatchError, SignatureError, DecryptionError)):
-        h.open_response(response.replace(**{name: changes[name]}), sealed.context)
+        h.open_hardened_response(response.replace(**{name: changes[name]}), sealed.context)
 
 
 def test_usage_removed_is_rejected_and_signer_pinned() -> None:
     sealed, response = _round()
     with pytest.raises(SignatureError):
-        h.open_response(response.replace(usage=None), sealed.context)
+        h.open_hardened_response(response.replace(usage=None), sealed.context)
     sealed, response = _round()
     with pytest.raises(SignatureError):
-        h.open_response(response, sealed.context, expected_signer_address="0x" + "00" * 32)
+        h.open_hardened_response(response, sealed.context, expected_signer_address="0x" + "00" * 32)
 
 
 def test_forged_signature_by_the_right_key_on_other_content_is_rejected() -> None:
     sealed, response = _round()
     forged = response.replace(signature=SIGNER.sign(bytes(32)).to_base64())
     with pytest.raises(SignatureError):
-        h.open_response(forged, sealed.context)
+        h.open_hardened_response(forged, sealed.context)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -382,9 +382,9 @@ def test_stale_key_and_grace_window() -> None:
     ring = h.NodeKeyRing(NODE, grace_s=60).rotate(OTHER_NODE, now=NOW)
     assert ring.current is OTHER_NODE
     assert ring.current_key_id == h.node_key_id(OTHER_NODE.public_bytes)
-    assert h.open_request(request, ring, guard=h.ReplayGuard(), now=NOW + 60).plaintext == REQUEST
+    assert h.open_hardened_request(request, ring, guard=h.ReplayGuard(), now=NOW + 60).plaintext == REQUEST
     with pytest.raises(NodeKeyMismatchError) as excinfo:
-        h.open_request(request, ring, guard=h.ReplayGuard(), now=NOW + 61)
+        h.open_hardened_request(request, ring, guard=h.ReplayGuard(), now=NOW + 61)
     assert excinfo.value.status == 409 and excinfo.value.field == "node_key_id"
     # A later rotation drops keys past their grace.
     newest = X25519KeyPair.from_private_bytes(bytes(range(9, 41)))
@@ -509,7 +509,7 @@ def test_any_bit_flip_of_a_request_is_rejected(bit: int) -> None:
 def _fixed_round() -> tuple[h.HardenedClientContext, bytes]:
     sealed = _fixed()
     opened = _open(sealed.request)
-    response = h.seal_response(RESPONSE, opened.context, signer=SIGNER, usage=USAGE,
+    response = h.seal_hardened_response(RESPONSE, opened.context, signer=SIGNER, usage=USAGE,
                                nonce=bytes(range(50, 62)))
     return sealed.context, response.to_json()
 
@@ -525,4 +525,4 @@ def test_any_bit_flip_of_a_response_is_rejected(bit: int) -> None:
     wire = bytearray(wire_bytes)
     wire[bit // 8] ^= 1 << (bit % 8)
     with pytest.raises(AtomaLabError):
-        h.open_response(h.HardenedResponse.from_json(bytes(wire)), context)
+        h.open_hardened_response(h.HardenedResponse.from_json(bytes(wire)), context)

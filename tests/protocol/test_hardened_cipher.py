@@ -113,7 +113,7 @@ def test_seal_and_open_take_the_cipher_of_the_request_profile(monkeypatch: pytes
     recording = Recording()
     monkeypatch.setattr(seal, "CIPHERS", {h.PROFILE: recording})
     monkeypatch.setattr(seal, "cipher_for", lambda profile: {h.PROFILE: recording}[profile])
-    sealed = h.seal_request(BODY, node_public_key=NODE.public_bytes, model_name="m",
+    sealed = h.seal_hardened_request(BODY, node_public_key=NODE.public_bytes, model_name="m",
                             stack_small_id=1, now=0)
-    assert h.open_request(sealed.request, NODE, guard=h.ReplayGuard(), now=0).plaintext == BODY
+    assert h.open_hardened_request(sealed.request, NODE, guard=h.ReplayGuard(), now=0).plaintext == BODY
     assert used == ["seal", "open"]

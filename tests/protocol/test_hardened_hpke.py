@@ -29,21 +29,21 @@ def _seal(**kw: object) -> hardened.SealedHardenedRequest:
     args: dict[str, object] = {"node_public_key": NODE.public_bytes, "model_name": "m",
                                "stack_small_id": 7, "now": NOW, "profile": hardened.PROFILE_HPKE}
     args.update(kw)
-    return hardened.seal_request(BODY, **args)  # type: ignore[arg-type]
+    return hardened.seal_hardened_request(BODY, **args)  # type: ignore[arg-type]
 
 
 def _round_trip(sealed: hardened.SealedHardenedRequest) -> bytes:
     wire = hardened.parse_request(hardened.HardenedRequest.from_json(
         sealed.request.to_json()).to_dict())
     assert isinstance(wire, hardened.HardenedRequest)
-    opened = hardened.open_request(wire, NODE, guard=hardened.ReplayGuard(), now=NOW)
+    opened = hardened.open_hardened_request(wire, NODE, guard=hardened.ReplayGuard(), now=NOW)
     assert opened.plaintext == BODY
-    response = hardened.seal_response(b'{"data":[]}', opened.context, signer=SIGNER,
+    response = hardened.seal_hardened_response(b'{"data":[]}', opened.context, signer=SIGNER,
                                       usage=Usage(3, 3))
     answer = hardened.parse_response(hardened.HardenedResponse.from_json(
         response.to_json()).to_dict())
     assert answer.profile == hardened.PROFILE_HPKE
-    return hardened.open_response(answer, sealed.context,
+    return hardened.open_hardened_response(answer, sealed.context,
                                   expected_signer_address=SIGNER.address).plaintext
 
 
@@ -63,8 +63,8 @@ def test_the_request_is_a_genuine_hpke_message() -> None:
     ctx = hpke.setup_base_recipient(hardened.HPKE_SUITE, req.client_dh_public_key, NODE,
                                     hardened.HPKE_INFO + req.node_key_id + req.salt)
     assert ctx.open(req.ciphertext, req.aad()) == BODY
-    opened = hardened.open_request(req, NODE, guard=hardened.ReplayGuard(), now=NOW)
-    response = hardened.seal_response(b"answer", opened.context, signer=SIGNER)
+    opened = hardened.open_hardened_request(req, NODE, guard=hardened.ReplayGuard(), now=NOW)
+    response = hardened.seal_hardened_response(b"answer", opened.context, signer=SIGNER)
     key = ctx.export(hardened.HPKE_EXPORT_N2C, 32)
     assert AESGCM(key).decrypt(response.nonce, response.ciphertext, response.aad()) == b"answer"
 
@@ -76,15 +76,15 @@ def test_the_plain_hardened_profile_cannot_open_it() -> None:
                            (hardened.PROFILE, hardened.PROFILE_HPKE)):
         relabelled = _seal(profile=profile).request.replace(profile=other)
         with pytest.raises(DecryptionError):
-            hardened.open_request(relabelled, NODE, guard=hardened.ReplayGuard(), now=NOW)
+            hardened.open_hardened_request(relabelled, NODE, guard=hardened.ReplayGuard(), now=NOW)
 
 
 def test_a_response_of_the_other_profile_is_refused() -> None:
     sealed = _seal()
-    opened = hardened.open_request(sealed.request, NODE, guard=hardened.ReplayGuard(), now=NOW)
-    response = hardened.seal_response(b"x", opened.context, signer=SIGNER)
+    opened = hardened.open_hardened_request(sealed.request, NODE, guard=hardened.ReplayGuard(), now=NOW)
+    response = hardened.seal_hardened_response(b"x", opened.context, signer=SIGNER)
     with pytest.raises(ProfileMismatchError):
-        hardened.open_response(response.replace(profile=hardened.PROFILE),
+        hardened.open_hardened_response(response.replace(profile=hardened.PROFILE),
                                sealed.context)
 
 
@@ -102,7 +102,7 @@ def test_every_bound_field_is_bound(field: str) -> None:
         changed = value + "x"
     guard = hardened.ReplayGuard()
     with pytest.raises(AtomaLabError):
-        hardened.open_request(req.replace(**{field: changed}), NODE, guard=guard,
+        hardened.open_hardened_request(req.replace(**{field: changed}), NODE, guard=guard,
                               now=NOW)
     assert guard.entries == 0  # nothing recorded for a forgery
 
@@ -110,9 +110,9 @@ def test_every_bound_field_is_bound(field: str) -> None:
 def test_replay_is_refused() -> None:
     req = _seal().request
     guard = hardened.ReplayGuard()
-    hardened.open_request(req, NODE, guard=guard, now=NOW)
+    hardened.open_hardened_request(req, NODE, guard=guard, now=NOW)
     with pytest.raises(ReplayedRequestError):
-        hardened.open_request(req, NODE, guard=guard, now=NOW + 1)
+        hardened.open_hardened_request(req, NODE, guard=guard, now=NOW + 1)
 
 
 def test_an_unknown_profile_is_refused() -> None:

@@ -202,14 +202,14 @@ def test_the_hardened_profile_uses_the_rings_guard() -> None:
     guard = ReplayGuard(window_s=10)
     ring = NodeKeyRing(K1, guard=guard)
     assert ring.guard is guard
-    sealed = hardened.seal_request(b"{}", node_public_key=K1.public_bytes, model_name="m",
+    sealed = hardened.seal_hardened_request(b"{}", node_public_key=K1.public_bytes, model_name="m",
                                    stack_small_id=1, now=NOW)
-    assert hardened.open_request(sealed.request, ring, now=NOW).plaintext == b"{}"
+    assert hardened.open_hardened_request(sealed.request, ring, now=NOW).plaintext == b"{}"
     assert guard.entries == 1
     with pytest.raises(ReplayedRequestError):
-        hardened.open_request(sealed.request, ring, now=NOW + 1)
+        hardened.open_hardened_request(sealed.request, ring, now=NOW + 1)
     with pytest.raises(TypeError):  # a bare key pair has no guard of its own
-        hardened.open_request(sealed.request, K1, now=NOW)
+        hardened.open_hardened_request(sealed.request, K1, now=NOW)
 
 
 def test_arguments_are_checked() -> None:

@@ -37,7 +37,7 @@ TEXTS = ["hardened one", "hardened two words"]
 def _hardened_body(net: Network, text: str = "sealed by hand") -> bytes:
     lock = net.client().nodes.lock(MODEL)
     plaintext = CreateEmbeddingRequest(input=text, model=MODEL).to_json()
-    return hardened.seal_request(plaintext, node_public_key=lock.public_key, model_name=MODEL,
+    return hardened.seal_hardened_request(plaintext, node_public_key=lock.public_key, model_name=MODEL,
                                  stack_small_id=lock.stack_small_id,
                                  now=net.proxy.clock()).request.to_json()
 
@@ -119,7 +119,7 @@ def test_an_old_hardened_request_is_refused(make_net: Callable[..., Network]) ->
     net = make_net(nodes=1)
     lock = net.client().nodes.lock(MODEL)
     plaintext = CreateEmbeddingRequest(input="late", model=MODEL).to_json()
-    body = hardened.seal_request(plaintext, node_public_key=lock.public_key, model_name=MODEL,
+    body = hardened.seal_hardened_request(plaintext, node_public_key=lock.public_key, model_name=MODEL,
                                  stack_small_id=lock.stack_small_id,
                                  now=net.proxy.clock() - 3600).request.to_json()
     before = money(net)

@@ -37,7 +37,7 @@ def _sealed(net: Network, profile: str, node_public_key: bytes, text: str = "key
     if wire is None:
         return seal_request(plaintext, node_public_key=node_public_key,
                             stack_small_id=lock.stack_small_id, model_name=MODEL).request.to_json()
-    return hardened.seal_request(plaintext, node_public_key=node_public_key, model_name=MODEL,
+    return hardened.seal_hardened_request(plaintext, node_public_key=node_public_key, model_name=MODEL,
                                  stack_small_id=lock.stack_small_id, now=net.proxy.clock(),
                                  profile=wire).request.to_json()
 

@@ -59,7 +59,7 @@ class SealedHardenedRequest:
     context: HardenedClientContext
 
 
-def seal_request(
+def seal_hardened_request(
     plaintext: bytes,
     *,
     node_public_key: bytes,
@@ -154,7 +154,7 @@ def _node_key(keys: NodeKeyRing | X25519KeyPair, key_id: bytes, now: float) -> X
     return keys
 
 
-def open_request(
+def open_hardened_request(
     request: HardenedRequest,
     keys: NodeKeyRing | X25519KeyPair,
     *,
@@ -174,7 +174,7 @@ def open_request(
     """
     if guard is None:
         if not isinstance(keys, NodeKeyRing):
-            raise TypeError("open_request needs a guard when given a bare key pair")
+            raise TypeError("open_hardened_request needs a guard when given a bare key pair")
         guard = keys.guard
     node_key = _node_key(keys, request.node_key_id, now)
     guard.check_window(request.timestamp, now)
@@ -188,7 +188,7 @@ def open_request(
     return OpenedHardenedRequest(plaintext=plaintext, request=request, context=context)
 
 
-def seal_response(
+def seal_hardened_response(
     plaintext: bytes,
     context: HardenedNodeContext,
     *,
@@ -243,7 +243,7 @@ def verify_receipt(request_hash: bytes, response: HardenedResponse, *,
                                 expected_address=expected_signer_address)
 
 
-def open_response(
+def open_hardened_response(
     response: HardenedResponse,
     context: HardenedClientContext,
     *,
