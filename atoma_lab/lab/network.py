@@ -30,7 +30,7 @@ from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.signing import SuiSigner
 from atoma_lab.display.html import fingerprint, kv_table, section, table
 from atoma_lab.services.ledger import STACK_SIZE_TO_BUY, Ledger
-from atoma_lab.services.node import PROFILES, Embedder, NodeService
+from atoma_lab.services.node import PROFILES, NodeService, RequestEmbedder
 from atoma_lab.services.policy import DEFAULT_NODE_POLICY, NodePolicy
 from atoma_lab.services.policy import node_policy as node_policy_named
 from atoma_lab.services.proxy import LOCK_SWEEP_INTERVAL_S, ProxyService
@@ -47,7 +47,7 @@ PROXY_ADDRESS = "inproc://proxy"
 
 
 def default_embedder(model: str = DEFAULT_MODEL, *, fake_tokens_per_s: float | None = None,
-                     **engine_options: Any) -> Embedder:
+                     **engine_options: Any) -> RequestEmbedder:
     """The in-process transformers engine for ``model`` behind its dynamic batcher; for
     :data:`~atoma_lab.inference.FAKE_MODEL`, the deterministic fake engine (no weights), with
     a device's capacity of ``fake_tokens_per_s`` tokens a second when given (a real model has
@@ -69,7 +69,7 @@ def check_fake_capacity(model: str, fake_tokens_per_s: float | None) -> None:
                          "runs at the speed of the machine it is on")
 
 #: An embedder, or a callable without arguments that builds one.
-EmbedderSpec = Embedder | Callable[[], Embedder]
+EmbedderSpec = RequestEmbedder | Callable[[], RequestEmbedder]
 
 
 def _node_models(node: Any) -> Sequence[str]:
@@ -81,7 +81,7 @@ def _is_factory(obj: object) -> bool:
     return callable(obj) and not hasattr(obj, "embed")
 
 
-def _built(spec: EmbedderSpec) -> Embedder:
+def _built(spec: EmbedderSpec) -> RequestEmbedder:
     return spec() if _is_factory(spec) else spec  # type: ignore[operator,return-value]
 
 

@@ -41,7 +41,7 @@ from atoma_lab.server import ServerGroup, asgi_app
 from atoma_lab.server.limits import ServerLimits
 from atoma_lab.server.tls import ServerTls
 from atoma_lab.services.ledger import Ledger
-from atoma_lab.services.node import Embedder, NodeService, ProxyStackDirectory
+from atoma_lab.services.node import NodeService, ProxyStackDirectory, RequestEmbedder
 from atoma_lab.services.policy import DEFAULT_NODE_POLICY, NodePolicy
 from atoma_lab.services.policy import node_policy as node_policy_named
 from atoma_lab.services.proxy import LOCK_SWEEP_INTERVAL_S, ProxyService
@@ -110,7 +110,7 @@ class NodeServer(_Service):
     TLS).
     """
 
-    def __init__(self, *, node_small_id: int, embedder: Embedder, proxy_url: str,
+    def __init__(self, *, node_small_id: int, embedder: RequestEmbedder, proxy_url: str,
                  host: str = "127.0.0.1", port: int = 0, tee_seed: bytes | None = None,
                  signer_seed: bytes | None = None, grace_window_s: float = 0.0,
                  rotate_every_s: float | None = None, allow_public: bool = False,

@@ -1,4 +1,4 @@
-"""Adapters from inference engines to the node's async :class:`~atoma_lab.services.node.Embedder`."""
+"""Adapters from inference engines to the node's async :class:`~atoma_lab.services.node.RequestEmbedder`."""
 
 from __future__ import annotations
 

@@ -131,8 +131,9 @@ def next_boot_epoch() -> int:
 EmbedOutput = EmbedResponse
 
 
-class Embedder(Protocol):
-    """What the node needs from the inference layer.
+class RequestEmbedder(Protocol):
+    """What the node needs from the inference layer: served models and ``async embed`` of an
+    OpenAI request (the inference layer's own ``Embedder`` embeds inputs, synchronously).
 
     An embedder whose ``embed`` also takes the keywords ``max_tokens`` and ``flow`` (as
     :class:`~atoma_lab.inference.openai.NodeEmbedder` does) is given the units the request may
@@ -212,7 +213,7 @@ class NodeService:
         self,
         *,
         node_small_id: int,
-        embedder: Embedder,
+        embedder: RequestEmbedder,
         stack_owner: StackOwner,
         signer: SuiSigner | None = None,
         tee: SimulatedTEE | None = None,
@@ -420,7 +421,7 @@ class NodeService:
     async def _embed(self, request: CreateEmbeddingRequest, max_tokens: int,
                      flow: int) -> EmbedOutput:
         """Embed within ``max_tokens`` units: refused before the model runs where the embedder
-        can tell (see :class:`Embedder`), and checked on its usage in any case."""
+        can tell (see :class:`RequestEmbedder`), and checked on its usage in any case."""
         embedder = self.embedder
         if self._limits_for[0] is not embedder:
             self._limits_for = (embedder, _takes_limits(embedder))
