@@ -43,7 +43,7 @@ from atoma_lab.inference.engine import (
 )
 
 DEFAULT_MICRO_BATCH_TOKENS = 1024  # padded tokens per forward; measured best for MiniLM on 2 cores
-DEFAULT_BATCH_OVERHEAD_TOKENS = 64  # a forward's fixed cost in tokens (~9 ms vs ~0.16 ms/token)
+DEFAULT_BATCH_OVERHEAD_TOKENS = 64  # a forward's fixed cost, in tokens (docs/benchmarks.md)
 DEFAULT_MAX_BATCH_TOKENS = 16384  # tokens merged across requests (TEI's --max-batch-tokens default)
 DEFAULT_MAX_WAIT_MS = 10.0  # the longest the first queued request waits for company
 DEFAULT_GAP_MS = 2.0  # collection ends once no request has arrived for this long
