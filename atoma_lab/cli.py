@@ -1,7 +1,8 @@
 """``atoma-lab``: serve a local network, embed text through it, or walk through a demo.
 
     atoma-lab serve [--host 127.0.0.1] [--port 8080] [--nodes N] [--model NAME] [--api-key KEY]
-    atoma-lab node --port P --node-id N --proxy URL [--model NAME | --backend URL]
+                    [--runtime torch|onnx|auto] [--engine-mode exact|fast|int8]
+    atoma-lab node --port P --node-id N --proxy URL [--model NAME [--runtime R] | --backend URL]
     atoma-lab proxy --port P --node URL [--node URL ...] [--api-key KEY] [--ledger FILE]
     atoma-lab embed TEXT... [--confidential] [--base-url URL --api-key KEY]
     atoma-lab demo [TEXT...]
@@ -36,13 +37,22 @@ def _short(data: bytes | str, n: int = 72) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from atoma_lab.lab.network import build_network
+def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The engine's runtime and mode when given on the command line (else its defaults)."""
+    return {k: v for k, v in (("runtime", args.runtime), ("mode", args.engine_mode))
+            if v is not None}
 
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from atoma_lab.lab.network import build_network, default_embedder
+
+    options = _engine_options(args)
+    embedder = default_embedder(args.model, **options) if options else None
     net = build_network(nodes=args.nodes, mode="http", model=args.model, api_key=args.api_key,
                         host=args.host, port=args.port, ledger_path=args.ledger,
                         grace_window_s=args.grace_window_s,
-                        health_interval_s=args.health_interval_s or None)
+                        health_interval_s=args.health_interval_s or None, embedder=embedder)
+    net.owns_embedders = True
     print(f"atoma-lab proxy on {net.base_url}  ({len(net.nodes)} node(s), model {args.model})")
     for node, url in zip(net.nodes, net.node_urls, strict=True):
         print(f"  node {node.node_small_id}: {url}  key counter {node.key_rotation_counter}")
@@ -83,7 +93,7 @@ def _node_embedder(args: argparse.Namespace) -> Any:
         return remote_embedder(args.backend, api=args.backend_api, model=args.model)
     from atoma_lab.lab.network import default_embedder
 
-    return default_embedder(args.model)
+    return default_embedder(args.model, **_engine_options(args))
 
 
 def cmd_node(args: argparse.Namespace) -> int:
@@ -213,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--nodes", type=int, default=1)
     s.add_argument("--model", default=DEFAULT_MODEL)
+    _add_engine_options(s)
     s.add_argument("--api-key", default=None, help="API key of the default user (random if unset)")
     s.add_argument("--ledger", default=":memory:", help="SQLite file for the ledger")
     s.add_argument("--grace-window-s", type=float, default=0.0)
@@ -226,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--proxy", required=True, help="the proxy's URL (stack ownership checks)")
     n.add_argument("--model", default=DEFAULT_MODEL,
                    help="served model (atoma-lab/fake-embedder: the weightless fake)")
+    _add_engine_options(n)
     n.add_argument("--backend", default=None,
                    help="embed on an existing server at this URL instead of in-process")
     n.add_argument("--backend-api", choices=["openai", "tei", "infinity"], default="openai",
@@ -263,6 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--model", default=DEFAULT_MODEL)
     d.set_defaults(func=cmd_demo)
     return p
+
+
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runtime", choices=["torch", "onnx", "auto"], default=None,
+                        help="the engine's runtime (default torch; onnx needs atoma-lab[onnx]; "
+                             "auto measures both once on this machine and keeps the faster)")
+    parser.add_argument("--engine-mode", choices=["exact", "fast", "int8"], default=None,
+                        help="exact (default), fast (the fastest path within cosine 0.999 of "
+                             "exact, measured here) or int8 (ONNX, lossy, its quality logged)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
