@@ -46,6 +46,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -155,6 +156,28 @@ def cpu_has_native_bf16() -> bool:
     return bool(check()) if check is not None else False
 
 
+# oneDNN post-ops of mkldnn._linear_pointwise for the fused forward's activations.
+_ONEDNN_POST_OPS = {"none": ("none", ""), "gelu": ("gelu", "none"), "relu": ("relu", ""),
+                    "gelu_new": ("gelu", "tanh"), "gelu_pytorch_tanh": ("gelu", "tanh")}
+
+
+@lru_cache(maxsize=1)
+def _onednn_ok() -> bool:
+    """Whether torch's oneDNN packed linear works here (a private op: checked on a tiny GEMM
+    against F.linear before it is trusted)."""
+    torch = _torch()
+    try:
+        w = torch.randn(8, 16).bfloat16()
+        x = torch.randn(4, 16).bfloat16()
+        b = torch.zeros(8).bfloat16()
+        got = torch.ops.mkldnn._linear_pointwise(
+            x, torch.ops.mkldnn._reorder_linear_weight(w, 4), b, "none", [], "")
+        want = torch.nn.functional.linear(x, w, b)
+        return bool(torch.allclose(got.float(), want.float(), atol=1e-2, rtol=1e-2))
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
+
+
 def _fused_unsupported_by_config(cfg: Any) -> str | None:
     """Why a model with this Hugging Face config cannot take the fused forward (or the fused
     ONNX graph), or ``None``; the module layout is checked on the loaded model as well."""
@@ -221,9 +244,13 @@ class _FusedEncoder:
                             layer.output.LayerNorm.eps),
                 })
 
-    def _linear(self, name: str, x: torch.Tensor, p: dict[str, Any], reuse: bool) -> torch.Tensor:
+    def _linear(self, name: str, x: torch.Tensor, p: dict[str, Any], reuse: bool,
+                post: str = "none") -> torch.Tensor:
         torch = _torch()
-        weight, bias = p[name]
+        weight, bias = p[name][:2]
+        if len(p[name]) == 3:  # oneDNN-packed weight: activation fused into the GEMM
+            attr, algorithm = _ONEDNN_POST_OPS[post]
+            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, attr, [], algorithm)
         if reuse:
             return torch.addmm(bias, x, weight.t(), out=self._buffer(name, x, weight))
         return torch.nn.functional.linear(x, weight, bias)
@@ -274,26 +301,44 @@ class _FusedEncoder:
 
     def _low_precision_layers(self, dtype: Any) -> list[dict[str, Any]]:
         """The layers with their four GEMMs' weights and biases cast to ``dtype`` once (layer
-        norms stay float32): what autocast would otherwise cast again on every call."""
+        norms stay float32): what autocast would otherwise cast again on every call.
+
+        On a CPU, bfloat16 weights are also packed once into oneDNN's blocked layout
+        (``mkldnn._reorder_linear_weight``), which the AMX/AVX512-BF16 kernels otherwise
+        re-create on every call; the activation is then fused into the up-projection."""
         cached = self._low_layers.get(dtype)
         if cached is None:
-            cached = [{k: (tuple(t.to(dtype) for t in v) if k in ("qkv", "o", "up", "down")
-                           else v) for k, v in p.items()} for p in self.layers]
+            torch = _torch()
+            pack = dtype == torch.bfloat16 and self.word.device.type == "cpu" and _onednn_ok()
+            cached = []
+            for p in self.layers:
+                layer = dict(p)
+                for k in ("qkv", "o", "up", "down"):
+                    w, b = (t.to(dtype) for t in p[k])
+                    layer[k] = (torch.ops.mkldnn._reorder_linear_weight(w, 1024), b, "packed") \
+                        if pack else (w, b)
+                cached.append(layer)
             self._low_layers[dtype] = cached
         return cached
+
+    def _up(self, x: torch.Tensor, p: dict[str, Any], reuse: bool) -> torch.Tensor:
+        """The up-projection and its activation (fused into the GEMM for packed weights)."""
+        if len(p["up"]) == 3:
+            return self._linear("up", x, p, reuse, post=self.activation)
+        return self._act(self._linear("up", x, p, reuse))
 
     def __call__(self, ids: torch.Tensor, mask: torch.Tensor | None, *,
                  reuse_buffers: bool | None = None, gemm_dtype: Any = None) -> torch.Tensor:
         """Hidden states of ``ids``. ``reuse_buffers`` overrides the constructor's choice for
-        this call. ``gemm_dtype`` (``torch.bfloat16``) runs the GEMMs and attention in that
-        dtype on weights cast once, with the residual stream and layer norms in float32: what
-        bfloat16 autocast computes, without casting the weights on every call."""
+        this call. ``gemm_dtype`` (``torch.bfloat16``) runs everything after the embeddings in
+        that dtype on weights cast (and on a CPU packed) once, layer-norm parameters and
+        statistics in float32, as a bfloat16 model does (sentence-transformers' ``.bfloat16()``):
+        autocast instead casts every GEMM's input and weights on every call, which measured a
+        fifth of the forward here."""
         torch = _torch()
         reuse = self.reuse_buffers if reuse_buffers is None else reuse_buffers
         layers = self.layers if gemm_dtype is None else self._low_precision_layers(gemm_dtype)
 
-        def low(t: Any) -> Any:
-            return t if gemm_dtype is None else t.to(gemm_dtype)
 
         f = torch.nn.functional
         batch, length = ids.shape
@@ -303,16 +348,18 @@ class _FusedEncoder:
         x = x + self.position[start:start + length]
         x = f.layer_norm(x, (hidden,), *self.emb_ln[:2], self.emb_ln[2]).view(batch * length,
                                                                                 hidden)
+        if gemm_dtype is not None:
+            x = x.to(gemm_dtype)
         attn_mask = None if mask is None else mask.bool()[:, None, None, :]
         for p in layers:
-            qkv = self._linear("qkv", low(x), p, reuse).view(
+            qkv = self._linear("qkv", x, p, reuse).view(
                 batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
             ctx = f.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=attn_mask)
             ctx = ctx.transpose(1, 2).reshape(batch * length, hidden)
             a = self._linear("o", ctx, p, reuse)
             a = a.add_(x) if a.dtype == x.dtype else a + x
             x = f.layer_norm(a, (hidden,), *p["ln1"][:2], p["ln1"][2])
-            h = self._act(self._linear("up", low(x), p, reuse))
+            h = self._up(x, p, reuse)
             o = self._linear("down", h, p, reuse)
             o = o.add_(x) if o.dtype == x.dtype else o + x
             x = f.layer_norm(o, (hidden,), *p["ln2"][:2], p["ln2"][2])
