@@ -1,7 +1,8 @@
 """One table of every embedding backend, measured in one run, interleaved (group ``embed-backends``).
 
-On the 512 seeded texts of 4-120 words (``make_corpus()``), same model, same threads, at most 32
-rows per forward, each round runs every backend once, in an order that rotates from round to
+On the 512 seeded texts of 4-120 words (``make_corpus()``), same model, same threads, 32 rows
+per forward for sentence-transformers (its default batch size) and the engine's own token
+budget, each round runs every backend once, in an order that rotates from round to
 round:
 
 * peers: sentence-transformers torch fp32 (the baseline), its bf16 weights (where the CPU runs
@@ -56,7 +57,13 @@ from atoma_lab.inference.transformers_engine import (  # noqa: E402
     TransformersEngine,
     cpu_has_native_bf16,
 )
-from atoma_lab.lab.backends import Backend, BackendTable, measure_backends, timed  # noqa: E402
+from atoma_lab.lab.backends import (  # noqa: E402
+    Backend,
+    BackendTable,
+    engine_backend,
+    measure_backends,
+    sentence_transformers_backend,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -139,13 +146,6 @@ def _http_backend(name: str, role: Any, url: str, model: str, headers: dict[str,
     return Backend(name, role, run, post, note)
 
 
-def _engine_backend(name: str, engine: TransformersEngine) -> Backend:
-    d = engine.describe()
-    return Backend(name, "ours", timed(lambda: engine.embed(CORPUS)),
-                   lambda: engine.embed(CORPUS).vectors,
-                   f"{d['path']}: {d['reason']}")
-
-
 @pytest.fixture(scope="module")
 def table(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     torch.set_num_threads(THREADS)
@@ -158,16 +158,12 @@ def table(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     closers: list[Callable[[], None]] = []
     try:
         model = st.SentenceTransformer(str(model_dir), device="cpu")
-
-        def st_run(m: Any) -> Callable[[], np.ndarray]:
-            return lambda: m.encode(CORPUS, batch_size=BATCH_SIZE, normalize_embeddings=True,
-                                    convert_to_numpy=True)
-
-        backends.append(Backend(BASELINE, "peer", timed(st_run(model)), st_run(model)))
+        backends.append(sentence_transformers_backend(BASELINE, model, CORPUS,
+                                                      batch_size=BATCH_SIZE))
         if CpuInfo.detect().native_bf16 and cpu_has_native_bf16():
             bf16 = st.SentenceTransformer(str(model_dir), device="cpu").to(torch.bfloat16)
-            backends.append(Backend(ST_BF16, "peer", timed(st_run(bf16)),
-                                    lambda: np.asarray(st_run(bf16)(), dtype=np.float32)))
+            backends.append(sentence_transformers_backend(ST_BF16, bf16, CORPUS,
+                                                          batch_size=BATCH_SIZE))
         else:
             not_run[ST_BF16] = "no native bf16 on this CPU (emulated bf16 is several times slower)"
 
@@ -193,15 +189,16 @@ def table(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                                                 "infinity-emb[server,torch] only")
 
         def engine(**kw: Any) -> TransformersEngine:
-            return TransformersEngine(model_dir, model_name=DEFAULT_MODEL, device="cpu",
-                                      max_batch_size=BATCH_SIZE, **kw)
+            # The engine's defaults: micro-batches under its token budget, no row cap.
+            return TransformersEngine(model_dir, model_name=DEFAULT_MODEL, device="cpu", **kw)
 
-        backends.append(_engine_backend("atoma-lab exact, torch", engine(runtime="torch")))
-        backends.append(_engine_backend("atoma-lab exact, onnx", engine(runtime="onnx")))
-        fast = engine(runtime="auto", mode="fast")
-        backends.append(_engine_backend(f"atoma-lab fast ({fast.choice.path})", fast))
-        backends.append(_engine_backend("atoma-lab int8, onnx", engine(runtime="onnx",
-                                                                      mode="int8")))
+        for name, kw in (("atoma-lab exact, torch", {"runtime": "torch"}),
+                         ("atoma-lab exact, onnx", {"runtime": "onnx"}),
+                         ("atoma-lab fast", {"runtime": "auto", "mode": "fast"}),
+                         ("atoma-lab int8, onnx", {"runtime": "onnx", "mode": "int8"})):
+            eng = engine(**kw)
+            label = f"{name} ({eng.choice.path})" if kw.get("mode") == "fast" else name
+            backends.append(engine_backend(label, eng, CORPUS))
 
         serve = Service("serve", "--port", str(free_port()), "--runtime", "onnx",
                         "--api-key", API_KEY)

@@ -110,6 +110,9 @@ _PARITY_TEXTS = 128
 _TIMING_TEXTS = 96
 _TIMING_ROUNDS = 3
 _RETRIEVAL_TOP_K = 10
+# Bumped when a path's implementation changes what it measures: recorded choices made before
+# are then measured again.
+_PATHS_VERSION = 2
 _tokenizer_pool: ThreadPoolExecutor | None = None
 _tokenizer_pool_lock = threading.Lock()
 logger = logging.getLogger("atoma_lab.inference")
@@ -758,7 +761,8 @@ class TransformersEngine(EmbeddingEngine):
                 "runtime": self.runtime_requested,
                 "threads": self.num_threads or torch.get_num_threads(),
                 "torch": torch.__version__, "onnxruntime": onnxruntime_version(),
-                "recipe": RECIPE_VERSION, "micro_batch_tokens": self.micro_batch_tokens,
+                "recipe": RECIPE_VERSION, "paths": _PATHS_VERSION,
+                "micro_batch_tokens": self.micro_batch_tokens,
                 "max_batch_size": self.max_batch_size,
                 "candidates": [c.name for c in candidates]}
 
