@@ -8,8 +8,8 @@ Two exporters, chosen by the model:
   with the packed Q/K/V weight, ``SkipLayerNormalization``, ``BiasGelu``/``FastGelu``) from the
   weights the torch model loaded. ``torch.onnx.export`` of the same model leaves attention as
   separate MatMul/Softmax/Where nodes that ONNX Runtime's graph optimiser does not fuse (the
-  mask code of transformers 5 defeats its pattern matcher); ``docs/benchmarks.md`` has the
-  measured difference.
+  mask code of transformers 5 defeats its pattern matcher); the fused graph measured faster
+  (README, "Every backend, one table", says by how much).
 * **Any other encoder**: ``torch.onnx.export(..., dynamo=True)`` with keyword inputs (the
   TorchScript exporter fails on BERT with positional arguments), dynamic batch and length.
 

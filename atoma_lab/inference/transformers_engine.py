@@ -112,7 +112,7 @@ _TIMING_ROUNDS = 3
 _RETRIEVAL_TOP_K = 10
 # Bumped when a path's implementation changes what it measures: recorded choices made before
 # are then measured again.
-_PATHS_VERSION = 2
+_PATHS_VERSION = 3
 _tokenizer_pool: ThreadPoolExecutor | None = None
 _tokenizer_pool_lock = threading.Lock()
 logger = logging.getLogger("atoma_lab.inference")
@@ -336,8 +336,8 @@ class _FusedEncoder:
         this call. ``gemm_dtype`` (``torch.bfloat16``) runs everything after the embeddings in
         that dtype on weights cast (and on a CPU packed) once, layer-norm parameters and
         statistics in float32, as a bfloat16 model does (sentence-transformers' ``.bfloat16()``):
-        autocast instead casts every GEMM's input and weights on every call, which measured a
-        fifth of the forward here."""
+        autocast instead casts every GEMM's input and weights on every call (a profile of the
+        forward on an AMX CPU is in the README's backend section)."""
         torch = _torch()
         reuse = self.reuse_buffers if reuse_buffers is None else reuse_buffers
         layers = self.layers if gemm_dtype is None else self._low_precision_layers(gemm_dtype)
@@ -395,6 +395,8 @@ class _TorchPath:
         self._gemm_dtype = torch.bfloat16 if low and engine._fused is not None else None
         self._autocast = torch.bfloat16 if low and engine._fused is None else None
         self._reuse = engine._weights_dtype == "float32" and self._autocast is None
+        self.packed = (self._gemm_dtype is not None and engine.device.type == "cpu"
+                       and _onednn_ok())
 
     @contextlib.contextmanager
     def _context(self) -> Iterator[None]:
@@ -477,7 +479,9 @@ class TransformersEngine(EmbeddingEngine):
       usable cores, at most 8; 1 tokenises in the calling thread).
     * ``truncate``: default policy for over-long inputs (``True``: cut them, as
       sentence-transformers does; ``False``: :class:`InputTooLongError`).
-    * ``micro_batch_tokens`` / ``max_batch_size``: padded-token budget and row cap per forward.
+    * ``micro_batch_tokens`` / ``max_batch_size``: padded-token budget and row cap per forward
+      (default budget: :data:`DEFAULT_MICRO_BATCH_TOKENS`, twice that on the packed bfloat16
+      CPU path, whose AMX/AVX512-BF16 GEMMs want more rows per call).
     * ``max_seq_length``: override the model's limit (never above its position table).
     * ``fused``: the fused BERT-family torch forward; ``None`` (default) uses it where supported.
     * ``normalize``: L2-normalise vectors (default ``True``, OpenAI semantics).
@@ -497,7 +501,7 @@ class TransformersEngine(EmbeddingEngine):
         num_threads: int | None = None,
         tokenizer_threads: int | None = None,
         truncate: bool = True,
-        micro_batch_tokens: int = DEFAULT_MICRO_BATCH_TOKENS,
+        micro_batch_tokens: int | None = None,
         max_batch_size: int | None = None,
         max_seq_length: int | None = None,
         fused: bool | None = None,
@@ -513,7 +517,7 @@ class TransformersEngine(EmbeddingEngine):
         if dtype not in (None, "float32") and (runtime != "torch" or mode == "int8"):
             raise ValueError("dtype chooses torch weights: it needs runtime='torch' and a mode "
                              "other than 'int8'")
-        if micro_batch_tokens < 1:
+        if micro_batch_tokens is not None and micro_batch_tokens < 1:
             raise ValueError("micro_batch_tokens must be at least 1")
         if num_threads is not None and num_threads < 1:
             raise ValueError("num_threads must be at least 1")
@@ -527,7 +531,8 @@ class TransformersEngine(EmbeddingEngine):
         self.mode: Mode = mode
         self.runtime_requested: Runtime = runtime
         self.truncate = truncate
-        self.micro_batch_tokens = micro_batch_tokens
+        self._micro_batch_tokens_option = micro_batch_tokens
+        self.micro_batch_tokens = micro_batch_tokens or DEFAULT_MICRO_BATCH_TOKENS
         self.max_batch_size = max_batch_size
         self.num_threads = num_threads
         self._normalize = normalize
@@ -570,6 +575,7 @@ class TransformersEngine(EmbeddingEngine):
         self._quality: dict[str, float] = {}
         self._choice = self._choose_path()
         self._path = self._build_path(self._choice.spec)
+        self.micro_batch_tokens = self._budget(self._path)
         if self._path.spec.runtime == "onnx":
             # The torch model served only to export or measure: free it.
             self.model = None
@@ -762,7 +768,7 @@ class TransformersEngine(EmbeddingEngine):
                 "threads": self.num_threads or torch.get_num_threads(),
                 "torch": torch.__version__, "onnxruntime": onnxruntime_version(),
                 "recipe": RECIPE_VERSION, "paths": _PATHS_VERSION,
-                "micro_batch_tokens": self.micro_batch_tokens,
+                "micro_batch_tokens": self._micro_batch_tokens_option,
                 "max_batch_size": self.max_batch_size,
                 "candidates": [c.name for c in candidates]}
 
@@ -1042,6 +1048,14 @@ class TransformersEngine(EmbeddingEngine):
         return pooled
 
 
+    def _budget(self, path: _Path) -> int:
+        """Padded tokens per forward on ``path``: the caller's budget, else the default, doubled
+        for the packed bfloat16 CPU path (larger GEMMs keep AMX busy; measured on MiniLM)."""
+        if self._micro_batch_tokens_option is not None:
+            return self._micro_batch_tokens_option
+        packed = isinstance(path, _TorchPath) and path.packed
+        return DEFAULT_MICRO_BATCH_TOKENS * (2 if packed else 1)
+
     def _pad(self, sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
         """``sequences`` right-padded into ``(rows, longest)`` int64 ids, and their lengths."""
         lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
@@ -1055,7 +1069,7 @@ class TransformersEngine(EmbeddingEngine):
         micro-batched."""
         path = path if path is not None else self._path
         plan = plan_micro_batches([len(s) for s in sequences],
-                                  max_batch_tokens=self.micro_batch_tokens,
+                                  max_batch_tokens=self._budget(path),
                                   max_batch_size=self.max_batch_size)
         out: np.ndarray | None = None
         try:
