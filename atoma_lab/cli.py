@@ -39,8 +39,14 @@ def _short(data: bytes | str, n: int = 72) -> str:
 
 def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
     """The engine's runtime and mode when given on the command line (else its defaults)."""
-    return {k: v for k, v in (("runtime", args.runtime), ("mode", args.engine_mode))
-            if v is not None}
+    from atoma_lab.inference import FAKE_MODEL
+
+    options = {k: v for k, v in (("runtime", args.runtime), ("mode", args.engine_mode))
+               if v is not None}
+    if options and args.model == FAKE_MODEL:
+        raise SystemExit("--runtime and --engine-mode choose how a real model runs; "
+                         f"{FAKE_MODEL} has no weights")
+    return options
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -23,6 +23,9 @@ def test_engine_options_reach_the_engine_only_when_given() -> None:
     args = parser.parse_args(["node", "--proxy", "http://127.0.0.1:1", "--runtime", "auto"])
     assert _engine_options(args) == {"runtime": "auto"}
     assert _engine_options(parser.parse_args(["serve"])) == {}
+    with pytest.raises(SystemExit, match="real model"):
+        _engine_options(parser.parse_args(["serve", "--model", "atoma-lab/fake-embedder",
+                                           "--runtime", "onnx"]))
     with pytest.raises(SystemExit):
         parser.parse_args(["serve", "--runtime", "tensorrt"])
     assert isinstance(args, argparse.Namespace)
