@@ -14,13 +14,16 @@ SDK_STAMP := $(SDK_VENV)/.installed
 INFINITY_VENV := .venv-infinity
 INFINITY_STAMP := $(INFINITY_VENV)/.installed
 INFINITY_PYTHON := $(CURDIR)/$(INFINITY_VENV)/bin/python
+ST_ONNX_VENV := .venv-st-onnx
+ST_ONNX_STAMP := $(ST_ONNX_VENV)/.installed
+ST_ONNX_PYTHON := $(CURDIR)/$(ST_ONNX_VENV)/bin/python
 # pip on these machines warns about configured local indexes that do not exist; hide that noise.
 PIP_FILTER := 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup sdk-setup infinity-setup demo test test-ray test-fast bench notebooks lint clean
+.PHONY: setup sdk-setup infinity-setup st-onnx-setup demo test test-ray test-fast bench notebooks lint clean
 
 setup: $(STAMP)
 
@@ -48,6 +51,16 @@ $(INFINITY_STAMP): tests/backends/infinity_requirements.txt constraints.txt
 	$(INFINITY_VENV)/bin/python -m pip install -q -c constraints.txt \
 		-r tests/backends/infinity_requirements.txt $(PIP_FILTER)
 	@touch $(INFINITY_STAMP)
+
+# sentence-transformers with its ONNX backend (optimum-onnx pins transformers<4.58), the peer the
+# embedding benchmarks run beside the engine, in a venv of its own. torch stays pinned.
+st-onnx-setup: $(ST_ONNX_STAMP)
+
+$(ST_ONNX_STAMP): benchmarks/peers/st_onnx_requirements.txt constraints.txt
+	@test -x $(ST_ONNX_VENV)/bin/python || $(PYTHON) -m venv $(ST_ONNX_VENV)
+	$(ST_ONNX_VENV)/bin/python -m pip install -q -c constraints.txt \
+		-r benchmarks/peers/st_onnx_requirements.txt $(PIP_FILTER)
+	@touch $(ST_ONNX_STAMP)
 
 demo: setup
 	$(BIN)/atoma-lab demo
@@ -79,10 +92,10 @@ test-fast: setup
 
 # The Ray benchmarks need a network namespace with only loopback (see test-ray); the others run
 # the same inside one, so the whole suite runs there where one can be made.
-BENCH_RUN := ATOMA_LAB_INFINITY_PYTHON=$(INFINITY_PYTHON) RAY_AUTH_MODE=disabled $(BIN)/python -m pytest \
+BENCH_RUN := ATOMA_LAB_INFINITY_PYTHON=$(INFINITY_PYTHON) ATOMA_LAB_ST_ONNX_PYTHON=$(ST_ONNX_PYTHON) RAY_AUTH_MODE=disabled $(BIN)/python -m pytest \
 	benchmarks --benchmark-only --benchmark-json=build/bench/latest.json -q
 
-bench: setup infinity-setup
+bench: setup infinity-setup st-onnx-setup
 	@mkdir -p build/bench
 	@if unshare -n true 2>/dev/null; then unshare -n bash -c 'ip link set lo up && $(BENCH_RUN)'; \
 	else $(BENCH_RUN); fi
@@ -97,4 +110,4 @@ lint: setup
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(SDK_VENV) $(INFINITY_VENV) build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SDK_VENV) $(INFINITY_VENV) $(ST_ONNX_VENV) build .pytest_cache .mypy_cache .ruff_cache

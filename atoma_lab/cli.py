@@ -3,8 +3,9 @@
     atoma-lab serve [--host 127.0.0.1] [--port 8080] [--nodes N] [--model NAME] [--api-key KEY]
                     [--node-policy least-loaded|atoma|random] [--fake-tokens-per-s T]
                     [--mode ray [--ray-address ADDR] [--num-gpus G]]
+                    [--runtime torch|onnx|auto] [--engine-mode exact|fast|int8]
     atoma-lab node --port P --node-id N --proxy URL [--model NAME | --backend URL]
-                   [--device D] [--dtype T] [--engine-mode M] [--batch-tokens N]
+                   [--runtime R] [--device D] [--dtype T] [--engine-mode M] [--batch-tokens N]
                    [--fake-tokens-per-s T]
     atoma-lab proxy --port P --node URL [--node URL ...] [--api-key KEY] [--ledger FILE]
                     [--node-policy least-loaded|atoma|random]
@@ -93,19 +94,30 @@ def _add_log_level(p: argparse.ArgumentParser) -> None:
 
 def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
     """The engine's options given on the command line (the engine's defaults otherwise)."""
-    names = (("device", "device"), ("dtype", "dtype"), ("mode", "engine_mode"),
-             ("max_batch_tokens", "batch_tokens"))
-    return {k: getattr(args, a) for k, a in names if getattr(args, a, None) is not None}
+    from atoma_lab.inference import FAKE_MODEL
+
+    names = (("runtime", "runtime"), ("device", "device"), ("dtype", "dtype"),
+             ("mode", "engine_mode"), ("max_batch_tokens", "batch_tokens"))
+    options = {k: getattr(args, a) for k, a in names if getattr(args, a, None) is not None}
+    engine_only = {k: v for k, v in options.items() if k != "max_batch_tokens"}
+    if engine_only and getattr(args, "model", None) == FAKE_MODEL:
+        raise SystemExit("atoma-lab: --runtime, --device, --dtype and --engine-mode choose how a "
+                         f"real model runs; {FAKE_MODEL} has no weights")
+    return options
 
 
 def _add_engine_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("engine (in-process model; not with --backend)")
+    g.add_argument("--runtime", choices=["torch", "onnx", "auto"], default=None,
+                   help="the engine's runtime (default torch; onnx needs atoma-lab[onnx]; "
+                        "auto measures both once on this machine and keeps the faster)")
     g.add_argument("--device", default=None,
                    help="cpu, cuda, cuda:1, ... (default: CUDA when available)")
     g.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
                    help="the weights' dtype (default float32)")
-    g.add_argument("--engine-mode", choices=["exact", "fast"], default=None,
-                   help="exact (default) or fast (float16 on CUDA, bfloat16 autocast on CPU)")
+    g.add_argument("--engine-mode", choices=["exact", "fast", "int8"], default=None,
+                   help="exact (default), fast (the fastest path within cosine 0.999 of exact, "
+                        "measured here) or int8 (ONNX, lossy, its quality logged)")
     g.add_argument("--batch-tokens", type=int, default=None,
                    help="token budget of one batch the node's batcher forms (default "
                         "atoma_lab.inference.DEFAULT_MAX_BATCH_TOKENS)")
@@ -499,6 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--proxy", required=True, help="the proxy's URL (stack ownership checks)")
     n.add_argument("--model", default=DEFAULT_MODEL,
                    help="served model (atoma-lab/fake-embedder: the weightless fake)")
+    _add_engine_options(n)
     n.add_argument("--backend", default=None,
                    help="embed on an existing server at this URL instead of in-process")
     n.add_argument("--backend-api", choices=["openai", "tei", "infinity"], default="openai",
@@ -506,7 +519,6 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--backend-api-key", default=None,
                    help=f"bearer token for --backend (default ${BACKEND_API_KEY_ENV}, which "
                         "keeps it out of the process list)")
-    _add_engine_options(n)
     n.add_argument("--grace-window-s", type=float, default=0.0)
     n.add_argument("--rotate-every-s", type=float, default=None, help="rotate the key on a timer")
     n.add_argument("--tee-seed", default=None, help="hex seed of the simulated TEE vendor")

@@ -6,11 +6,11 @@ Rules:
 2. ``crypto/`` and ``protocol/`` are sans-IO: they import only modules on ``PURE_ALLOWED``
    (``PURE_FORBIDDEN`` names the usual suspects for a clear message) and never call ``open``,
    ``print``, ``input`` and friends.
-3. Only ``inference/`` imports torch, transformers or sentence_transformers.
+3. Only ``inference/`` imports torch, transformers, sentence_transformers, onnx or onnxruntime.
 4. ``import atoma_lab`` (and its crypto, protocol and inference packages) leaves torch,
-   transformers, httpx and ray out of ``sys.modules``, and neither it nor the modules a notebook
-   displays from (client, network, ledger, load, attacks, benchmark report) import pandas or
-   tqdm (checked in a fresh interpreter).
+   transformers, onnx, onnxruntime, httpx and ray out of ``sys.modules``, and neither it nor the
+   modules a notebook displays from (client, network, ledger, load, attacks, benchmark report)
+   import pandas or tqdm (checked in a fresh interpreter).
 
 The checker is tested on synthetic sources first, so that a checker that finds nothing cannot pass.
 """
@@ -65,7 +65,7 @@ PURE_FORBIDDEN = frozenset(
         "os", "sys", "io", "pathlib", "socket", "ssl", "select", "selectors", "asyncio",
         "threading", "multiprocessing", "subprocess", "time", "datetime", "random", "logging",
         "http", "urllib", "httpx", "requests", "sqlite3", "torch", "transformers",
-        "sentence_transformers", "uvicorn", "starlette", "fastapi",
+        "sentence_transformers", "onnx", "onnxruntime", "uvicorn", "starlette", "fastapi",
     }
 )
 PURE_ALLOWED = frozenset(
@@ -79,7 +79,7 @@ PURE_ALLOWED = frozenset(
     }
 )
 FORBIDDEN_CALLS = frozenset({"open", "print", "input", "breakpoint", "exec", "eval", "__import__"})
-HEAVY = frozenset({"torch", "transformers", "sentence_transformers"})
+HEAVY = frozenset({"torch", "transformers", "sentence_transformers", "onnx", "onnxruntime"})
 HEAVY_OWNER = "inference"
 
 
@@ -270,6 +270,9 @@ def test_checker_catches_upward_imports(module, source):
         ("atoma_lab.services.node", "import torch"),
         ("atoma_lab.client", "from transformers import AutoModel"),
         ("atoma_lab.protocol.openai", "import sentence_transformers"),
+        ("atoma_lab.services.node", "import onnxruntime as ort"),
+        ("atoma_lab.cli", "from onnxruntime.quantization import quantize_dynamic"),
+        ("atoma_lab.server.app", "def f():\n    import onnx"),
     ],
 )
 def test_checker_catches_heavy_imports_outside_inference(module, source):
@@ -362,7 +365,8 @@ for name in ("atoma_lab", "atoma_lab.crypto", "atoma_lab.protocol", "atoma_lab.i
         if exc.name != name:
             raise
         absent.append(name)
-heavy = sorted(m for m in ("torch", "transformers", "httpx", "pandas", "tqdm", "ray")
+heavy = sorted(m for m in ("torch", "transformers", "httpx", "pandas", "tqdm", "ray", "onnx",
+                            "onnxruntime")
                if m in sys.modules)
 for name in ("atoma_lab.client", "atoma_lab.display", "atoma_lab.lab.network", "atoma_lab.lab.load",
              "atoma_lab.lab.attacks", "atoma_lab.lab.measure", "atoma_lab.services.ledger",

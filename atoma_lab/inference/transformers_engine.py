@@ -1,6 +1,8 @@
-"""The torch engine: a Hugging Face encoder run the sentence-transformers way, only faster.
+"""The transformers engine: a Hugging Face encoder run the sentence-transformers way, only faster,
+on torch or on ONNX Runtime.
 
-This module is the only one in atoma_lab that imports torch and transformers.
+This module and :mod:`~atoma_lab.inference.onnx_export` are the only ones in atoma_lab that
+import torch and transformers.
 
 What makes it equal to ``SentenceTransformer.encode(normalize_embeddings=True)``: the same
 tokenizer (its Rust backend, special tokens added from its own template), the same truncation
@@ -12,34 +14,46 @@ normalisation. What makes it faster:
 * micro-batches sorted by token length under a padded-token budget
   (:func:`~atoma_lab.inference.batching.plan_micro_batches`): little padding, cache-sized
   activations;
-* for BERT, RoBERTa and XLM-RoBERTa encoders a fused forward (:class:`_FusedEncoder`): one
-  GEMM for Q, K and V, SDPA attention without a mask when a micro-batch has no padding, in-place
-  residual adds and activation, GEMM outputs written into buffers reused across calls (float32),
-  no unused pooler; other architectures run through ``AutoModel`` with SDPA;
-* ``torch.inference_mode``.
+* on torch, for BERT, RoBERTa and XLM-RoBERTa encoders a fused forward (:class:`_FusedEncoder`):
+  one GEMM for Q, K and V, SDPA attention without a mask when a micro-batch has no padding,
+  in-place residual adds and activation, GEMM outputs written into buffers reused across calls
+  (float32), no unused pooler; other architectures run through ``AutoModel`` with SDPA;
+* on ONNX Runtime (``runtime="onnx"``), the model exported once into a cache
+  (:mod:`~atoma_lab.inference.onnx_export`; ONNX Runtime's fused attention and layer-norm
+  operators for the BERT family), pooled in numpy (:mod:`~atoma_lab.inference.pooling`).
 
-``mode="fast"`` trades exactness for speed: on CUDA the weights are float16 (no autocast: on a
-GPU a small encoder is bound by the host, and autocast's casts are extra kernel launches; on an
-H200 float16 weights took 15% less time than float16 autocast on MiniLM and 21% less on a
-BERT-large shape); on CPU, bfloat16 autocast (worth it only where the CPU has native bf16,
-AVX512-BF16 or AMX). Pooling and normalisation run in float32 either way.
+Which runtime and precision run is a *path* (:mod:`~atoma_lab.inference.selection`):
+``runtime="auto"`` and ``mode="fast"`` measure the candidate paths on this machine once and
+record the outcome; :meth:`TransformersEngine.describe` says what runs and why.
+
+``mode="fast"`` trades exactness for speed where that pays: float16 weights on CUDA (no autocast:
+on a GPU a small encoder is bound by the host, and autocast's casts are extra kernel launches; on
+an H200 float16 weights took 15% less time than float16 autocast on MiniLM and 21% less on a
+BERT-large shape); on a CPU, bfloat16 autocast where the CPU runs bfloat16 natively (AVX512-BF16
+or AMX) or int8 ONNX, each only when its vectors stay within cosine 0.999 of exact and it
+measures faster; elsewhere fast mode runs exact and says so. ``mode="int8"`` takes int8 ONNX
+whatever its quality, and reports the quality it measured. Pooling and normalisation run in
+float32 on every path.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import os
 import threading
-import warnings
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
 from atoma_lab.errors import (
+    AtomaLabError,
     InferenceError,
     InputTooLongError,
     InvalidFieldError,
@@ -51,12 +65,36 @@ from atoma_lab.inference.config import (
     SentenceTransformerConfig,
     read_sentence_transformers_config,
 )
+from atoma_lab.inference.corpus import (
+    make_corpus,
+    min_cosine,
+    parity_corpus,
+    retrieval_corpus,
+    top_k_overlap,
+)
 from atoma_lab.inference.engine import EmbeddingEngine, EngineInput, TokenizedInputs, split_inputs
+from atoma_lab.inference.hardware import CpuInfo
+from atoma_lab.inference.selection import (
+    FAST_MIN_COSINE,
+    MODES,
+    RUNTIMES,
+    Choice,
+    Measurement,
+    Mode,
+    PathSpec,
+    Runtime,
+    candidate_paths,
+    choose,
+    load_record,
+    record_key,
+    save_record,
+)
 
 if TYPE_CHECKING:
     import torch
 
-Mode = Literal["exact", "fast"]
+    from atoma_lab.inference.onnx_export import OnnxExport
+
 DTypeName = Literal["float32", "float16", "bfloat16"]
 _DTYPES = ("float32", "float16", "bfloat16")
 _FUSED_MODEL_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "camembert"})
@@ -66,8 +104,18 @@ _MAX_SANE_LENGTH = 1_000_000  # tokenizers without a limit report ~1e30
 # Tokenising in threads (the Rust tokenizer releases the GIL): worth it from this many texts
 # a thread; below, one call. On a GPU host tokenising is often most of an embed call.
 _TEXTS_PER_TOKENIZER_THREAD = 32
+# What a path is measured on when an engine chooses one (selection.py): quality on the parity
+# corpus, speed on seeded mixed texts, interleaved rounds (the ratio of the fastest rounds).
+_PARITY_TEXTS = 128
+_TIMING_TEXTS = 96
+_TIMING_ROUNDS = 3
+_RETRIEVAL_TOP_K = 10
+# Bumped when a path's implementation changes what it measures: recorded choices made before
+# are then measured again.
+_PATHS_VERSION = 3
 _tokenizer_pool: ThreadPoolExecutor | None = None
 _tokenizer_pool_lock = threading.Lock()
+logger = logging.getLogger("atoma_lab.inference")
 
 
 def _tokenizer_executor(workers: int) -> ThreadPoolExecutor:
@@ -111,6 +159,45 @@ def cpu_has_native_bf16() -> bool:
     return bool(check()) if check is not None else False
 
 
+# oneDNN post-ops of mkldnn._linear_pointwise for the fused forward's activations.
+_ONEDNN_POST_OPS = {"none": ("none", ""), "gelu": ("gelu", "none"), "relu": ("relu", ""),
+                    "gelu_new": ("gelu", "tanh"), "gelu_pytorch_tanh": ("gelu", "tanh")}
+
+
+@lru_cache(maxsize=1)
+def _onednn_ok() -> bool:
+    """Whether torch's oneDNN packed linear works here (a private op: checked on a tiny GEMM
+    against F.linear before it is trusted)."""
+    torch = _torch()
+    try:
+        w = torch.randn(8, 16).bfloat16()
+        x = torch.randn(4, 16).bfloat16()
+        b = torch.zeros(8).bfloat16()
+        got = torch.ops.mkldnn._linear_pointwise(
+            x, torch.ops.mkldnn._reorder_linear_weight(w, 4), b, "none", [], "")
+        want = torch.nn.functional.linear(x, w, b)
+        return bool(torch.allclose(got.float(), want.float(), atol=1e-2, rtol=1e-2))
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
+
+
+def _fused_unsupported_by_config(cfg: Any) -> str | None:
+    """Why a model with this Hugging Face config cannot take the fused forward (or the fused
+    ONNX graph), or ``None``; the module layout is checked on the loaded model as well."""
+    model_type = getattr(cfg, "model_type", "")
+    if model_type not in _FUSED_MODEL_TYPES:
+        return f"model_type {model_type!r}"
+    if getattr(cfg, "position_embedding_type", "absolute") not in (None, "absolute"):
+        return "relative position embeddings"
+    if getattr(cfg, "is_decoder", False) or getattr(cfg, "add_cross_attention", False):
+        return "decoder configuration"
+    if cfg.hidden_act not in _FUSED_ACTIVATIONS:
+        return f"activation {cfg.hidden_act!r}"
+    if cfg.hidden_size % cfg.num_attention_heads:
+        return "hidden size not divisible by heads"
+    return None
+
+
 class _FusedEncoder:
     """A BERT-family encoder forward with fused Q/K/V and no per-call mask building.
 
@@ -138,6 +225,7 @@ class _FusedEncoder:
         self.activation = cfg.hidden_act
         self.reuse_buffers = reuse_buffers
         self._buffers: dict[str, Any] = {}
+        self._low_layers: dict[Any, list[dict[str, Any]]] = {}
         self.layers: list[dict[str, Any]] = []
         h = self.hidden
         with torch.no_grad():
@@ -159,10 +247,14 @@ class _FusedEncoder:
                             layer.output.LayerNorm.eps),
                 })
 
-    def _linear(self, name: str, x: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
+    def _linear(self, name: str, x: torch.Tensor, p: dict[str, Any], reuse: bool,
+                post: str = "none") -> torch.Tensor:
         torch = _torch()
-        weight, bias = p[name]
-        if self.reuse_buffers:
+        weight, bias = p[name][:2]
+        if len(p[name]) == 3:  # oneDNN-packed weight: activation fused into the GEMM
+            attr, algorithm = _ONEDNN_POST_OPS[post]
+            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, attr, [], algorithm)
+        if reuse:
             return torch.addmm(bias, x, weight.t(), out=self._buffer(name, x, weight))
         return torch.nn.functional.linear(x, weight, bias)
 
@@ -185,18 +277,9 @@ class _FusedEncoder:
     @classmethod
     def supports(cls, model: Any) -> str | None:
         """Why ``model`` cannot take the fused path, or ``None`` when it can."""
-        cfg = model.config
-        model_type = getattr(cfg, "model_type", "")
-        if model_type not in _FUSED_MODEL_TYPES:
-            return f"model_type {model_type!r}"
-        if getattr(cfg, "position_embedding_type", "absolute") not in (None, "absolute"):
-            return "relative position embeddings"
-        if getattr(cfg, "is_decoder", False) or getattr(cfg, "add_cross_attention", False):
-            return "decoder configuration"
-        if cfg.hidden_act not in _FUSED_ACTIVATIONS:
-            return f"activation {cfg.hidden_act!r}"
-        if cfg.hidden_size % cfg.num_attention_heads:
-            return "hidden size not divisible by heads"
+        why = _fused_unsupported_by_config(model.config)
+        if why is not None:
+            return why
         try:
             emb = model.embeddings
             _ = (emb.word_embeddings, emb.position_embeddings, emb.token_type_embeddings,
@@ -219,8 +302,47 @@ class _FusedEncoder:
             return x.relu_()
         return torch.ops.aten.gelu_(x, approximate="tanh")
 
-    def __call__(self, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def _low_precision_layers(self, dtype: Any) -> list[dict[str, Any]]:
+        """The layers with their four GEMMs' weights and biases cast to ``dtype`` once (layer
+        norms stay float32): what autocast would otherwise cast again on every call.
+
+        On a CPU, bfloat16 weights are also packed once into oneDNN's blocked layout
+        (``mkldnn._reorder_linear_weight``), which the AMX/AVX512-BF16 kernels otherwise
+        re-create on every call; the activation is then fused into the up-projection."""
+        cached = self._low_layers.get(dtype)
+        if cached is None:
+            torch = _torch()
+            pack = dtype == torch.bfloat16 and self.word.device.type == "cpu" and _onednn_ok()
+            cached = []
+            for p in self.layers:
+                layer = dict(p)
+                for k in ("qkv", "o", "up", "down"):
+                    w, b = (t.to(dtype) for t in p[k])
+                    layer[k] = (torch.ops.mkldnn._reorder_linear_weight(w, 1024), b, "packed") \
+                        if pack else (w, b)
+                cached.append(layer)
+            self._low_layers[dtype] = cached
+        return cached
+
+    def _up(self, x: torch.Tensor, p: dict[str, Any], reuse: bool) -> torch.Tensor:
+        """The up-projection and its activation (fused into the GEMM for packed weights)."""
+        if len(p["up"]) == 3:
+            return self._linear("up", x, p, reuse, post=self.activation)
+        return self._act(self._linear("up", x, p, reuse))
+
+    def __call__(self, ids: torch.Tensor, mask: torch.Tensor | None, *,
+                 reuse_buffers: bool | None = None, gemm_dtype: Any = None) -> torch.Tensor:
+        """Hidden states of ``ids``. ``reuse_buffers`` overrides the constructor's choice for
+        this call. ``gemm_dtype`` (``torch.bfloat16``) runs everything after the embeddings in
+        that dtype on weights cast (and on a CPU packed) once, layer-norm parameters and
+        statistics in float32, as a bfloat16 model does (sentence-transformers' ``.bfloat16()``):
+        autocast instead casts every GEMM's input and weights on every call (a profile of the
+        forward on an AMX CPU is in the README's backend section)."""
         torch = _torch()
+        reuse = self.reuse_buffers if reuse_buffers is None else reuse_buffers
+        layers = self.layers if gemm_dtype is None else self._low_precision_layers(gemm_dtype)
+
+
         f = torch.nn.functional
         batch, length = ids.shape
         hidden = self.hidden
@@ -229,40 +351,142 @@ class _FusedEncoder:
         x = x + self.position[start:start + length]
         x = f.layer_norm(x, (hidden,), *self.emb_ln[:2], self.emb_ln[2]).view(batch * length,
                                                                                 hidden)
+        if gemm_dtype is not None:
+            x = x.to(gemm_dtype)
         attn_mask = None if mask is None else mask.bool()[:, None, None, :]
-        for p in self.layers:
-            qkv = self._linear("qkv", x, p).view(
+        for p in layers:
+            qkv = self._linear("qkv", x, p, reuse).view(
                 batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
             ctx = f.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=attn_mask)
             ctx = ctx.transpose(1, 2).reshape(batch * length, hidden)
-            a = self._linear("o", ctx, p)
+            a = self._linear("o", ctx, p, reuse)
             a = a.add_(x) if a.dtype == x.dtype else a + x
             x = f.layer_norm(a, (hidden,), *p["ln1"][:2], p["ln1"][2])
-            h = self._act(self._linear("up", x, p))
-            o = self._linear("down", h, p)
+            h = self._up(x, p, reuse)
+            o = self._linear("down", h, p, reuse)
             o = o.add_(x) if o.dtype == x.dtype else o + x
             x = f.layer_norm(o, (hidden,), *p["ln2"][:2], p["ln2"][2])
         return x.view(batch, length, hidden)
 
 
+class _Path(Protocol):
+    """One way to run the model on a padded micro-batch: pooled vectors out."""
+
+    spec: PathSpec
+
+    def run(self, ids: np.ndarray, lengths: np.ndarray) -> Any:
+        """Start the forward of ``ids`` (``(rows, longest)`` int64, right-padded); returns a
+        handle :meth:`fetch` turns into ``(rows, dim)`` float32 vectors."""
+
+    def fetch(self, handle: Any) -> np.ndarray: ...
+
+
+class _TorchPath:
+    """The torch forward (fused or ``AutoModel``) in float32, under bfloat16 autocast, or with
+    the weights' own dtype."""
+
+    def __init__(self, engine: TransformersEngine, spec: PathSpec) -> None:
+        self.spec = spec
+        self.engine = engine
+        torch = _torch()
+        low = spec.precision == "bfloat16" and engine._weights_dtype == "float32"
+        # bfloat16 over float32 weights: the fused forward casts its GEMM weights once; the
+        # generic forward runs under autocast.
+        self._gemm_dtype = torch.bfloat16 if low and engine._fused is not None else None
+        self._autocast = torch.bfloat16 if low and engine._fused is None else None
+        self._reuse = engine._weights_dtype == "float32" and self._autocast is None
+        self.packed = (self._gemm_dtype is not None and engine.device.type == "cpu"
+                       and _onednn_ok())
+
+    @contextlib.contextmanager
+    def _context(self) -> Iterator[None]:
+        torch = _torch()
+        with torch.inference_mode():
+            if self._autocast is None:
+                yield
+                return
+            with torch.autocast(device_type=self.engine.device.type, dtype=self._autocast):
+                yield
+
+    def run(self, ids: np.ndarray, lengths: np.ndarray) -> Any:
+        torch = _torch()
+        eng = self.engine
+        device = eng.device
+        mask_np = np.arange(ids.shape[1])[None, :] < lengths[:, None]
+        ids_t = torch.from_numpy(ids).to(device, non_blocking=True)
+        mask_t = torch.from_numpy(mask_np.astype(np.int64)).to(device, non_blocking=True)
+        lengths_t = torch.from_numpy(lengths).to(device, non_blocking=True)
+        padded = not bool(mask_np.all())
+        with self._context():
+            if eng._fused is not None:
+                hidden = eng._fused(ids_t, mask_t if padded else None, reuse_buffers=self._reuse,
+                                    gemm_dtype=self._gemm_dtype)
+            else:
+                kwargs: dict[str, Any] = {"input_ids": ids_t, "attention_mask": mask_t}
+                if eng._accepts_token_types:
+                    kwargs["token_type_ids"] = torch.zeros_like(ids_t)
+                hidden = eng.model(**kwargs)[0]
+            return eng._pool(hidden, mask_t, lengths_t)
+
+    def fetch(self, handle: Any) -> np.ndarray:
+        return np.asarray(handle.float().cpu().numpy())
+
+
+class _OnnxPath:
+    """An exported graph on ONNX Runtime, pooled in numpy."""
+
+    def __init__(self, engine: TransformersEngine, spec: PathSpec, export: OnnxExport) -> None:
+        from atoma_lab.inference.onnx_runtime import OnnxEncoder
+
+        self.spec = spec
+        self.export = export
+        self.encoder = OnnxEncoder(export.path, device_type=engine.device.type,
+                                   threads=engine.num_threads)
+        self._modes = engine.config.pooling_modes
+        self._normalize = engine.normalize
+
+    def run(self, ids: np.ndarray, lengths: np.ndarray) -> Any:
+        from atoma_lab.inference.pooling import pool
+
+        mask = np.arange(ids.shape[1])[None, :] < lengths[:, None]
+        hidden = self.encoder(ids, mask)
+        return pool(hidden, lengths, self._modes, normalize=self._normalize)
+
+    def fetch(self, handle: Any) -> np.ndarray:
+        return np.asarray(handle, dtype=np.float32)
+
+
 class TransformersEngine(EmbeddingEngine):
-    """A sentence-transformers (or plain Hugging Face) encoder folder, loaded with transformers.
+    """A sentence-transformers (or plain Hugging Face) encoder folder, run on torch or ONNX Runtime.
 
     ``folder`` is a local folder; use :func:`atoma_lab.inference.load_engine` to go from a served
     name, package or Hub id to one. Options:
 
+    * ``runtime``: ``"torch"`` (default), ``"onnx"`` (ONNX Runtime; ``pip install
+      'atoma-lab[onnx]'``; the model is exported on first load into ``cache_dir``) or ``"auto"``
+      (both measured on this machine once, the faster one kept; the outcome is recorded in
+      ``cache_dir``).
+    * ``mode``: ``"exact"`` (vectors within 1e-5 of sentence-transformers), ``"fast"`` (the
+      fastest path this machine has whose vectors stay within cosine 0.999 of exact, exact
+      where none is faster) or ``"int8"`` (int8 ONNX, its measured quality logged and in
+      :meth:`describe`).
     * ``device``: ``"cuda"``, ``"cpu"``, ``"cuda:1"``...; default: CUDA when available.
-    * ``dtype``: weights' dtype (default float32). ``mode="fast"``: float16 weights on CUDA
-      (unless ``dtype`` says otherwise), bf16 autocast over float32 weights on CPU.
-    * ``num_threads``: calls ``torch.set_num_threads`` (process-wide) when given.
+    * ``dtype``: torch weights' dtype (default float32; ``runtime="torch"`` only). ``mode="fast"``
+      on CUDA means float16 weights unless ``dtype`` says otherwise.
+    * ``num_threads``: torch's (``torch.set_num_threads``, process-wide) and ONNX Runtime's
+      intra-op threads when given.
     * ``tokenizer_threads``: threads that tokenise a large input list in slices (default: the
       usable cores, at most 8; 1 tokenises in the calling thread).
     * ``truncate``: default policy for over-long inputs (``True``: cut them, as
       sentence-transformers does; ``False``: :class:`InputTooLongError`).
-    * ``micro_batch_tokens`` / ``max_batch_size``: padded-token budget and row cap per forward.
+    * ``micro_batch_tokens`` / ``max_batch_size``: padded-token budget and row cap per forward
+      (default budget: :data:`DEFAULT_MICRO_BATCH_TOKENS`, twice that on the packed bfloat16
+      CPU path, whose AMX/AVX512-BF16 GEMMs want more rows per call).
     * ``max_seq_length``: override the model's limit (never above its position table).
-    * ``fused``: the fused BERT-family forward; ``None`` (default) uses it where supported.
+    * ``fused``: the fused BERT-family torch forward; ``None`` (default) uses it where supported.
     * ``normalize``: L2-normalise vectors (default ``True``, OpenAI semantics).
+    * ``cache_dir``: where ONNX exports and recorded choices live (default
+      :func:`~atoma_lab.inference.onnx_export.default_cache_dir`).
     """
 
     def __init__(
@@ -273,20 +497,27 @@ class TransformersEngine(EmbeddingEngine):
         device: str | None = None,
         dtype: DTypeName | None = None,
         mode: Mode = "exact",
+        runtime: Runtime = "torch",
         num_threads: int | None = None,
         tokenizer_threads: int | None = None,
         truncate: bool = True,
-        micro_batch_tokens: int = DEFAULT_MICRO_BATCH_TOKENS,
+        micro_batch_tokens: int | None = None,
         max_batch_size: int | None = None,
         max_seq_length: int | None = None,
         fused: bool | None = None,
         normalize: bool = True,
+        cache_dir: Path | str | None = None,
     ) -> None:
-        if mode not in ("exact", "fast"):
-            raise ValueError("mode must be 'exact' or 'fast'")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}")
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}")
         if dtype is not None and dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {_DTYPES}")
-        if micro_batch_tokens < 1:
+        if dtype not in (None, "float32") and (runtime != "torch" or mode == "int8"):
+            raise ValueError("dtype chooses torch weights: it needs runtime='torch' and a mode "
+                             "other than 'int8'")
+        if micro_batch_tokens is not None and micro_batch_tokens < 1:
             raise ValueError("micro_batch_tokens must be at least 1")
         if num_threads is not None and num_threads < 1:
             raise ValueError("num_threads must be at least 1")
@@ -298,25 +529,38 @@ class TransformersEngine(EmbeddingEngine):
         self.config: SentenceTransformerConfig = read_sentence_transformers_config(self.folder)
         self._model_name = model_name or str(self.folder)
         self.mode: Mode = mode
+        self.runtime_requested: Runtime = runtime
         self.truncate = truncate
-        self.micro_batch_tokens = micro_batch_tokens
+        self._micro_batch_tokens_option = micro_batch_tokens
+        self.micro_batch_tokens = micro_batch_tokens or DEFAULT_MICRO_BATCH_TOKENS
         self.max_batch_size = max_batch_size
+        self.num_threads = num_threads
         self._normalize = normalize
         self._lock = threading.Lock()
+        self.cpu = CpuInfo.detect()
+        from atoma_lab.inference.onnx_export import default_cache_dir
+
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else (
+            default_cache_dir())
         if num_threads is not None:
             torch.set_num_threads(num_threads)
         self.device = torch.device(device or default_device())
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ModelLoadError(f"model {self._model_name!r}: device {device!r} asked for, "
                                  "but CUDA is not available")
-
-        if mode == "fast" and self.device.type == "cuda" and dtype is None:
+        if mode == "fast" and self.device.type == "cuda" and dtype is None and runtime != "onnx":
             dtype = "float16"  # fast on CUDA: half weights rather than autocast (docstring)
+        self._weights_dtype: DTypeName = dtype or "float32"
+        self._fused_option = fused
+        self._fingerprint_value: str | None = None
+        self.model: Any = None
+        self._fused: _FusedEncoder | None = None
+        self._accepts_token_types = True
         self._load_tokenizer()
-        self._load_model(torch, dtype)
+        self._load_config()
 
         # Length limit: explicit > sentence_bert_config > tokenizer > position table.
-        positions = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
+        positions = int(getattr(self.hf_config, "max_position_embeddings", 0) or 0)
         pos_limit = positions - self._position_offset if positions else _MAX_SANE_LENGTH
         limit = max_seq_length or self.config.max_seq_length
         if limit is None:
@@ -327,25 +571,18 @@ class TransformersEngine(EmbeddingEngine):
             raise ModelLoadError(f"model {self._model_name!r}: max_seq_length "
                                  f"{self._max_seq_length} leaves no room for text")
 
-        why_not = _FusedEncoder.supports(self.model)
-        if fused and why_not is not None:
-            raise ModelLoadError(f"model {self._model_name!r}: the fused forward does not "
-                                 f"support it ({why_not})")
-        plain_fp32 = mode == "exact" and dtype in (None, "float32")
-        self._fused = _FusedEncoder(self.model, self._model_type, reuse_buffers=plain_fp32) if (
-            fused is not False and why_not is None) else None
-
-        self._autocast_dtype = None
-        if mode == "fast" and self.device.type != "cuda":
-            self._autocast_dtype = torch.bfloat16
-            if not cpu_has_native_bf16():
-                warnings.warn(
-                    "mode='fast' on a CPU without native bfloat16 (AVX512-BF16/AMX): "
-                    "bf16 autocast will be slower than float32 here",
-                    RuntimeWarning, stacklevel=2,
-                )
-        with torch.inference_mode():
-            self._dimensions = int(self._forward_padded([self._prefix + self._suffix]).shape[1])
+        self._notes: list[str] = []
+        self._quality: dict[str, float] = {}
+        self._choice = self._choose_path()
+        self._path = self._build_path(self._choice.spec)
+        self.micro_batch_tokens = self._budget(self._path)
+        if self._path.spec.runtime == "onnx":
+            # The torch model served only to export or measure: free it.
+            self.model = None
+            self._fused = None
+        if mode == "int8":
+            self._report_int8_quality()
+        self._dimensions = int(self._run([self._prefix + self._suffix]).shape[1])
 
     # ------------------------------------------------------------------ loading
     def _load_tokenizer(self) -> None:
@@ -382,11 +619,36 @@ class TransformersEngine(EmbeddingEngine):
         pad = tokenizer.pad_token_id
         self._pad_id = int(pad) if pad is not None else 0
 
-    def _load_model(self, torch: Any, dtype: DTypeName | None) -> None:
-        from transformers import AutoModel
+
+    def _load_config(self) -> None:
+        from transformers import AutoConfig
 
         where = self.config.transformer_dir
-        torch_dtype = getattr(torch, dtype) if dtype else torch.float32
+        try:
+            cfg = AutoConfig.from_pretrained(str(where))
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise ModelLoadError(f"model {self._model_name!r}: cannot read the model config in "
+                                 f"{where} ({type(exc).__name__}: {exc})") from exc
+        self.hf_config = cfg
+        self._model_type = str(getattr(cfg, "model_type", ""))
+        self._position_offset = 0
+        if self._model_type in _ROBERTA_LIKE:
+            self._position_offset = int(getattr(cfg, "pad_token_id", 1) or 0) + 1
+        self._vocab_size = int(getattr(cfg, "vocab_size", 0) or 0)
+        why_not = _fused_unsupported_by_config(cfg)
+        if self._fused_option and why_not is not None:
+            raise ModelLoadError(f"model {self._model_name!r}: the fused forward does not "
+                                 f"support it ({why_not})")
+
+    def _load_model(self) -> Any:
+        """The torch model (loaded once, on first need), with the fused forward where it fits."""
+        if self.model is not None:
+            return self.model
+        from transformers import AutoModel
+
+        torch = _torch()
+        where = self.config.transformer_dir
+        torch_dtype = getattr(torch, self._weights_dtype)
         model = None
         errors: list[str] = []
         for attn in ("sdpa", None):
@@ -404,16 +666,183 @@ class TransformersEngine(EmbeddingEngine):
         model.eval()
         model.requires_grad_(False)
         self.model = model.to(self.device)
-        self._model_type = str(getattr(model.config, "model_type", ""))
-        self._position_offset = 0
-        if self._model_type in _ROBERTA_LIKE:
-            self._position_offset = int(getattr(model.config, "pad_token_id", 1) or 0) + 1
         self._vocab_size = int(model.get_input_embeddings().num_embeddings)
         try:
             params = inspect.signature(model.forward).parameters
         except (TypeError, ValueError):
             params = {}  # type: ignore[assignment]
         self._accepts_token_types = "token_type_ids" in params
+        why_not = _FusedEncoder.supports(self.model)
+        if self._fused_option and why_not is not None:
+            raise ModelLoadError(f"model {self._model_name!r}: the fused forward does not "
+                                 f"support it ({why_not})")
+        if self._fused_option is not False and why_not is None:
+            self._fused = _FusedEncoder(self.model, self._model_type,
+                                        reuse_buffers=self._weights_dtype == "float32")
+        return self.model
+
+    def _fingerprint(self) -> str:
+        from atoma_lab.inference.onnx_export import model_fingerprint
+
+        if self._fingerprint_value is None:
+            self._fingerprint_value = model_fingerprint(self.config.transformer_dir)
+        return self._fingerprint_value
+
+    def _onnx_export(self, variant: Literal["fp32", "int8"]) -> OnnxExport:
+        """The cached ONNX export of this model (made now when absent)."""
+        from atoma_lab.inference import onnx_export as ox
+
+        fingerprint = self._fingerprint()
+        folder = self.config.transformer_dir
+
+        def build_fp32(out_dir: Path) -> None:
+            model = self._load_model()
+            if model.dtype != _torch().float32:
+                raise ModelLoadError("the ONNX export starts from float32 weights")
+            if self._fused is not None or _FusedEncoder.supports(model) is None:
+                ox.write_bert_graph(model, out_dir, position_offset=self._position_offset)
+            else:
+                ox.write_torch_onnx_graph(model, out_dir,
+                                          accepts_token_types=self._accepts_token_types)
+
+        exporter = "bert-contrib" if _fused_unsupported_by_config(self.hf_config) is None else (
+            "torch.onnx")
+        about = {"model_type": self._model_type, "cpu": self.cpu.signature()}
+        try:
+            fp32 = ox.cached_export(folder, fingerprint=fingerprint, exporter=exporter,
+                                    variant="fp32", build=build_fp32, cache_dir=self.cache_dir,
+                                    describe=about)
+            if variant == "fp32":
+                return fp32
+            return ox.cached_export(folder, fingerprint=fingerprint, exporter="onnxruntime-int8",
+                                    variant="int8",
+                                    build=lambda out: ox.write_int8_graph(fp32.path, out),
+                                    cache_dir=self.cache_dir, describe=about)
+        except ModuleNotFoundError as exc:
+            raise ModelLoadError(f"the ONNX export needs {exc.name}; install "
+                                 "`pip install 'atoma-lab[onnx]'`") from exc
+
+    # ------------------------------------------------------------------ paths
+    def _build_path(self, spec: PathSpec) -> _Path:
+        if spec.runtime == "torch":
+            self._load_model()
+            return _TorchPath(self, spec)
+        return _OnnxPath(self, spec, self._onnx_export("int8" if spec.precision == "int8"
+                                                       else "fp32"))
+
+    def _choose_path(self) -> Choice:
+        """The path to run: the only candidate, or the one measured (or recorded) fastest."""
+        from atoma_lab.inference.onnx_runtime import onnxruntime_available
+
+        if self._weights_dtype != "float32" or (self.mode == "fast"
+                                                and self.device.type == "cuda"):
+            precision = self._weights_dtype
+            why = ("fast mode on CUDA: float16 weights" if self.mode == "fast"
+                   else f"dtype={precision} asked for")
+            return Choice(PathSpec("torch", precision).name, why)
+        torch_bf16 = self.device.type == "cpu" and self.cpu.native_bf16 and cpu_has_native_bf16()
+        try:
+            candidates, notes = candidate_paths(
+                self.mode, self.runtime_requested, device_type=self.device.type, cpu=self.cpu,
+                onnx_available=onnxruntime_available(), torch_bf16=torch_bf16)
+        except ValueError as exc:
+            raise ModelLoadError(f"model {self._model_name!r}: {exc}") from exc
+        self._notes.extend(notes)
+        if len(candidates) == 1 and self.mode != "int8":
+            only = candidates[0]
+            why = f"runtime={self.runtime_requested!r}, mode={self.mode!r}: {only.name}"
+            if self.mode == "fast":
+                why = ("fast mode runs exact: " + "; ".join(notes)) if notes else (
+                    f"fast mode runs exact: no lossy path on runtime {only.runtime}")
+            return Choice(only.name, why)
+        return self._measure(candidates)
+
+    def _record_context(self, candidates: Sequence[PathSpec]) -> dict[str, Any]:
+        from atoma_lab.inference.onnx_export import RECIPE_VERSION
+        from atoma_lab.inference.onnx_runtime import onnxruntime_version
+
+        torch = _torch()
+        return {"model": self._fingerprint(), "cpu": self.cpu.signature(),
+                "device": str(self.device), "mode": self.mode,
+                "runtime": self.runtime_requested,
+                "threads": self.num_threads or torch.get_num_threads(),
+                "torch": torch.__version__, "onnxruntime": onnxruntime_version(),
+                "recipe": RECIPE_VERSION, "paths": _PATHS_VERSION,
+                "micro_batch_tokens": self._micro_batch_tokens_option,
+                "max_batch_size": self.max_batch_size,
+                "candidates": [c.name for c in candidates]}
+
+    def _measure(self, candidates: list[PathSpec]) -> Choice:
+        """Time ``candidates`` interleaved and judge their quality against the first exact one
+        (or a recorded outcome for the same model, machine and libraries)."""
+        context = self._record_context(candidates)
+        key = record_key(**context)
+        recorded = load_record(self.cache_dir, key)
+        if recorded is not None:
+            return recorded
+        reference_spec = next((c for c in candidates if not c.lossy), PathSpec("onnx", "float32"))
+        paths = {c.name: self._build_path(c) for c in candidates}
+        reference = paths.get(reference_spec.name) or self._build_path(reference_spec)
+        parity = self.tokenize(parity_corpus(_PARITY_TEXTS)).sequences
+        ref_vectors = self._run(parity, reference)
+        cosines = {name: (1.0 if not p.spec.lossy else
+                          min_cosine(self._run(parity, p), ref_vectors))
+                   for name, p in paths.items()}
+        timing = self.tokenize(make_corpus(_TIMING_TEXTS, seed=99)).sequences
+        order = list(paths)
+        times: dict[str, list[float]] = {name: [] for name in order}
+        ref_times: list[float] = []
+        for r in range(_TIMING_ROUNDS + 1):  # round 0 warms every path up, untimed
+            rotated = order[r % len(order):] + order[:r % len(order)]
+            for name in rotated:
+                start = time.perf_counter()
+                self._run(timing, paths[name])
+                if r:
+                    times[name].append(time.perf_counter() - start)
+            if r and reference_spec.name not in paths:
+                start = time.perf_counter()
+                self._run(timing, reference)
+                ref_times.append(time.perf_counter() - start)
+        ref_times = times.get(reference_spec.name, ref_times)
+        measured = {}
+        for name in order:
+            spec = PathSpec.parse(name)
+            # The fastest round of each: on a shared machine the least disturbed one.
+            speed = min(ref_times) / min(times[name])
+            eligible = self.mode != "fast" or not spec.lossy or cosines[name] >= FAST_MIN_COSINE
+            measured[name] = Measurement(min(times[name]), speed, cosines[name], eligible)
+        choice = choose(self.mode, measured, reference_spec.name)
+        if self.mode == "int8":
+            choice = choice.with_quality(self._retrieval_quality(paths[order[0]], reference,
+                                                                 measured[order[0]]))
+        return save_record(self.cache_dir, key, choice, context)
+
+    def _retrieval_quality(self, path: _Path, reference: _Path,
+                           measured: Measurement) -> dict[str, float]:
+        """Min cosine (parity corpus), top-10 neighbour overlap (retrieval corpus) and speed of
+        ``path`` against the exact ``reference``."""
+        corpus = retrieval_corpus()
+        queries = self.tokenize(corpus.queries).sequences
+        passages = self.tokenize(corpus.passages).sequences
+        overlap = top_k_overlap(self._run(queries, path), self._run(passages, path),
+                                self._run(queries, reference), self._run(passages, reference),
+                                k=_RETRIEVAL_TOP_K)
+        passages_cos = min_cosine(self._run(passages, path), self._run(passages, reference))
+        return {"min_cosine": min(measured.min_cosine, passages_cos),
+                f"top{_RETRIEVAL_TOP_K}_overlap": overlap, "speed_vs_exact": measured.speed,
+                "queries": float(len(queries)), "passages": float(len(passages))}
+
+    def _report_int8_quality(self) -> None:
+        q = self._choice.quality
+        if not q:
+            return
+        logger.warning(
+            "model %r runs int8 (ONNX Runtime, dynamic quantisation): against exact, min cosine "
+            "%.5f on the parity corpus, top-%d neighbour overlap %.3f on a retrieval corpus "
+            "(%d queries, %d passages), %.2fx the exact ONNX path's speed on this machine",
+            self._model_name, q.get("min_cosine", float("nan")), _RETRIEVAL_TOP_K,
+            q.get(f"top{_RETRIEVAL_TOP_K}_overlap", float("nan")), int(q.get("queries", 0)),
+            int(q.get("passages", 0)), q.get("speed_vs_exact", float("nan")))
 
     # ------------------------------------------------------------------ properties
     @property
@@ -434,8 +863,28 @@ class TransformersEngine(EmbeddingEngine):
 
     @property
     def fused(self) -> bool:
-        """Whether the fused BERT-family forward is in use."""
-        return self._fused is not None
+        """Whether the fused BERT-family torch forward is in use."""
+        return self._fused is not None and self._path.spec.runtime == "torch"
+
+    @property
+    def runtime(self) -> Literal["torch", "onnx"]:
+        """The runtime that runs the model (``runtime="auto"`` resolved)."""
+        return self._path.spec.runtime
+
+    @property
+    def precision(self) -> str:
+        """``float32``, ``bfloat16``, ``float16`` or ``int8``: what the forward computes in."""
+        return self._path.spec.precision
+
+    @property
+    def lossy(self) -> bool:
+        """Whether vectors may differ from exact by more than float rounding."""
+        return self._path.spec.lossy
+
+    @property
+    def choice(self) -> Choice:
+        """The path this engine runs, why, and what was measured to decide it."""
+        return self._choice
 
     @property
     def pooling_modes(self) -> tuple[PoolingMode, ...]:
@@ -454,10 +903,46 @@ class TransformersEngine(EmbeddingEngine):
         """Token ids put before and after every input."""
         return list(self._prefix), list(self._suffix)
 
+    def describe(self) -> dict[str, Any]:
+        """What runs and why: runtime, precision, mode, device, threads, the CPU and the flags
+        that decided it, the choice's reason and its measurements, the ONNX export in use."""
+        torch = _torch()
+        choice = self._choice
+        info: dict[str, Any] = {
+            "model": self._model_name,
+            "mode": self.mode,
+            "runtime_requested": self.runtime_requested,
+            "runtime": self.runtime,
+            "precision": self.precision,
+            "lossy": self.lossy,
+            "path": choice.path,
+            "reason": choice.reason,
+            "device": str(self.device),
+            "threads": self.num_threads or torch.get_num_threads(),
+            "cpu": self.cpu.model,
+            "cpu_flags": list(self.cpu.relevant_flags),
+            "native_bf16": self.cpu.native_bf16,
+            "fused": self.fused,
+            "notes": list(self._notes),
+            "measured": {k: {"speed_vs_exact": round(m.speed, 4), "seconds": round(m.seconds, 4),
+                             "min_cosine": round(m.min_cosine, 6), "eligible": m.eligible}
+                         for k, m in choice.measured.items()},
+            "recorded": choice.recorded,
+            "from_record": choice.from_record,
+        }
+        if choice.quality:
+            info["quality"] = dict(choice.quality)
+        if isinstance(self._path, _OnnxPath):
+            export = self._path.export
+            info["onnx"] = {"path": str(export.path), "exporter": export.exporter,
+                            "variant": export.variant, "cached": export.cached}
+        return info
+
     def __repr__(self) -> str:
         return (f"TransformersEngine({self._model_name!r}, device={str(self.device)!r}, "
-                f"mode={self.mode!r}, dimensions={self._dimensions}, "
-                f"max_seq_length={self._max_seq_length}, fused={self.fused})")
+                f"mode={self.mode!r}, runtime={self.runtime!r}, precision={self.precision!r}, "
+                f"dimensions={self._dimensions}, max_seq_length={self._max_seq_length}, "
+                f"fused={self.fused})")
 
     # ------------------------------------------------------------------ tokenisation
     def _prompt(self, prompt_name: str | None) -> str:
@@ -527,16 +1012,8 @@ class TransformersEngine(EmbeddingEngine):
             sequences.append(prefix + list(ids) + suffix)
         return TokenizedInputs(sequences, [len(s) for s in sequences])
 
-    # ------------------------------------------------------------------ forward
-    @contextlib.contextmanager
-    def _autocast(self) -> Iterator[None]:
-        torch = _torch()
-        if self._autocast_dtype is None:
-            yield
-            return
-        with torch.autocast(device_type=self.device.type, dtype=self._autocast_dtype):
-            yield
 
+    # ------------------------------------------------------------------ forward
     def _pool(self, hidden: torch.Tensor, mask: torch.Tensor,
               lengths: torch.Tensor) -> torch.Tensor:
         torch = _torch()
@@ -570,55 +1047,62 @@ class TransformersEngine(EmbeddingEngine):
             pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=1)
         return pooled
 
-    def _forward_padded(self, sequences: Sequence[Sequence[int]]) -> torch.Tensor:
-        """One forward over ``sequences`` padded to the longest; returns pooled vectors."""
-        torch = _torch()
+
+    def _budget(self, path: _Path) -> int:
+        """Padded tokens per forward on ``path``: the caller's budget, else the default, doubled
+        for the packed bfloat16 CPU path (larger GEMMs keep AMX busy; measured on MiniLM)."""
+        if self._micro_batch_tokens_option is not None:
+            return self._micro_batch_tokens_option
+        packed = isinstance(path, _TorchPath) and path.packed
+        return DEFAULT_MICRO_BATCH_TOKENS * (2 if packed else 1)
+
+    def _pad(self, sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """``sequences`` right-padded into ``(rows, longest)`` int64 ids, and their lengths."""
         lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
-        longest = int(lengths.max())
-        ids = np.full((len(sequences), longest), self._pad_id, dtype=np.int64)
+        ids = np.full((len(sequences), int(lengths.max())), self._pad_id, dtype=np.int64)
         for row, seq in enumerate(sequences):
             ids[row, :len(seq)] = seq
-        mask_np = np.arange(longest)[None, :] < lengths[:, None]
-        ids_t = torch.from_numpy(ids).to(self.device, non_blocking=True)
-        mask_t = torch.from_numpy(mask_np.astype(np.int64)).to(self.device, non_blocking=True)
-        lengths_t = torch.from_numpy(lengths).to(self.device, non_blocking=True)
-        padded = not bool(mask_np.all())
-        with self._autocast():
-            if self._fused is not None:
-                hidden = self._fused(ids_t, mask_t if padded else None)
-            else:
-                kwargs: dict[str, Any] = {"input_ids": ids_t, "attention_mask": mask_t}
-                if self._accepts_token_types:
-                    kwargs["token_type_ids"] = torch.zeros_like(ids_t)
-                hidden = self.model(**kwargs)[0]
-            return self._pool(hidden, mask_t, lengths_t)
+        return ids, lengths
 
-    def embed_tokens(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
-        torch = _torch()
-        out = np.empty((len(sequences), self._dimensions), dtype=np.float32)
-        if not sequences:
-            return out
-        lengths = [len(s) for s in sequences]
-        plan = plan_micro_batches(lengths, max_batch_tokens=self.micro_batch_tokens,
+    def _run(self, sequences: Sequence[Sequence[int]], path: _Path | None = None) -> np.ndarray:
+        """Vectors of ``sequences`` (at least one) on ``path`` (default: the engine's),
+        micro-batched."""
+        path = path if path is not None else self._path
+        plan = plan_micro_batches([len(s) for s in sequences],
+                                  max_batch_tokens=self._budget(path),
                                   max_batch_size=self.max_batch_size)
+        out: np.ndarray | None = None
         try:
-            with self._lock, torch.inference_mode():
+            with self._lock:
                 # Queue every micro-batch before the first copy back: on CUDA the host then
                 # pads the next batch while the device runs this one (a copy would wait).
-                pooled = [(idx, self._forward_padded([sequences[i] for i in idx])) for idx in plan]
-                for idx, vectors in pooled:
-                    out[idx] = vectors.float().cpu().numpy()
+                handles = [(idx, path.run(*self._pad([sequences[i] for i in idx])))
+                           for idx in plan]
+                for idx, handle in handles:
+                    vectors = path.fetch(handle)
+                    if out is None:
+                        out = np.empty((len(sequences), vectors.shape[1]), dtype=np.float32)
+                    out[idx] = vectors
+        except AtomaLabError:
+            raise
         except (RuntimeError, IndexError) as exc:
             raise InferenceError(f"model {self._model_name!r} failed on a batch of "
                                  f"{len(sequences)} inputs ({type(exc).__name__})") from exc
+        assert out is not None
         if not np.isfinite(out).all():
             raise InferenceError(f"model {self._model_name!r} produced non-finite values")
         return out
+
+    def embed_tokens(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+        if not sequences:
+            return np.empty((0, self._dimensions), dtype=np.float32)
+        return self._run(sequences)
 
 
 __all__ = [
     "DTypeName",
     "Mode",
+    "Runtime",
     "TransformersEngine",
     "cpu_has_native_bf16",
     "default_device",

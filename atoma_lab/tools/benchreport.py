@@ -155,7 +155,28 @@ def render(data: dict[str, Any]) -> str:
         name = f"{r.pair}: {_test_id(r.ours)}" if members[(r.group, r.pair)] > 1 else r.pair
         lines.append(f"| {r.group} | {name} | {r.ours_s * 1e3:.3f} ms | {r.baseline_s * 1e3:.3f} ms | "
                      f"{r.ratio:.3f}x | {r.speedup:.2f}x | {r.added_ms:+.3f} ms | {r.verdict} | {extra} |")
+    lines.extend(backend_tables(data))
     return "\n".join(lines)
+
+
+def backend_tables(data: dict[str, Any]) -> list[str]:
+    """The tables of benchmarks that measured many backends at once (``extra_info``
+    ``backend_table``, see :mod:`atoma_lab.lab.backends`), with their targets judged on the
+    paired figures (``extra_info`` ``targets``: what, median, low, high, target)."""
+    from atoma_lab.lab.backends import BackendTable
+
+    out: list[str] = []
+    for b in data.get("benchmarks", []):
+        info = b.get("extra_info") or {}
+        if "backend_table" not in info:
+            continue
+        table = BackendTable.from_json(info["backend_table"])
+        out += ["", f"{b.get('group') or b.get('name')}: {table.to_markdown()}"]
+        for t in info.get("targets", []):
+            verdict = "met" if t["median"] >= t["target"] else "MISSED"
+            out.append(f"- {t['what']}: {t['median']:.2f}x [{t['low']:.2f}-{t['high']:.2f}] "
+                       f"(target >= {t['target']}x, paired) {verdict}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

