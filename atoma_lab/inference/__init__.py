@@ -35,13 +35,6 @@ from atoma_lab.inference.engine import (
     split_inputs,
 )
 from atoma_lab.inference.fake import FAKE_MODEL, FakeEngine
-from atoma_lab.inference.openai import (
-    EmbedResponse,
-    NodeEmbedder,
-    aembed_request,
-    embed_request,
-    encode_embeddings_response,
-)
 from atoma_lab.inference.prompts import E5_DEFAULT_TASK, e5_instruct_queries, e5_instruct_query
 from atoma_lab.inference.registry import (
     DEFAULT_MODEL,
@@ -49,6 +42,13 @@ from atoma_lab.inference.registry import (
     E5_INSTRUCT_MODEL,
     ModelRegistry,
     ModelSource,
+)
+from atoma_lab.inference.serving import (
+    EmbedResponse,
+    NodeEmbedder,
+    aembed_request,
+    embed_request,
+    encode_embeddings_response,
 )
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 
 :class:`RemoteEmbedder` has the node's ``Embedder`` shape (``models`` and ``async embed``) and
 answers what the in-process engine answers: the same OpenAI JSON, written by
-:func:`~atoma_lab.inference.openai.encode_embeddings_response` (same key order, ``float`` or
+:func:`~atoma_lab.inference.serving.encode_embeddings_response` (same key order, ``float`` or
 ``base64``), ``dimensions`` applied here with :func:`~atoma_lab.inference.engine.apply_dimensions`
 (keep the first ``d`` components, normalise again), ``model`` the name the request used. The
 backend is asked for full-length vectors; the node never forwards ``dimensions``.
@@ -63,8 +63,8 @@ from atoma_lab.errors import (
     quoted,
 )
 from atoma_lab.inference.engine import apply_dimensions
-from atoma_lab.inference.openai import EmbedResponse, encode_embeddings_response
 from atoma_lab.inference.registry import DEFAULT_MODEL
+from atoma_lab.inference.serving import EmbedResponse, encode_embeddings_response
 from atoma_lab.protocol.openai import CreateEmbeddingRequest, CreateEmbeddingResponse, EmbeddingUsage
 
 Api = Literal["openai", "tei"]

@@ -82,7 +82,7 @@ from atoma_lab.errors import (
     StackNotFoundError,
     quoted,
 )
-from atoma_lab.inference.openai import EmbedResponse
+from atoma_lab.inference.serving import EmbedResponse
 from atoma_lab.protocol import hardened
 from atoma_lab.protocol.atoma.envelope import open_request, seal_response
 from atoma_lab.protocol.atoma.messages import DEFAULT_MAX_NUM_TOKENS, Usage
@@ -136,7 +136,7 @@ class RequestEmbedder(Protocol):
     OpenAI request (the inference layer's own ``Embedder`` embeds inputs, synchronously).
 
     An embedder whose ``embed`` also takes the keywords ``max_tokens`` and ``flow`` (as
-    :class:`~atoma_lab.inference.openai.NodeEmbedder` does) is given the units the request may
+    :class:`~atoma_lab.inference.serving.NodeEmbedder` does) is given the units the request may
     use, to refuse it before the model runs, and the request's stack, to share its queue fairly;
     any other is asked plainly and its usage checked afterwards.
     """

@@ -30,7 +30,7 @@ from fakes import (
 from atoma_lab.client import AtomaLabClient
 from atoma_lab.encoding import loads
 from atoma_lab.inference.fake import FakeEngine
-from atoma_lab.inference.openai import NodeEmbedder
+from atoma_lab.inference.serving import NodeEmbedder
 from atoma_lab.lab.network import Network, build_network
 from atoma_lab.protocol.atoma.envelope import seal_request
 from atoma_lab.protocol.atoma.messages import NodesCreateLockResponse

@@ -16,7 +16,7 @@ import pytest
 from fakes import MODEL
 
 from atoma_lab.errors import InputTooLongError, InvalidFieldError
-from atoma_lab.inference.openai import MAX_CHARS_PER_TOKEN
+from atoma_lab.inference.serving import MAX_CHARS_PER_TOKEN
 from atoma_lab.protocol.openai import MAX_INPUT_CHARS, CreateEmbeddingRequest, check_input_chars
 from atoma_lab.transport.base import Response
 

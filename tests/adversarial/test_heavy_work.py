@@ -23,7 +23,7 @@ from atoma_lab.encoding import serde_compact
 from atoma_lab.errors import ComputeUnitsExceededError, TransportTimeoutError
 from atoma_lab.inference.batching import DynamicBatcher
 from atoma_lab.inference.fake import FakeEngine
-from atoma_lab.inference.openai import NodeEmbedder
+from atoma_lab.inference.serving import NodeEmbedder
 from atoma_lab.lab.network import Network, build_network
 from atoma_lab.protocol.atoma.envelope import seal_request
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
