@@ -30,9 +30,9 @@ record the outcome; :meth:`TransformersEngine.describe` says what runs and why.
 on a GPU a small encoder is bound by the host, and autocast's casts are extra kernel launches:
 docs/benchmarks.md has the H200 figures); on a CPU, bfloat16 autocast where the CPU runs
 bfloat16 natively (AVX512-BF16 or AMX) or int8 ONNX, each only when its vectors stay within
-cosine 0.999 of exact and it measures faster; elsewhere fast mode runs exact and says so. ``mode="int8"`` takes int8 ONNX
-whatever its quality, and reports the quality it measured. Pooling and normalisation run in
-float32 on every path.
+cosine 0.999 of exact and it measures faster; elsewhere fast mode runs exact and says so.
+``mode="int8"`` takes int8 ONNX whatever its quality, and reports the quality it measured.
+Pooling and normalisation run in float32 on every path.
 """
 
 from __future__ import annotations
