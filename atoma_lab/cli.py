@@ -268,21 +268,32 @@ def _serve_ray(args: argparse.Namespace) -> int:
     """The nodes as Ray actors; the proxy in this process, served over HTTP."""
     from atoma_lab.lab.network import build_network, default_embedder
 
+    if _client_tls(args) is not None:
+        raise SystemExit("atoma-lab: with --mode ray the proxy calls its node actors; "
+                         "--tls-ca-file and --tls-client-* are for nodes over HTTPS (--mode http)")
+    rate = _fake_capacity(args)
     options = _engine_options(args)  # the engine is built in each node actor, on its device
+    if options and rate is not None:
+        raise SystemExit("atoma-lab: --fake-tokens-per-s builds each node's fake engine; "
+                         "--device, --dtype, --engine-mode and --batch-tokens are for a real model")
     embedder = functools.partial(default_embedder, args.model, **options) if options else None
     net = build_network(nodes=args.nodes, mode="ray", model=args.model, api_key=args.api_key,
                         embedder=embedder, ledger_path=args.ledger, grace_window_s=args.grace_window_s,
                         health_interval_s=args.health_interval_s or None,
                         metrics_token=args.metrics_token,
                         lock_sweep_interval_s=args.lock_sweep_interval_s,
+                        node_policy=args.node_policy, policy_seed=args.policy_seed,
+                        fake_tokens_per_s=rate,
                         ray_address=args.ray_address, num_gpus=args.num_gpus)
     try:
-        url = net.serve_http(args.host, args.port, limits=_limits(args),
+        url = net.serve_http(args.host, args.port, limits=_limits(args), tls=_server_tls(args),
                              allow_public=args.host not in ("127.0.0.1", "localhost", "::1"))
     except BaseException:
         net.close()
         raise
-    print(f"atoma-lab proxy on {url}  ({len(net.nodes)} node actor(s) on Ray, model {args.model})")
+    capacity = "" if rate is None else f", {rate:g} tokens/s per node"
+    print(f"atoma-lab proxy on {url}  ({len(net.nodes)} node actor(s) on Ray, model {args.model}, "
+          f"node policy {args.node_policy}{capacity})")
     for node in net.nodes:
         where = node.placement
         gpus = ",".join(where["gpu_ids"]) or "none"

@@ -209,11 +209,13 @@ class Network:
         return Captured() if self.transport is None else self.transport.captured
 
     def serve_http(self, host: str = "127.0.0.1", port: int = 0, *,
-                   limits: ServerLimits | None = None, allow_public: bool = False) -> str:
+                   limits: ServerLimits | None = None, allow_public: bool = False,
+                   tls: ServerTls | None = None) -> str:
         """Serve this network's proxy over HTTP on ``host:port`` (0: a free port) for the
         official SDKs and other processes, until :meth:`close`; returns its URL. Requests
         cross onto the network's event loop, where the proxy lives (in-process and Ray modes;
-        an HTTP network serves already). Binding beyond loopback needs ``allow_public``."""
+        an HTTP network serves already). Binding beyond loopback needs ``allow_public``;
+        ``tls`` serves HTTPS."""
         if self.transport is None or self.mode == "http":
             raise ValueError("an HTTP network already serves its proxy at base_url")
         if self.http_url is not None:
@@ -222,7 +224,8 @@ class Network:
 
         line = LoopTransport(self.transport, self._runner.loop, address=PROXY_ADDRESS)
         app = asgi_app(line.handle, precheck=self.proxy.check_head, limits=limits)
-        group = ServerGroup([(app, host, port)], allow_public=allow_public, limits=limits)
+        group = ServerGroup([(app, host, port)], allow_public=allow_public, limits=limits,
+                            tls=tls)
         self.http_url = group.start()[0]
         self._cleanups.append(group.stop)
         return self.http_url
@@ -378,7 +381,8 @@ def build_network(
         from atoma_lab.lab import ray_network
 
         ray_network.require_real_clock(clock)
-        embedders = ray_network.node_embedders(nodes, model, embedder)
+        embedders = ray_network.node_embedders(nodes, model, embedder,
+                                               fake_tokens_per_s=fake_tokens_per_s)
     elif embedder is None and model == FAKE_MODEL:
         embedders = [default_embedder(model, fake_tokens_per_s=fake_tokens_per_s)
                      for _ in range(nodes)]

@@ -125,6 +125,9 @@ class NodeActor:
         return {"node_small_id": self.node.node_small_id, "sui_address": self.node.sui_address,
                 "models": list(self.node.embedder.models), "profiles": list(self.node.profiles),
                 "replay_protection": self.node.replay_protection,
+                # the fake engine's modelled device capacity (None: a real engine, or no model)
+                "tokens_per_s": getattr(getattr(self.node.embedder, "engine", None),
+                                        "tokens_per_s", None),
                 "ray_node_id": ctx.get_node_id(), "hostname": socket.gethostname(),
                 "ip": ray.util.get_node_ip_address(), "pid": os.getpid(),
                 "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
@@ -272,13 +275,16 @@ def start_nodes(count: int, *, embedders: Sequence[Any], tee_seed: bytes, relay:
     return [RayNode(actor, info) for actor, info in zip(actors, infos, strict=True)]
 
 
-def node_embedders(nodes: int, model: str, embedder: Any) -> list[Any]:
+def node_embedders(nodes: int, model: str, embedder: Any, *,
+                   fake_tokens_per_s: float | None = None) -> list[Any]:
     """What each node actor builds its embedder from: for ``None``, the default embedder of
-    ``model`` (loaded in the actor); one embedder or factory for all; or one per node."""
+    ``model`` (loaded in the actor; the fake engine with ``fake_tokens_per_s`` of capacity);
+    one embedder or factory for all; or one per node."""
     if embedder is None:
         from atoma_lab.lab.network import default_embedder
 
-        return [functools.partial(default_embedder, model)] * nodes
+        return [functools.partial(default_embedder, model,
+                                  fake_tokens_per_s=fake_tokens_per_s)] * nodes
     if isinstance(embedder, Sequence) and not isinstance(embedder, str | bytes):
         items = list(embedder)
         if len(items) != nodes:

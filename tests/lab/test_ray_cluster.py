@@ -86,9 +86,11 @@ def test_node_actors_are_placed_on_both_raylets(monkeypatch: pytest.MonkeyPatch)
             monkeypatch.setenv(name, value)
         serve = Service("serve", "--mode", "ray", "--ray-address", address, "--nodes", "2",
                         "--model", FAKE_MODEL, "--port", str(free_port()),
-                        "--health-interval-s", "0")
+                        "--health-interval-s", "0", "--node-policy", "random",
+                        "--fake-tokens-per-s", "100000")
         base_url = serve.value("ATOMA_LAB_BASE_URL", timeout_s=START_TIMEOUT_S)
         api_key = serve.value("ATOMA_LAB_API_KEY")
+        assert any("node policy random, 100000 tokens/s per node" in ln for ln in serve.lines)
         placed = {line.split("ray node ", 1)[1].split()[0]
                   for line in serve.lines if line.strip().startswith("node ") and "ray node" in line}
         assert placed == raylets  # one node actor on each raylet

@@ -8,7 +8,6 @@ keys, and the proxy served over HTTP for other processes.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -215,15 +214,17 @@ def test_the_last_node_killed_is_503_and_the_books_unchanged(
 
 
 def test_an_engine_built_in_each_actor(make_ray_net: Callable[..., Network]) -> None:
-    """An embedder that does not pickle is refused with what to do instead; a callable that
-    builds one runs in each actor (here the weightless fake engine, as ``model=None`` would)."""
+    """An embedder that does not pickle is refused with what to do instead; without one, each
+    actor builds the model's engine where it runs (here the fake engine with a device's
+    capacity), and the network's node policy is the proxy's as in every mode."""
     from atoma_lab.inference import FAKE_MODEL, FakeEngine, NodeEmbedder
-    from atoma_lab.lab.network import default_embedder
 
     with pytest.raises(TypeError, match="does not pickle"):
         make_ray_net(nodes=1, model=FAKE_MODEL, embedder=NodeEmbedder(FakeEngine()))
-    net = make_ray_net(nodes=2, model=FAKE_MODEL,
-                       embedder=functools.partial(default_embedder, FAKE_MODEL))
+    net = make_ray_net(nodes=2, model=FAKE_MODEL, embedder=None, fake_tokens_per_s=1e6,
+                       node_policy="atoma")
+    assert [n.placement["tokens_per_s"] for n in net.nodes] == [1e6, 1e6]
+    assert net.proxy.node_policy.name == "atoma"
     texts = ["built", "where the node runs"]
     with net.client() as client:
         r = client.confidential_embeddings.create(input=texts, model=FAKE_MODEL)
