@@ -266,6 +266,16 @@ def test_seal_request_draws_fresh_randomness(
 # ------------------------------------------------------------------------------------------------
 
 
+def _outcome(open_: Callable[..., object], *args: Any, **kwargs: Any) -> str:
+    """``"accepted"`` where ``open_(*args, **kwargs)`` succeeds, else the name of the atoma-lab
+    error it raised."""
+    try:
+        open_(*args, **kwargs)
+    except AtomaLabError as exc:
+        return type(exc).__name__
+    return "accepted"
+
+
 def _request_flip_outcomes(
     request: ConfidentialComputeRequest, node_key: X25519KeyPair, field: str,
     bits: Iterator[int] | range,
@@ -273,12 +283,7 @@ def _request_flip_outcomes(
     outcomes: dict[int, str] = {}
     for bit in bits:
         tampered = request.replace(**{field: _flip(getattr(request, field), bit)})
-        try:
-            open_request(tampered, node_key)
-        except AtomaLabError as exc:
-            outcomes[bit] = type(exc).__name__
-        else:
-            outcomes[bit] = "accepted"
+        outcomes[bit] = _outcome(open_request, tampered, node_key)
     return outcomes
 
 
@@ -421,13 +426,8 @@ def _response_flip_outcomes(
             tampered = base64.b64encode(_flip(raw, bit)).decode()
         else:
             tampered = _flip(value, bit)
-        try:
-            open_response(response.replace(**{field: tampered}), sealed.context,
-                          **open_kwargs)
-        except AtomaLabError as exc:
-            outcomes[bit] = type(exc).__name__
-        else:
-            outcomes[bit] = "accepted"
+        outcomes[bit] = _outcome(open_response, response.replace(**{field: tampered}),
+                                 sealed.context, **open_kwargs)
     return outcomes
 
 
