@@ -1,12 +1,18 @@
-"""Session-wide fixtures: the local Ray instance of the tests marked ``ray``."""
+"""Shared fixtures: the local Ray instance of the tests marked ``ray``, and networks of a proxy and
+nodes serving the fake embedder, in-process and over loopback HTTP."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from fakes import networks
 from ray_support import ray_unavailable, start_local_ray
+
+from atoma_lab.lab.network import Network
+
+MODES = ["inprocess", pytest.param("http", marks=pytest.mark.integration)]
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +26,15 @@ def ray_local() -> Iterator[Any]:
     start_local_ray()
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def make_net() -> Iterator[Callable[..., Network]]:
+    """Build networks (``fakes.network`` options); every one is closed after the test."""
+    with networks() as make:
+        yield make
+
+
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -81,6 +82,24 @@ def network(**options: Any) -> Network:
     options.setdefault("model", MODEL)
     options.setdefault("embedder", fake_embedder([options["model"]]))
     return build_network(**options)
+
+
+@contextmanager
+def networks(**fixed: Any) -> Iterator[Callable[..., Network]]:
+    """Build networks with :func:`network` (``fixed`` options over the caller's) and close every
+    one on leaving: the body of a test's network-factory fixture."""
+    nets: list[Network] = []
+
+    def make(**options: Any) -> Network:
+        net = network(**{**options, **fixed})
+        nets.append(net)
+        return net
+
+    try:
+        yield make
+    finally:
+        for net in nets:
+            net.close()
 
 
 class FakeClock:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import math
 import re
+from typing import Any, TypeVar
 
 import orjson
 import pytest
@@ -26,6 +27,7 @@ from atoma_lab.encoding import (
     serde_compact_slow,
 )
 from atoma_lab.errors import (
+    AtomaLabError,
     InvalidEncodingError,
     InvalidFieldError,
     InvalidJSONError,
@@ -35,6 +37,8 @@ from atoma_lab.errors import (
 # ----------------------------------------------------------------------------------------------
 # b64decode: the strictness matrix
 # ----------------------------------------------------------------------------------------------
+
+E = TypeVar("E", bound=AtomaLabError)
 
 VALID_B64 = [
     ("", b""),
@@ -92,13 +96,19 @@ def test_b64decode_valid(text, data):
     assert b64encode(data) == text
 
 
+def _b64decode_error(error: type[E], value: object, field: str, **options: Any) -> E:
+    """The error ``b64decode`` raises for ``value``: exactly of class ``error``, naming ``field``."""
+    with pytest.raises(error) as info:
+        b64decode(value, field=field, **options)
+    err = info.value
+    assert type(err) is error
+    assert err.field == field
+    return err
+
+
 @pytest.mark.parametrize("text", list(INVALID_B64.values()), ids=list(INVALID_B64))
 def test_b64decode_rejects_non_standard_base64(text):
-    with pytest.raises(InvalidEncodingError) as info:
-        b64decode(text, field="client_dh_public_key")
-    err = info.value
-    assert type(err) is InvalidEncodingError
-    assert err.field == "client_dh_public_key"
+    err = _b64decode_error(InvalidEncodingError, text, "client_dh_public_key")
     assert err.code == "INVALID_BASE64" and err.status == 400
     assert "client_dh_public_key" in str(err)
     if len(text.strip()) >= 3:
@@ -108,11 +118,7 @@ def test_b64decode_rejects_non_standard_base64(text):
 @pytest.mark.parametrize(("size", "actual"), [(32, 31), (32, 33), (32, 0), (12, 16), (16, 12)])
 def test_b64decode_wrong_size(size, actual):
     text = base64.b64encode(bytes(range(actual))).decode()
-    with pytest.raises(InvalidLengthError) as info:
-        b64decode(text, field="node_dh_public_key", size=size)
-    err = info.value
-    assert type(err) is InvalidLengthError
-    assert err.field == "node_dh_public_key"
+    err = _b64decode_error(InvalidLengthError, text, "node_dh_public_key", size=size)
     assert err.code == "INVALID_LENGTH" and err.status == 400
     assert str(size) in str(err) and str(actual) in str(err)
     if text:
@@ -125,11 +131,7 @@ def test_b64decode_wrong_size(size, actual):
     ids=lambda v: type(v).__name__,
 )
 def test_b64decode_non_string(value):
-    with pytest.raises(InvalidFieldError) as info:
-        b64decode(value, field="nonce")
-    err = info.value
-    assert type(err) is InvalidFieldError
-    assert err.field == "nonce"
+    err = _b64decode_error(InvalidFieldError, value, "nonce")
     assert "QUJD" not in str(err)
 
 

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import orjson
 import pytest
-from fakes import MODEL, error_of, fake_embedder, network, send, settlements
+from fakes import MODEL, error_of, send, settlements
 
 from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.encoding import serde_compact
@@ -29,30 +28,10 @@ from atoma_lab.protocol.hardened.plain import plain_request_digest
 from atoma_lab.transport.base import Headers, Request, Response
 from atoma_lab.transport.intercept import InterceptTransport
 
-MODES = ["inprocess", pytest.param("http", marks=pytest.mark.integration)]
 PLAIN = "/v1/embeddings"
 CONF = "/v1/confidential/embeddings"
 BINDING = ("x-request-id", "x-request-timestamp", "x-request-signature")
 HARDENED_ONLY = (hardened.PROFILE,)
-
-
-@pytest.fixture
-def make_net() -> Iterator[Callable[..., Network]]:
-    nets: list[Network] = []
-
-    def make(**options: Any) -> Network:
-        net = network(embedder=fake_embedder([MODEL]), **options)
-        nets.append(net)
-        return net
-
-    yield make
-    for net in nets:
-        net.close()
-
-
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 def _spy(net: Network) -> InterceptTransport:

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 from fakes import MODEL
+from rawhttp import connect, read_until_closed, status_and_code
 
 from atoma_lab.errors import InputTooLongError, InvalidFieldError
 from atoma_lab.inference.serving import MAX_CHARS_PER_TOKEN
@@ -165,26 +166,7 @@ def test_an_unbounded_model_name_is_cut_in_the_error(adversary: Adversary) -> No
 def _proxy_socket(a: Adversary) -> socket.socket:
     assert a.net.base_url is not None
     host, port = a.net.base_url.removeprefix("http://").rsplit(":", 1)
-    sock = socket.create_connection((host, int(port)), timeout=10)
-    sock.settimeout(10)
-    return sock
-
-
-def _read_all(sock: socket.socket) -> bytes:
-    out = b""
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return out
-        if not chunk:
-            return out
-        out += chunk
-
-
-def _status_code(raw: bytes) -> tuple[int, str]:
-    head, _, body = raw.partition(b"\r\n\r\n")
-    return int(head.split(b" ", 2)[1]), orjson.loads(body)["error"]["code"]
+    return connect(int(port), host=host)
 
 
 def test_a_header_flood_at_the_proxy_is_431(adversary: Adversary) -> None:
@@ -197,7 +179,7 @@ def test_a_header_flood_at_the_proxy_is_431(adversary: Adversary) -> None:
             t0 = time.monotonic()
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 sock.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n" + headers + b"\r\n")
-            raw = _read_all(sock)
+            raw = read_until_closed(sock)
             assert time.monotonic() - t0 < 10
         head, _, body = raw.partition(b"\r\n\r\n")
         return Response(int(head.split(b" ", 2)[1]), body,
@@ -218,7 +200,7 @@ def test_an_unauthenticated_body_at_the_proxy_is_refused_before_it_is_read(
                          "Content-Type: application/json\r\nContent-Length: 60000000\r\n\r\n"
                          .encode() + b'{"input": "' + b"x" * 4096)
             first = sock.recv(65536)  # before the other 59.99 MB were sent
-            assert _status_code(first) == (401, "AUTH_ERROR")
+            assert status_and_code(first) == (401, "AUTH_ERROR")
             assert b"connection: close" in first.lower()  # closed, the body unread
         body = first.partition(b"\r\n\r\n")[2]
         return Response(401, body, {"content-type": "application/json"})

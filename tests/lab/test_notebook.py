@@ -10,7 +10,7 @@ import base64
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -51,10 +51,8 @@ SECRET = "confidential «texte» 7f3a"
 
 
 @pytest.fixture
-def net() -> Iterator[Network]:
-    n = network(nodes=1)
-    yield n
-    n.close()
+def net(make_net: Callable[..., Network]) -> Network:
+    return make_net(nodes=1)
 
 
 # ------------------------------------------------------------------------------------------------

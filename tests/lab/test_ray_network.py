@@ -23,6 +23,7 @@ from fakes import (
     fake_embed,
     money,
     network,
+    networks,
     send,
     settlements,
 )
@@ -43,17 +44,8 @@ CONF = "/v1/confidential/embeddings"
 @pytest.fixture
 def make_ray_net(ray_local: Any) -> Iterator[Callable[..., Network]]:
     """Ray networks of the fake embedder (``fakes.network`` options); closed after the test."""
-    nets: list[Network] = []
-
-    def make(**options: Any) -> Network:
-        options["mode"] = "ray"  # what the borrowed tests ask for, on Ray
-        net = network(**options)
-        nets.append(net)
-        return net
-
-    yield make
-    for net in nets:
-        net.close()
+    with networks(mode="ray") as make:  # what the borrowed tests ask for, on Ray
+        yield make
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,7 @@ from atoma_lab.errors import (
 from atoma_lab.protocol import (
     ConfidentialComputeRequest,
     ConfidentialComputeResponse,
+    OpenedRequest,
     SealedRequest,
     Usage,
     open_request,
@@ -121,6 +122,12 @@ def _seal(client_key: X25519KeyPair, node_key: X25519KeyPair, **overrides: Any) 
     }
     kwargs.update(overrides)
     return seal_request(REQUEST_PLAINTEXT, **kwargs)
+
+
+@pytest.fixture
+def opened(client_key: X25519KeyPair, node_key: X25519KeyPair) -> OpenedRequest:
+    """A request sealed to ``node_key`` and opened by the node (its context is single use)."""
+    return open_request(_seal(client_key, node_key).request, node_key)
 
 
 Exchange = tuple[SealedRequest, ConfidentialComputeResponse]
@@ -259,6 +266,16 @@ def test_seal_request_draws_fresh_randomness(
 # ------------------------------------------------------------------------------------------------
 
 
+def _outcome(open_: Callable[..., object], *args: Any, **kwargs: Any) -> str:
+    """``"accepted"`` where ``open_(*args, **kwargs)`` succeeds, else the name of the atoma-lab
+    error it raised."""
+    try:
+        open_(*args, **kwargs)
+    except AtomaLabError as exc:
+        return type(exc).__name__
+    return "accepted"
+
+
 def _request_flip_outcomes(
     request: ConfidentialComputeRequest, node_key: X25519KeyPair, field: str,
     bits: Iterator[int] | range,
@@ -266,12 +283,7 @@ def _request_flip_outcomes(
     outcomes: dict[int, str] = {}
     for bit in bits:
         tampered = request.replace(**{field: _flip(getattr(request, field), bit)})
-        try:
-            open_request(tampered, node_key)
-        except AtomaLabError as exc:
-            outcomes[bit] = type(exc).__name__
-        else:
-            outcomes[bit] = "accepted"
+        outcomes[bit] = _outcome(open_request, tampered, node_key)
     return outcomes
 
 
@@ -414,13 +426,8 @@ def _response_flip_outcomes(
             tampered = base64.b64encode(_flip(raw, bit)).decode()
         else:
             tampered = _flip(value, bit)
-        try:
-            open_response(response.replace(**{field: tampered}), sealed.context,
-                          **open_kwargs)
-        except AtomaLabError as exc:
-            outcomes[bit] = type(exc).__name__
-        else:
-            outcomes[bit] = "accepted"
+        outcomes[bit] = _outcome(open_response, response.replace(**{field: tampered}),
+                                 sealed.context, **open_kwargs)
     return outcomes
 
 
@@ -540,16 +547,12 @@ def test_response_to_another_request_fails_to_decrypt(
 # ------------------------------------------------------------------------------------------------
 
 
-def test_seal_response_refuses_the_request_nonce(
-    client_key: X25519KeyPair, node_key: X25519KeyPair
-) -> None:
-    opened = open_request(_seal(client_key, node_key).request, node_key)
+def test_seal_response_refuses_the_request_nonce(opened: OpenedRequest) -> None:
     with pytest.raises(ValueError, match="nonce"):
         seal_response(RESPONSE_PLAINTEXT, opened.context, nonce=REQUEST_NONCE)
 
 
-def test_seal_response_is_single_use(client_key: X25519KeyPair, node_key: X25519KeyPair) -> None:
-    opened = open_request(_seal(client_key, node_key).request, node_key)
+def test_seal_response_is_single_use(opened: OpenedRequest) -> None:
     seal_response(RESPONSE_PLAINTEXT, opened.context, nonce=RESPONSE_NONCE)
     with pytest.raises(ValueError):
         seal_response(RESPONSE_PLAINTEXT, opened.context, nonce=bytes(12))
@@ -557,19 +560,13 @@ def test_seal_response_is_single_use(client_key: X25519KeyPair, node_key: X25519
         seal_response(RESPONSE_PLAINTEXT, opened.context)
 
 
-def test_seal_response_draws_again_when_the_rng_repeats_the_request_nonce(
-    client_key: X25519KeyPair, node_key: X25519KeyPair
-) -> None:
-    opened = open_request(_seal(client_key, node_key).request, node_key)
+def test_seal_response_draws_again_when_the_rng_repeats_the_request_nonce(opened: OpenedRequest) -> None:
     draws = iter([REQUEST_NONCE, REQUEST_NONCE, RESPONSE_NONCE])
     response = seal_response(RESPONSE_PLAINTEXT, opened.context, rng=lambda n: next(draws))
     assert response.nonce == RESPONSE_NONCE
 
 
-def test_seal_response_gives_up_on_an_rng_stuck_on_the_request_nonce(
-    client_key: X25519KeyPair, node_key: X25519KeyPair
-) -> None:
-    opened = open_request(_seal(client_key, node_key).request, node_key)
+def test_seal_response_gives_up_on_an_rng_stuck_on_the_request_nonce(opened: OpenedRequest) -> None:
     with pytest.raises(ValueError):
         seal_response(RESPONSE_PLAINTEXT, opened.context, rng=lambda n: REQUEST_NONCE)
 
@@ -627,11 +624,9 @@ def test_seal_request_argument_misuse() -> None:
         assert caught.value.field == name
 
 
-def test_seal_response_checks_the_usage_it_is_given(client_key: X25519KeyPair,
-                                                   node_key: X25519KeyPair) -> None:
+def test_seal_response_checks_the_usage_it_is_given(opened: OpenedRequest) -> None:
     """The response is built without re-checking the fields seal_response made; the caller's
     ``usage`` is checked on the way in."""
-    opened = open_request(_seal(client_key, node_key).request, node_key)
     with pytest.raises(TypeError):
         seal_response(RESPONSE_PLAINTEXT, opened.context,
                       usage={"prompt_tokens": 3, "total_tokens": 3})  # type: ignore[arg-type]

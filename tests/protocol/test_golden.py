@@ -9,9 +9,6 @@ stored bytes to the stored plaintext.
 from __future__ import annotations
 
 import base64
-import importlib.util
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,21 +28,16 @@ from atoma_lab.protocol import (
     seal_response,
 )
 
-VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "golden_envelopes.json"
-GOLDEN: dict[str, Any] = json.loads(VECTORS.read_text(encoding="utf-8"))
+from .golden import assert_generator_writes, load_golden
+
+GOLDEN = load_golden("golden_envelopes")
 REQUESTS = {case["name"]: case for case in GOLDEN["requests"]}
 RESPONSES = {case["name"]: case for case in GOLDEN["responses"]}
 
 
 def test_vector_file_is_what_the_generator_writes() -> None:
     """The JSON file and ``make_golden_envelopes.py`` agree (neither was edited alone)."""
-    path = VECTORS.with_name("make_golden_envelopes.py")
-    spec = importlib.util.spec_from_file_location("make_golden_envelopes", path)
-    assert spec is not None and spec.loader is not None
-    generator = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(generator)
-    assert "atoma_lab" not in path.read_text(encoding="utf-8").split('"""', 2)[2]
-    assert generator.render() == VECTORS.read_text(encoding="utf-8")
+    assert_generator_writes("golden_envelopes")
 
 
 def _b64(text: str) -> bytes:

@@ -8,9 +8,7 @@ only; atoma-lab must reproduce and open them.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,8 +34,9 @@ from atoma_lab.protocol import hardened as h
 from atoma_lab.protocol.atoma import envelope
 from atoma_lab.protocol.atoma.messages import ConfidentialComputeRequest, Usage
 
-VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "golden_hardened.json"
-GOLDEN: dict[str, Any] = json.loads(VECTORS.read_text(encoding="utf-8"))
+from .golden import assert_generator_writes, load_golden
+
+GOLDEN = load_golden("golden_hardened")
 CASES = {case["name"]: case for case in GOLDEN["cases"]}
 
 CLIENT_SK = bytes.fromhex("a8abababababababababababababababababababababababababababababab6b")
@@ -87,13 +86,7 @@ def _round(**kw: Any) -> tuple[h.SealedHardenedRequest, h.HardenedResponse]:
 
 
 def test_vector_file_is_what_the_generator_writes() -> None:
-    path = VECTORS.with_name("make_golden_hardened.py")
-    spec = importlib.util.spec_from_file_location("make_golden_hardened", path)
-    assert spec is not None and spec.loader is not None
-    generator = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(generator)
-    assert "atoma_lab" not in path.read_text(encoding="utf-8").split('"""', 2)[2]
-    assert generator.render() == VECTORS.read_text(encoding="utf-8")
+    assert_generator_writes("golden_hardened")
 
 
 def _golden_keys() -> tuple[X25519KeyPair, X25519KeyPair, SuiSigner]:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import orjson
 import pytest
+from rawhttp import connect, read_until_closed, status_and_code
 from starlette.testclient import TestClient
 
 from atoma_lab.errors import AuthenticationError
@@ -53,34 +52,6 @@ def serving(limits: ServerLimits | None = None) -> Iterator[int]:
         yield int(url.rsplit(":", 1)[1])
     finally:
         group.stop()
-
-
-def connect(port: int, timeout_s: float = 10.0) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
-    sock.settimeout(timeout_s)
-    return sock
-
-
-def read_until_closed(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes (a reset after its answer counts as closed)."""
-    out = b""
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return out
-        if not chunk:
-            return out
-        out += chunk
-
-
-def status_and_code(raw: bytes) -> tuple[int, str | None]:
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    try:
-        return status, orjson.loads(body)["error"]["code"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return status, None
 
 
 def get_health(port: int) -> int:

@@ -1,36 +1,12 @@
-"""Fixtures for the service tests: networks of a proxy and nodes serving the fake embedder."""
+"""Fixtures for the service tests (``make_net`` and ``mode`` come from tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
-from fakes import network
 
 from atoma_lab.lab.network import Network
-
-MODES = ["inprocess", pytest.param("http", marks=pytest.mark.integration)]
-
-
-@pytest.fixture
-def make_net() -> Iterator[Callable[..., Network]]:
-    """Build networks (``fakes.network`` options); every one is closed after the test."""
-    nets: list[Network] = []
-
-    def make(**options: Any) -> Network:
-        net = network(**options)
-        nets.append(net)
-        return net
-
-    yield make
-    for net in nets:
-        net.close()
-
-
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture

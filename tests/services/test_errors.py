@@ -105,6 +105,17 @@ def post(env: Env, body: dict[str, Any] | bytes, token: str | None = "default") 
                 token=token)
 
 
+def post_changed(env: Env, field: str,
+                 change: Callable[[Any], Any]) -> Callable[[NodesCreateLockResponse], Response]:
+    """A request for :func:`expect_refused`: a well-sealed envelope whose ``field`` is replaced by
+    ``change(its value)`` (``None`` where the envelope has no such field)."""
+    def make(lk: NodesCreateLockResponse) -> Response:
+        d = env.sealed(lk)
+        d[field] = change(d.get(field))
+        return post(env, d)
+    return make
+
+
 # ------------------------------------------------------------------------------------------------
 # Authentication
 # ------------------------------------------------------------------------------------------------
@@ -178,10 +189,7 @@ def _recode(value: str, how: str) -> str:
 @pytest.mark.parametrize("field", sorted(B64_FIELDS))
 @pytest.mark.parametrize("how", ["unpadded", "urlsafe", "whitespace", "padding_only"])
 def test_non_standard_base64_is_400(env: Env, field: str, how: str) -> None:
-    def make(lk: NodesCreateLockResponse) -> Response:
-        d = env.sealed(lk)
-        d[field] = _recode(d[field], how)
-        return post(env, d)
+    make = post_changed(env, field, lambda value: _recode(value, how))
     expect_refused(env, make, 400, "INVALID_BASE64", consumed=False)
 
 
@@ -190,10 +198,7 @@ def test_non_standard_base64_is_400(env: Env, field: str, how: str) -> None:
                                         ("plaintext_body_hash", 16), ("plaintext_body_hash", 64),
                                         ("ciphertext", 15), ("ciphertext", 0)])
 def test_wrong_sizes_are_400(env: Env, field: str, size: int) -> None:
-    def make(lk: NodesCreateLockResponse) -> Response:
-        d = env.sealed(lk)
-        d[field] = base64.b64encode(bytes(range(size))).decode()
-        return post(env, d)
+    make = post_changed(env, field, lambda _: base64.b64encode(bytes(range(size))).decode())
     expect_refused(env, make, 400, "INVALID_LENGTH", consumed=False)
 
 
@@ -203,10 +208,7 @@ def test_wrong_sizes_are_400(env: Env, field: str, size: int) -> None:
     ("num_compute_units", "8192"), ("ciphertext", 12), ("nonce", ["a"]),
 ])
 def test_wrong_types_are_400(env: Env, field: str, value: object) -> None:
-    def make(lk: NodesCreateLockResponse) -> Response:
-        d = env.sealed(lk)
-        d[field] = value
-        return post(env, d)
+    make = post_changed(env, field, lambda _: value)
     expect_refused(env, make, 400, "INVALID_FIELD", consumed=False)
 
 
@@ -215,10 +217,7 @@ def test_too_large_body_is_413(env: Env) -> None:
     limit = router.max_body_bytes
     router.max_body_bytes = 4096
     try:
-        def make(lk: NodesCreateLockResponse) -> Response:
-            d = env.sealed(lk)
-            d["padding"] = "x" * 5000
-            return post(env, d)
+        make = post_changed(env, "padding", lambda _: "x" * 5000)
         expect_refused(env, make, 413, "BODY_TOO_LARGE", consumed=False)
     finally:
         router.max_body_bytes = limit
@@ -238,27 +237,19 @@ def _flip(value: str, index: int = 0) -> str:
 @pytest.mark.parametrize("field,index", [("ciphertext", 0), ("ciphertext", -1), ("nonce", 0),
                                          ("salt", 5), ("client_dh_public_key", 3)])
 def test_tampered_envelope_is_400_decryption_failed(env: Env, field: str, index: int) -> None:
-    def make(lk: NodesCreateLockResponse) -> Response:
-        d = env.sealed(lk)
-        d[field] = _flip(d[field], index)
-        return post(env, d)
+    make = post_changed(env, field, lambda value: _flip(value, index))
     expect_refused(env, make, 400, "DECRYPTION_FAILED", consumed=True)
 
 
 def test_truncated_ciphertext_is_400_decryption_failed(env: Env) -> None:
-    def make(lk: NodesCreateLockResponse) -> Response:
-        d = env.sealed(lk)
-        raw = base64.b64decode(d["ciphertext"])
-        d["ciphertext"] = base64.b64encode(raw[:-1]).decode()
-        return post(env, d)
+    make = post_changed(env, "ciphertext",
+                        lambda value: base64.b64encode(base64.b64decode(value)[:-1]).decode())
     expect_refused(env, make, 400, "DECRYPTION_FAILED", consumed=True)
 
 
 def test_wrong_plaintext_body_hash_is_400(env: Env) -> None:
-    def make(lk: NodesCreateLockResponse) -> Response:
-        d = env.sealed(lk)
-        d["plaintext_body_hash"] = base64.b64encode(blake2b_256(b"something else")).decode()
-        return post(env, d)
+    other_hash = base64.b64encode(blake2b_256(b"something else")).decode()
+    make = post_changed(env, "plaintext_body_hash", lambda _: other_hash)
     expect_refused(env, make, 400, "HASH_MISMATCH", consumed=True)
 
 
@@ -270,10 +261,7 @@ def test_model_name_differing_from_the_sealed_model_is_400(env: Env) -> None:
 
 @pytest.mark.parametrize("point", LOW_ORDER_POINTS, ids=lambda p: p.hex()[:8])
 def test_low_order_client_key_is_400(env: Env, point: bytes) -> None:
-    def make(lk: NodesCreateLockResponse) -> Response:
-        d = env.sealed(lk)
-        d["client_dh_public_key"] = base64.b64encode(point).decode()
-        return post(env, d)
+    make = post_changed(env, "client_dh_public_key", lambda _: base64.b64encode(point).decode())
     expect_refused(env, make, 400, "INVALID_PUBLIC_KEY", consumed=True)
 
 

@@ -91,21 +91,22 @@ def test_slow_node_within_the_timeout_is_served(make_net: Callable[..., Network]
     assert result.trace.stages_ms["proxy_forward"] >= 25
 
 
+# What a failing node answers: its own JSON error, or a body that is not JSON at all.
+NODE_FAILURES = {
+    "json-error": (500, b'{"error":{"code":"INTERNAL_ERROR","message":"boom"}}'),
+    "not-json": (503, b"<html>bad gateway</html>"),
+}
+
+
+@pytest.mark.parametrize("failure", sorted(NODE_FAILURES))
 @pytest.mark.parametrize("route", sorted(ROUTES))
-def test_node_failing_on_its_side_is_502(make_net: Callable[..., Network], route: str) -> None:
+def test_node_failing_on_its_side_is_502(make_net: Callable[..., Network], route: str,
+                                         failure: str) -> None:
     net = make_net(nodes=1)
+    status, body = NODE_FAILURES[failure]
 
     def crash(resp: Response) -> Response:
-        return Response(500, b'{"error":{"code":"INTERNAL_ERROR","message":"boom"}}', resp.headers)
-    _check_fault(net, Fault(tamper_response=crash), route, 502, "NODE_ERROR")
-
-
-@pytest.mark.parametrize("route", sorted(ROUTES))
-def test_node_failing_without_a_json_body_is_502(make_net: Callable[..., Network], route: str) -> None:
-    net = make_net(nodes=1)
-
-    def crash(resp: Response) -> Response:
-        return Response(503, b"<html>bad gateway</html>", resp.headers)
+        return Response(status, body, resp.headers)
     _check_fault(net, Fault(tamper_response=crash), route, 502, "NODE_ERROR")
 
 

@@ -42,6 +42,15 @@ def _hardened_body(net: Network, text: str = "sealed by hand") -> bytes:
                                  now=net.proxy.clock()).request.to_json()
 
 
+def _refused_uncharged(net: Network, body: bytes, status: int, code: str) -> None:
+    """``body`` sent to the confidential route is refused with ``status`` and ``code``, nothing
+    is charged and no lock is left open."""
+    before = money(net)
+    assert error_of(send(net, "POST", CONF, body)) == (status, code)
+    assert money(net) == before
+    assert net.ledger.open_locks() == []
+
+
 def _atoma_body(net: Network, text: str = "sealed by hand") -> bytes:
     lock = net.client().nodes.lock(MODEL)
     plaintext = CreateEmbeddingRequest(input=text, model=MODEL).to_json()
@@ -97,10 +106,7 @@ def test_a_network_limited_to_one_hardened_variant_refuses_the_other(
 def test_an_atoma_only_network_refuses_hardened_requests(make_net: Callable[..., Network]) -> None:
     net = make_net(nodes=1, profiles=["atoma"])
     body = _hardened_body(net)
-    before = money(net)
-    assert error_of(send(net, "POST", CONF, body)) == (400, "INVALID_FIELD")
-    assert net.ledger.open_locks() == []
-    assert money(net) == before
+    _refused_uncharged(net, body, 400, "INVALID_FIELD")
 
 
 def test_a_hardened_replay_is_refused_and_not_charged(make_net: Callable[..., Network],
@@ -109,10 +115,7 @@ def test_a_hardened_replay_is_refused_and_not_charged(make_net: Callable[..., Ne
     body = _hardened_body(net)
     assert send(net, "POST", CONF, body).status == 200
     net.client().nodes.lock(MODEL)  # a lock of the attacker's own is open
-    before = money(net)
-    assert error_of(send(net, "POST", CONF, body)) == (409, "REPLAYED_REQUEST")
-    assert money(net) == before
-    assert net.ledger.open_locks() == []
+    _refused_uncharged(net, body, 409, "REPLAYED_REQUEST")
 
 
 def test_an_old_hardened_request_is_refused(make_net: Callable[..., Network]) -> None:
@@ -201,10 +204,7 @@ def test_the_proxy_refuses_a_hardened_answer_it_cannot_verify(
 
     net.transport.inject(net.node_urls[0], Fault(tamper_response=tamper))
     body = _hardened_body(net)
-    before = money(net)
-    assert error_of(send(net, "POST", CONF, body)) == (502, "BAD_PEER_RESPONSE")
-    assert money(net) == before
-    assert net.ledger.open_locks() == []
+    _refused_uncharged(net, body, 502, "BAD_PEER_RESPONSE")
 
 
 def test_a_rotated_key_is_one_retry_in_the_hardened_profile(make_net: Callable[..., Network]) -> None:

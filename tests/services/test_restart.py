@@ -7,10 +7,10 @@ node's service at its address (``tests/server/test_standalone.py`` restarts real
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
-from fakes import MODEL, error_of, network, send, settlements
+from fakes import MODEL, error_of, send, settlements
 
 from atoma_lab.crypto.attestation import SimulatedTEE
 from atoma_lab.lab.network import Network
@@ -20,10 +20,8 @@ ADDRESS = "inproc://node-1"
 
 
 @pytest.fixture
-def net() -> Iterator[Network]:
-    net = network(nodes=1)
-    yield net
-    net.close()
+def net(make_net: Callable[..., Network]) -> Network:
+    return make_net(nodes=1)
 
 
 def _restart(net: Network, *, same_identity: bool, tee: SimulatedTEE | None = None) -> NodeService:

@@ -17,6 +17,15 @@ from atoma_lab.transport.loop import LoopThread, LoopTransport, run_on
 ADDR = "inproc://svc"
 
 
+async def sleep_until_cancelled(cancelled: threading.Event) -> None:
+    """Sleep for an hour; if cancelled first, set ``cancelled`` and let the cancellation through."""
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
+
+
 class Where:
     """Records the loop, thread and task each request ran in; ``/wait`` waits for ``go``,
     ``/forever`` until cancelled."""
@@ -33,11 +42,7 @@ class Where:
             assert self.go is not None
             await self.go.wait()
         if request.path == "/forever":
-            try:
-                await asyncio.sleep(3600)
-            except asyncio.CancelledError:
-                self.cancelled.set()
-                raise
+            await sleep_until_cancelled(self.cancelled)
         return Response(200, request.path.encode())
 
 
@@ -147,16 +152,8 @@ def test_run_from_its_own_loop_refuses_instead_of_hanging(thread: LoopThread) ->
 
 def test_a_timeout_while_waiting_cancels_the_coroutine(thread: LoopThread) -> None:
     cancelled = threading.Event()
-
-    async def slow() -> None:
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
     with pytest.raises(TimeoutError):
-        thread.run(slow(), timeout_s=0.05)
+        thread.run(sleep_until_cancelled(cancelled), timeout_s=0.05)
     assert cancelled.wait(10)
 
 
@@ -165,15 +162,7 @@ def test_stop_cancels_what_is_left_and_closes_the_loop() -> None:
     loop = thread.loop
     assert loop is not None
     cancelled = threading.Event()
-
-    async def forever() -> None:
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
-    asyncio.run_coroutine_threadsafe(forever(), loop)
+    asyncio.run_coroutine_threadsafe(sleep_until_cancelled(cancelled), loop)
     thread.run(asyncio.sleep(0))
     thread.stop()
     assert cancelled.is_set() and loop.is_closed() and thread.stopped
