@@ -123,15 +123,27 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
                         "atoma_lab.inference.DEFAULT_MAX_BATCH_TOKENS)")
 
 
+# The listener limits: the ServerLimits field each flag sets, its type, its default (a name in
+# atoma_lab.server.limits) and what happens beyond it. Flags and ServerLimits both come from here.
+_LIMIT_FLAGS = (
+    ("max_header_count", int, "DEFAULT_MAX_HEADER_COUNT", "headers per request (431 beyond)"),
+    ("max_header_bytes", int, "DEFAULT_MAX_HEADER_BYTES",
+     "bytes of request target and headers (431 beyond)"),
+    ("max_body_bytes", int, "MAX_BODY_BYTES", "bytes of body (413 beyond)"),
+    ("header_timeout_s", float, "DEFAULT_HEADER_TIMEOUT_S", "time for a request's headers (408 beyond)"),
+    ("body_timeout_s", float, "DEFAULT_BODY_TIMEOUT_S",
+     "time for a request's body after its headers (408 beyond)"),
+    ("idle_timeout_s", float, "DEFAULT_IDLE_TIMEOUT_S",
+     "an idle keep-alive connection is closed after this"),
+    ("max_connections", int, "DEFAULT_MAX_CONNECTIONS", "open connections per listener (503 beyond)"),
+)
+
+
 def _limits(args: argparse.Namespace) -> Any:
     from atoma_lab.server.limits import ServerLimits
 
     try:
-        return ServerLimits(
-            max_header_count=args.max_header_count, max_header_bytes=args.max_header_bytes,
-            max_body_bytes=args.max_body_bytes, header_timeout_s=args.header_timeout_s,
-            body_timeout_s=args.body_timeout_s, idle_timeout_s=args.idle_timeout_s,
-            max_connections=args.max_connections)
+        return ServerLimits(**{name: getattr(args, name) for name, *_ in _LIMIT_FLAGS})
     except ValueError as exc:
         raise SystemExit(f"atoma-lab: {exc}") from None
 
@@ -140,20 +152,9 @@ def _add_limit_flags(p: argparse.ArgumentParser) -> None:
     from atoma_lab.server import limits as d
 
     g = p.add_argument_group("listener limits")
-    g.add_argument("--max-header-count", type=int, default=d.DEFAULT_MAX_HEADER_COUNT,
-                   help="headers per request (431 beyond)")
-    g.add_argument("--max-header-bytes", type=int, default=d.DEFAULT_MAX_HEADER_BYTES,
-                   help="bytes of request target and headers (431 beyond)")
-    g.add_argument("--max-body-bytes", type=int, default=d.MAX_BODY_BYTES,
-                   help="bytes of body (413 beyond)")
-    g.add_argument("--header-timeout-s", type=float, default=d.DEFAULT_HEADER_TIMEOUT_S,
-                   help="time for a request's headers (408 beyond)")
-    g.add_argument("--body-timeout-s", type=float, default=d.DEFAULT_BODY_TIMEOUT_S,
-                   help="time for a request's body after its headers (408 beyond)")
-    g.add_argument("--idle-timeout-s", type=float, default=d.DEFAULT_IDLE_TIMEOUT_S,
-                   help="an idle keep-alive connection is closed after this")
-    g.add_argument("--max-connections", type=int, default=d.DEFAULT_MAX_CONNECTIONS,
-                   help="open connections per listener (503 beyond)")
+    for name, kind, default, help_text in _LIMIT_FLAGS:
+        g.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(d, default),
+                       help=help_text)
     p.add_argument("--metrics-token", default=None,
                    help="bearer token for /metrics (random and printed if unset)")
 

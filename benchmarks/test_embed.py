@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -56,6 +55,8 @@ from atoma_lab.inference import (  # noqa: E402 - after the skips
     encode_embeddings_response,
     resolve_model,
 )
+from atoma_lab.inference.corpus import make_corpus as _make_corpus  # noqa: E402
+from atoma_lab.inference.corpus import min_cosine  # noqa: E402
 from atoma_lab.inference.transformers_engine import (  # noqa: E402
     TransformersEngine,
     cpu_has_native_bf16,
@@ -73,32 +74,9 @@ ROUNDS = int(os.environ.get("ATOMA_LAB_BENCH_EMBED_ROUNDS", "5"))
 CORPUS_SIZE = 512
 TOL = 1e-5
 
-_WORD_TEXT = (
-    "the of and to in is was for on that with as by at from his her an were are which this be "
-    "or had not first one their its new after but who they have has been also two all other "
-    "time can more would during into only most city used some there state school year may world "
-    "between many such where over known these people then three national group high when about "
-    "under team part system later what early government made well so each both several through "
-    "four while since university number series area history however before including film major "
-    "life season club day law century large game second being energy water market model data "
-    "network language research science music river church family north south west east house "
-    "power embedding vector privacy encryption node proxy server client request response token "
-    "sentence quickly beautiful confidential attestation protocol enclave hardware latency "
-    "throughput retrieval semantic search passage query document answer question 2024 3.5 GPU "
-    "café naïve Zürich München Tokyo 東京 Москва 🚀 😀 e-mail state-of-the-art, (see below). Q&A"
-)
-_WORDS = _WORD_TEXT.split()
-
-
-def make_corpus(n: int = CORPUS_SIZE, *, seed: int = 20240601, min_words: int = 4,
-                max_words: int = 120) -> list[str]:
-    """``n`` texts of ``min_words``..``max_words`` words, the same for a given seed."""
-    rng = random.Random(seed)
-    texts = []
-    for _ in range(n):
-        words = [rng.choice(_WORDS) for _ in range(rng.randint(min_words, max_words))]
-        texts.append(" ".join(words).capitalize() + rng.choice([".", "!", "?", ""]))
-    return texts
+def make_corpus(n: int = CORPUS_SIZE, **options: Any) -> list[str]:
+    """The seeded texts of 4-120 words (:func:`atoma_lab.inference.corpus.make_corpus`)."""
+    return _make_corpus(n, **options)
 
 
 CORPUS = make_corpus()
@@ -223,11 +201,6 @@ def _time_member(benchmark: Any, pair: str, role: str, ours: Callable[[], Any],
     _pool(benchmark, "embed", pair, role, other_s)
 
 
-def _min_cosine(got: np.ndarray, ref: np.ndarray) -> float:
-    return float(((got * ref).sum(axis=1) / (np.linalg.norm(got, axis=1)
-                                              * np.linalg.norm(ref, axis=1))).min())
-
-
 @pytest.mark.benchmark(group="embed")
 def test_st_encode(benchmark: Any, st_model: Any, exact: TransformersEngine) -> None:
     fn = _st_encode(st_model, CORPUS)
@@ -259,7 +232,7 @@ def test_st_encode_for_fast_mode(benchmark: Any, st_model: Any) -> None:
 @pytest.mark.benchmark(group="embed")
 def test_engine_fast(benchmark: Any, fast: TransformersEngine, exact: TransformersEngine,
                      st_model: Any) -> None:
-    min_cos = _min_cosine(fast.embed(FAST_TEXTS).vectors, exact.embed(FAST_TEXTS).vectors)
+    min_cos = min_cosine(fast.embed(FAST_TEXTS).vectors, exact.embed(FAST_TEXTS).vectors)
     assert min_cos >= 0.999
     _time_member(benchmark, FAST_PAIR, "ours", _embed(fast, FAST_TEXTS),
                  _st_encode(st_model, FAST_TEXTS), rounds=FAST_ROUNDS, target=2.0,
@@ -295,7 +268,7 @@ def test_st_encode_fp16(benchmark: Any, half_models: tuple[Any, TransformersEngi
 def test_engine_fp16(benchmark: Any, half_models: tuple[Any, TransformersEngine],
                      exact: TransformersEngine) -> None:
     st_half, engine = half_models
-    min_cos = _min_cosine(engine.embed(CORPUS).vectors, exact.embed(CORPUS).vectors)
+    min_cos = min_cosine(engine.embed(CORPUS).vectors, exact.embed(CORPUS).vectors)
     assert min_cos >= 0.999
     _time_member(benchmark, HALF_PAIR, "ours", _embed(engine, CORPUS), _st_encode(st_half, CORPUS),
                  min_cosine=min_cos)
