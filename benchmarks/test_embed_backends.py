@@ -230,7 +230,8 @@ def _targets(t: BackendTable) -> list[tuple[str, str, str, float]]:
         if r.name.startswith("atoma-lab fast") and best is not None:
             out.append((f"{r.name} vs {best.name}", r.name, best.name, 1.3))
             for exact in (x for x in t.rows if x.role == "ours" and x.quality == "exact"
-                          and x.name != SERVE_HTTP):
+                          and x.name not in (SERVE_HTTP, r.name)
+                          and not x.name.startswith("atoma-lab fast")):
                 out.append((f"{r.name} vs {exact.name} (never slower)", r.name, exact.name,
                             1.0))
     return out

@@ -107,7 +107,7 @@ _TEXTS_PER_TOKENIZER_THREAD = 32
 # corpus, speed on seeded mixed texts, interleaved rounds (the ratio of the fastest rounds).
 _PARITY_TEXTS = 128
 _TIMING_TEXTS = 96
-_TIMING_ROUNDS = 3
+_TIMING_ROUNDS = 5
 _RETRIEVAL_TOP_K = 10
 # Bumped when a path's implementation changes what it measures: recorded choices made before
 # are then measured again.
