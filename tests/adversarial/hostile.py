@@ -139,7 +139,12 @@ class HostileFront:
             writer.close()
 
     def close(self) -> None:
-        self._server.close()
+        # On the server's own loop: asyncio.Server is not thread-safe, and closing it from this
+        # thread raced with the loop detaching its last connection (a None waiter list).
+        async def close_server() -> None:
+            self._server.close()
+
+        self.loop.run(close_server())
         self.loop.stop()
 
 
