@@ -3,14 +3,27 @@
     result = run_load(lambda: network.client(), inputs, concurrency=32)
     result.summary()   # requests, failures, p50/p99 latency (ms), throughput (requests/s)
 
-Each worker thread has a client of its own, as separate programs would (a client may also be
-shared between threads); request ``i`` sends ``inputs[i]``, and ``result.results[i]`` is its
+Each worker has a client of its own, as separate programs would (a client may also be
+shared between workers); request ``i`` sends ``inputs[i]``, and ``result.results[i]`` is its
 answer, so a caller can check that nothing was lost or mismatched. The whole run is bounded by
 ``timeout_s``.
+
+Two kinds of worker, chosen by what ``make_client`` returns:
+
+* an :class:`~atoma_lab.client.AtomaLabClient`: one thread per worker, as synchronous programs
+  would call;
+* an :class:`~atoma_lab.client.AsyncAtomaLabClient`: one coroutine per worker, all on one event
+  loop thread of the run's own (so it also runs from a notebook cell). This generator costs the
+  host far less per request than threads do: ``concurrency`` threads with a loop each pay for a
+  GIL hand-over at every step of every exchange, which on a small machine can outweigh the
+  protocol work being measured (see ``benchmarks/test_load.py``).
+
+    result = run_load(network.async_client, inputs, concurrency=32)
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,10 +33,16 @@ from typing import Any
 
 import numpy as np
 
-from atoma_lab.client import DEFAULT_MODEL, AtomaLabClient, EmbeddingsResult
+from atoma_lab.client import (
+    DEFAULT_MODEL,
+    AsyncAtomaLabClient,
+    AtomaLabClient,
+    EmbeddingsResult,
+)
 from atoma_lab.display.frames import to_frame
 from atoma_lab.display.html import bars, kv_table, section, table
 from atoma_lab.display.progressbar import progress
+from atoma_lab.transport.loop import LoopThread
 
 REQUEST_COLUMNS = ("request", "ok", "error", "latency_ms", "node", "attempts", "total_tokens")
 
@@ -99,38 +118,76 @@ class LoadResult:
         return section("Load run", *parts)
 
 
-def run_load(make_client: Callable[[], AtomaLabClient], inputs: Sequence[str | list[str]], *,
-             concurrency: int = 32, confidential: bool = True, model: str = DEFAULT_MODEL,
-             timeout_s: float = 600.0, show_progress: bool = True) -> LoadResult:
-    """Send ``inputs[i]`` as request ``i`` from ``concurrency`` threads, each with its own client
-    from ``make_client``; raises ``TimeoutError`` if the run outlasts ``timeout_s``.
-    ``show_progress``: a bar of finished requests (:func:`~atoma_lab.display.progressbar.progress`)."""
+def run_load(make_client: Callable[[], AtomaLabClient] | Callable[[], AsyncAtomaLabClient],
+             inputs: Sequence[str | list[str]], *, concurrency: int = 32,
+             confidential: bool = True, model: str = DEFAULT_MODEL, timeout_s: float = 600.0,
+             show_progress: bool = True) -> LoadResult:
+    """Send ``inputs[i]`` as request ``i`` from ``concurrency`` workers, each with its own client
+    from ``make_client``: threads for a synchronous client, coroutines on one event loop for an
+    asynchronous one (see the module's docstring). Raises ``TimeoutError`` if the run outlasts
+    ``timeout_s``. ``show_progress``: a bar of finished requests
+    (:func:`~atoma_lab.display.progressbar.progress`)."""
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
-    local = threading.local()
-    clients: list[AtomaLabClient] = []
-    clients_lock = threading.Lock()
     results: list[EmbeddingsResult | None] = [None] * len(inputs)
     errors: dict[int, BaseException] = {}
     latencies = np.full(len(inputs), np.nan)
+    bar = progress(total=len(inputs), desc="requests", unit="req", show=show_progress)
+
+    def record(i: int, t0: float, result: EmbeddingsResult | None,
+               error: BaseException | None) -> None:
+        latencies[i] = (time.perf_counter() - t0) * 1e3
+        if error is not None:  # recorded per request: the caller decides what a failure means
+            errors[i] = error
+        results[i] = result
+        bar.update(1)
+
+    start = time.perf_counter()
+    try:
+        first = make_client()
+        if isinstance(first, AsyncAtomaLabClient):
+            _run_coroutines(first, make_client, len(inputs), inputs, concurrency, confidential,
+                            model, timeout_s, record)
+        else:
+            _run_threads(first, make_client, inputs, concurrency, confidential, model,
+                         timeout_s, record)
+        wall = time.perf_counter() - start
+    finally:
+        bar.close()
+    return LoadResult(results, errors, latencies[~np.isnan(latencies)], wall, concurrency,
+                      confidential, request_latencies_ms=latencies)
+
+
+_Record = Callable[[int, float, "EmbeddingsResult | None", "BaseException | None"], None]
+
+
+def _run_threads(first: AtomaLabClient, make_client: Callable[[], Any],
+                 inputs: Sequence[str | list[str]], concurrency: int, confidential: bool,
+                 model: str, timeout_s: float, record: _Record) -> None:
+    local = threading.local()
+    spare = [first]
+    clients: list[AtomaLabClient] = [first]
+    clients_lock = threading.Lock()
 
     def one(i: int) -> None:
         client = getattr(local, "client", None)
         if client is None:
-            client = local.client = make_client()
             with clients_lock:
-                clients.append(client)
+                client = spare.pop() if spare else None
+            if client is None:
+                client = make_client()
+                with clients_lock:
+                    clients.append(client)
+            local.client = client
         api = client.confidential_embeddings if confidential else client.embeddings
         t0 = time.perf_counter()
         try:
-            results[i] = api.create(input=inputs[i], model=model)
-        except Exception as exc:  # recorded per request: the caller decides what a failure means
-            errors[i] = exc
-        latencies[i] = (time.perf_counter() - t0) * 1e3
-        bar.update(1)
+            result = api.create(input=inputs[i], model=model)
+        except Exception as exc:
+            record(i, t0, None, exc)
+        else:
+            record(i, t0, result, None)
 
-    bar = progress(total=len(inputs), desc="requests", unit="req", show=show_progress)
-    start = time.perf_counter()
     pool = ThreadPoolExecutor(concurrency, thread_name_prefix="atoma-load")
     try:
         futures = [pool.submit(one, i) for i in range(len(inputs))]
@@ -140,14 +197,50 @@ def run_load(make_client: Callable[[], AtomaLabClient], inputs: Sequence[str | l
                 f.cancel()
             raise TimeoutError(f"{len(pending)} of {len(inputs)} requests still pending after "
                                f"{timeout_s} s")
-        wall = time.perf_counter() - start
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        bar.close()
         for c in clients:
             c.close()
-    return LoadResult(results, errors, latencies[~np.isnan(latencies)], wall, concurrency,
-                      confidential, request_latencies_ms=latencies)
+
+
+def _run_coroutines(first: AsyncAtomaLabClient, make_client: Callable[[], Any], n: int,
+                    inputs: Sequence[str | list[str]], concurrency: int, confidential: bool,
+                    model: str, timeout_s: float, record: _Record) -> None:
+    clients = [first] + [make_client() for _ in range(min(concurrency, n) - 1)]
+    for c in clients:
+        if not isinstance(c, AsyncAtomaLabClient):
+            raise TypeError("make_client must return one kind of client")
+    queue = iter(range(n))  # one iterator: each worker takes the next request
+    done = 0
+
+    async def worker(client: AsyncAtomaLabClient) -> None:
+        nonlocal done
+        api = client.confidential_embeddings if confidential else client.embeddings
+        for i in queue:
+            t0 = time.perf_counter()
+            try:
+                result = await api.create(input=inputs[i], model=model)
+            except Exception as exc:
+                record(i, t0, None, exc)
+            else:
+                record(i, t0, result, None)
+            done += 1
+
+    async def main() -> None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.gather(*(worker(c) for c in clients))
+        except TimeoutError:
+            raise TimeoutError(f"{n - done} of {n} requests still pending after "
+                               f"{timeout_s} s") from None
+        finally:
+            await asyncio.gather(*(c.aclose() for c in clients), return_exceptions=True)
+
+    thread = LoopThread("atoma-load", fast=True)
+    try:
+        thread.run(main())
+    finally:
+        thread.stop()
 
 
 __all__ = ["LoadResult", "run_load"]

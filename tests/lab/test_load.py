@@ -1,14 +1,21 @@
-"""Load: 1,000 confidential requests from 32 concurrent clients over loopback HTTP. Nothing is
-lost or mismatched (each answer decrypts to the direct engine's vectors for its own input) and
-the ledger is exact (the units charged equal the usage the clients saw, request by request)."""
+"""Load: 1,000 confidential requests from 32 concurrent clients over loopback HTTP, from threads
+(synchronous clients) and from coroutines (asynchronous clients on one loop). Nothing is lost or
+mismatched (each answer decrypts to the direct engine's vectors for its own input) and the
+ledger is exact (the units charged equal the usage the clients saw, request by request)."""
 
 from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
 
 import numpy as np
 import pytest
 from fakes import MODEL, expected_units, expected_vectors, network
 
+from atoma_lab.client import AsyncAtomaLabClient, AtomaLabClient
 from atoma_lab.lab.load import run_load
+from atoma_lab.lab.network import Network
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -25,12 +32,21 @@ def _inputs(n: int) -> list[str | list[str]]:
     return out
 
 
+def _factory(net: Network, kind: str) -> Any:
+    return net.client if kind == "threads" else net.async_client
+
+
 @pytest.mark.timeout(600)
-def test_a_thousand_confidential_requests_from_32_clients() -> None:
+@pytest.mark.parametrize("kind", ["threads", "coroutines"])
+def test_a_thousand_confidential_requests_from_32_clients(kind: str) -> None:
     inputs = _inputs(REQUESTS)
     with network(nodes=2, mode="http") as net:
-        result = run_load(lambda: net.client(), inputs, concurrency=CLIENTS, model=MODEL,
+        result = run_load(_factory(net, kind), inputs, concurrency=CLIENTS, model=MODEL,
                           timeout_s=500)
+        # Every worker thread and every client's (or the run's) loop thread has ended.
+        left = [t.name for t in threading.enumerate()
+                if t.name.startswith(("atoma-load", "atoma-lab-client"))]
+        assert left == []
         assert result.errors == {}, list(result.errors.items())[:3]
         used = 0
         for i, got in enumerate(result.results):
@@ -51,12 +67,64 @@ def test_a_thousand_confidential_requests_from_32_clients() -> None:
     print(f"\nload: {summary}")
 
 
-def test_run_load_reports_failures_per_request() -> None:
+@pytest.mark.parametrize("kind", ["threads", "coroutines"])
+def test_run_load_reports_failures_per_request(kind: str) -> None:
     with network(nodes=1) as net:
         inputs: list[str | list[str]] = ["fine", [], "also fine"]  # an empty list is refused
-        result = run_load(lambda: net.client(), inputs, concurrency=2, model=MODEL)
-    assert set(result.errors) == {1}
-    assert result.results[0] is not None and result.results[1] is None
-    assert result.summary()["failures"] == 1
-    with pytest.raises(ValueError):
-        run_load(lambda: net.client(), inputs, concurrency=0)
+        result = run_load(_factory(net, kind), inputs, concurrency=2, model=MODEL)
+        assert set(result.errors) == {1}
+        assert result.results[0] is not None and result.results[1] is None
+        assert result.results[2] is not None
+        np.testing.assert_array_equal(result.results[2].to_numpy(), expected_vectors("also fine"))
+        assert result.summary()["failures"] == 1
+        assert len(result.latencies_ms) == 3
+        with pytest.raises(ValueError):
+            run_load(_factory(net, kind), inputs, concurrency=0)
+
+
+@pytest.mark.parametrize("kind", ["threads", "coroutines"])
+def test_run_load_makes_one_client_per_worker_and_closes_them(kind: str) -> None:
+    made: list[Any] = []
+    with network(nodes=1) as net:
+        def make() -> Any:
+            made.append(_factory(net, kind)())
+            return made[-1]
+
+        result = run_load(make, [f"text {i}" for i in range(12)], concurrency=3, model=MODEL,
+                          show_progress=False)
+        assert result.errors == {}
+        assert len(made) <= 3
+        if kind == "coroutines":
+            assert len(made) == 3  # one per worker, made up front
+            assert all(isinstance(c, AsyncAtomaLabClient) for c in made)
+        else:
+            assert all(isinstance(c, AtomaLabClient) for c in made)
+
+
+def test_run_load_from_a_running_event_loop() -> None:
+    """A notebook cell runs inside an event loop: the coroutine workers take a loop of their
+    own, so run_load works there too."""
+    with network(nodes=1) as net:
+        async def cell() -> Any:
+            return run_load(net.async_client, ["a", "b", "c"], concurrency=2, model=MODEL,
+                            show_progress=False)
+
+        result = asyncio.run(cell())
+    assert result.errors == {} and result.requests == 3
+
+
+def test_run_load_refuses_a_mix_of_client_kinds() -> None:
+    with network(nodes=1) as net:
+        kinds = iter([net.async_client, net.client, net.async_client])
+        with pytest.raises(TypeError, match="one kind of client"):
+            run_load(lambda: next(kinds)(), ["a", "b", "c"], concurrency=3, model=MODEL,
+                     show_progress=False)
+
+
+@pytest.mark.parametrize("kind", ["threads", "coroutines"])
+def test_run_load_is_bounded_in_time(kind: str) -> None:
+    # A node that processes 20 tokens a second: 40 requests of a few tokens take seconds.
+    with network(nodes=1, model="atoma-lab/fake-embedder", embedder=None,
+                 fake_tokens_per_s=20.0) as net, pytest.raises(TimeoutError, match="still pending"):
+        run_load(_factory(net, kind), [f"slow text {i}" for i in range(40)], concurrency=2,
+                 model="atoma-lab/fake-embedder", timeout_s=0.5, show_progress=False)
