@@ -583,16 +583,21 @@ class TransformersEngine(EmbeddingEngine):
         self._dimensions = int(self._run([self._prefix + self._suffix]).shape[1])
 
     # ------------------------------------------------------------------ loading
+    def _from_folder(self, auto_class: Any, what: str) -> Any:
+        """``auto_class.from_pretrained`` on the transformer folder; a failure is a
+        :class:`ModelLoadError` saying what could not be done (``what``) where."""
+        where = self.config.transformer_dir
+        try:
+            return auto_class.from_pretrained(str(where))
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise ModelLoadError(f"model {self._model_name!r}: cannot {what} in "
+                                 f"{where} ({type(exc).__name__}: {exc})") from exc
+
     def _load_tokenizer(self) -> None:
         from tokenizers import Tokenizer
         from transformers import AutoTokenizer
 
-        where = self.config.transformer_dir
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(where))
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            raise ModelLoadError(f"model {self._model_name!r}: cannot load the tokenizer in "
-                                 f"{where} ({type(exc).__name__}: {exc})") from exc
+        tokenizer = self._from_folder(AutoTokenizer, "load the tokenizer")
         if not getattr(tokenizer, "is_fast", False):
             raise ModelLoadError(f"model {self._model_name!r}: needs a fast (Rust) tokenizer "
                                  "(a tokenizer.json)")
@@ -621,12 +626,7 @@ class TransformersEngine(EmbeddingEngine):
     def _load_config(self) -> None:
         from transformers import AutoConfig
 
-        where = self.config.transformer_dir
-        try:
-            cfg = AutoConfig.from_pretrained(str(where))
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            raise ModelLoadError(f"model {self._model_name!r}: cannot read the model config in "
-                                 f"{where} ({type(exc).__name__}: {exc})") from exc
+        cfg = self._from_folder(AutoConfig, "read the model config")
         self.hf_config = cfg
         self._model_type = str(getattr(cfg, "model_type", ""))
         self._position_offset = 0
