@@ -45,7 +45,7 @@ import signal
 import sys
 import textwrap
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from atoma_lab.client import API_KEY_ENV, BASE_URL_ENV, DEFAULT_MODEL
@@ -484,14 +484,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_server_command(sub: Any, name: str, help_text: str, *,
+                        port: int) -> argparse.ArgumentParser:
+    """A command that serves HTTP, with ``--host`` and ``--port``; the command's own flags
+    follow, then :func:`_add_server_flags`."""
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=port)
+    return p
+
+
+def _add_server_flags(p: argparse.ArgumentParser, func: Callable[[argparse.Namespace], int]) -> None:
+    """What every serving command ends with: the listener limits, ``--log-level``, TLS, and the
+    function that runs it."""
+    _add_limit_flags(p)
+    _add_log_level(p)
+    _add_tls_flags(p)
+    p.set_defaults(func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="atoma-lab", description=textwrap.dedent(__doc__ or ""),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"atoma-lab {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("serve", help="serve a proxy and N nodes over HTTP on loopback")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8080)
+    s = _add_server_command(sub, "serve", "serve a proxy and N nodes over HTTP on loopback",
+                            port=8080)
     s.add_argument("--nodes", type=int, default=1)
     s.add_argument("--model", default=DEFAULT_MODEL)
     _add_engine_options(s)
@@ -512,13 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-gpus", type=float, default=None,
                    help="with --mode ray: GPUs per node (default: one each where the cluster "
                         "has them)")
-    _add_limit_flags(s)
-    _add_log_level(s)
-    _add_tls_flags(s)
-    s.set_defaults(func=cmd_serve)
-    n = sub.add_parser("node", help="serve one node on its own (a proxy elsewhere reaches it)")
-    n.add_argument("--host", default="127.0.0.1")
-    n.add_argument("--port", type=int, default=8101)
+    _add_server_flags(s, cmd_serve)
+    n = _add_server_command(sub, "node", "serve one node on its own (a proxy elsewhere reaches it)",
+                            port=8101)
     n.add_argument("--node-id", type=int, default=1, help="its node_small_id (unique per proxy)")
     n.add_argument("--proxy", required=True, help="the proxy's URL (stack ownership checks)")
     n.add_argument("--model", default=DEFAULT_MODEL,
@@ -537,13 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--signer-seed", default=None, help="hex seed of the node's Sui key")
     n.add_argument("--allow-public", action="store_true", help="allow binding beyond loopback")
     _add_capacity_flag(n)
-    _add_limit_flags(n)
-    _add_log_level(n)
-    _add_tls_flags(n)
-    n.set_defaults(func=cmd_node)
-    x = sub.add_parser("proxy", help="serve a proxy in front of nodes running elsewhere")
-    x.add_argument("--host", default="127.0.0.1")
-    x.add_argument("--port", type=int, default=8080)
+    _add_server_flags(n, cmd_node)
+    x = _add_server_command(sub, "proxy", "serve a proxy in front of nodes running elsewhere",
+                            port=8080)
     x.add_argument("--node", action="append", required=True, help="a node's URL (repeat)")
     x.add_argument("--api-key", default=None, help="API key of the default user (random if unset)")
     x.add_argument("--ledger", default=":memory:", help="SQLite file for the ledger")
@@ -561,10 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--lock-sweep-interval-s", type=float, default=1.0,
                    help="give back expired open locks this often")
     _add_policy_flags(x)
-    _add_limit_flags(x)
-    _add_log_level(x)
-    _add_tls_flags(x)
-    x.set_defaults(func=cmd_proxy)
+    _add_server_flags(x, cmd_proxy)
     e = sub.add_parser("embed", help="embed texts (in-process network unless --base-url)")
     e.add_argument("text", nargs="+")
     e.add_argument("--confidential", action="store_true")

@@ -168,18 +168,8 @@ def _atoma_request_round_trip(plaintext: bytes) -> bytes:
     return open_request(sealed.request, _NODE).plaintext
 
 
-@pytest.mark.benchmark(group="envelope")
-@pytest.mark.parametrize("impl", ["raw", "atoma-lab"])
-@pytest.mark.parametrize("size", list(SIZES))
-def test_request_seal_open(benchmark: Any, impl: str, size: str) -> None:
-    plaintext = _plaintext(size)
-    members: dict[str, tuple[Callable[..., bytes], Setup]] = {
-        "raw": (_raw_request_round_trip, lambda: (plaintext,)),
-        "atoma-lab": (_atoma_request_round_trip, lambda: (plaintext,)),
-    }
-    for fn, setup in members.values():
-        assert fn(*setup()) == plaintext
-    _time_pair(benchmark, "request", size, impl, members)
+def _plaintext_only(plaintext: bytes) -> Setup:
+    return lambda: (plaintext,)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -232,18 +222,26 @@ def _raw_response_round_trip(plaintext: bytes, node_aead: AESGCM, client_aead: A
     return opened
 
 
+# operation -> impl -> (a round trip, what makes the setup of each round from the plaintext)
+_ROUND_TRIPS: dict[str, dict[str, tuple[Callable[..., bytes], Callable[[bytes], Setup]]]] = {
+    "request": {"raw": (_raw_request_round_trip, _plaintext_only),
+                "atoma-lab": (_atoma_request_round_trip, _plaintext_only)},
+    "response": {"raw": (_raw_response_round_trip, _raw_response_setup),
+                 "atoma-lab": (_atoma_response_round_trip, _atoma_response_setup)},
+}
+
+
 @pytest.mark.benchmark(group="envelope")
 @pytest.mark.parametrize("impl", ["raw", "atoma-lab"])
 @pytest.mark.parametrize("size", list(SIZES))
-def test_response_seal_open(benchmark: Any, impl: str, size: str) -> None:
+@pytest.mark.parametrize("op", list(_ROUND_TRIPS))
+def test_seal_open(benchmark: Any, op: str, impl: str, size: str) -> None:
     plaintext = _plaintext(size)
-    members: dict[str, tuple[Callable[..., bytes], Setup]] = {
-        "raw": (_raw_response_round_trip, _raw_response_setup(plaintext)),
-        "atoma-lab": (_atoma_response_round_trip, _atoma_response_setup(plaintext)),
-    }
+    members = {name: (fn, make_setup(plaintext))
+               for name, (fn, make_setup) in _ROUND_TRIPS[op].items()}
     for fn, setup in members.values():
         assert fn(*setup()) == plaintext
-    _time_pair(benchmark, "response", size, impl, members)
+    _time_pair(benchmark, op, size, impl, members)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -257,34 +255,18 @@ _AEAD_NONCE = os.urandom(12)  # one nonce for timing only: nothing sealed here i
 @pytest.mark.benchmark(group="aead")
 @pytest.mark.parametrize("impl", ["raw", "atoma-lab"])
 @pytest.mark.parametrize("size", list(SIZES))
-def test_aead_encrypt(benchmark: Any, impl: str, size: str) -> None:
-    plaintext = _plaintext(size)
-    raw, ours = AESGCM(_AEAD_KEY), AesGcmKey(_AEAD_KEY)
-    expected = raw.encrypt(_AEAD_NONCE, plaintext, None)
-    if impl == "raw":
-        def fn() -> bytes:
-            return raw.encrypt(_AEAD_NONCE, plaintext, None)
-    else:
-        def fn() -> bytes:
-            return ours.encrypt(_AEAD_NONCE, plaintext)
-    assert fn() == expected
-    benchmark(fn)
-    _record(benchmark, "aead", "encrypt", size, impl)
-
-
-@pytest.mark.benchmark(group="aead")
-@pytest.mark.parametrize("impl", ["raw", "atoma-lab"])
-@pytest.mark.parametrize("size", list(SIZES))
-def test_aead_decrypt(benchmark: Any, impl: str, size: str) -> None:
+@pytest.mark.parametrize("op", ["encrypt", "decrypt"])
+def test_aead(benchmark: Any, op: str, impl: str, size: str) -> None:
     plaintext = _plaintext(size)
     raw, ours = AESGCM(_AEAD_KEY), AesGcmKey(_AEAD_KEY)
     ciphertext = raw.encrypt(_AEAD_NONCE, plaintext, None)
-    if impl == "raw":
-        def fn() -> bytes:
-            return raw.decrypt(_AEAD_NONCE, ciphertext, None)
-    else:
-        def fn() -> bytes:
-            return ours.decrypt(_AEAD_NONCE, ciphertext)
-    assert fn() == plaintext
+    calls: dict[tuple[str, str], Callable[[], bytes]] = {
+        ("encrypt", "raw"): lambda: raw.encrypt(_AEAD_NONCE, plaintext, None),
+        ("encrypt", "atoma-lab"): lambda: ours.encrypt(_AEAD_NONCE, plaintext),
+        ("decrypt", "raw"): lambda: raw.decrypt(_AEAD_NONCE, ciphertext, None),
+        ("decrypt", "atoma-lab"): lambda: ours.decrypt(_AEAD_NONCE, ciphertext),
+    }
+    fn = calls[op, impl]
+    assert fn() == (ciphertext if op == "encrypt" else plaintext)
     benchmark(fn)
-    _record(benchmark, "aead", "decrypt", size, impl)
+    _record(benchmark, "aead", op, size, impl)

@@ -12,6 +12,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE = "atoma-lab/fake-embedder"
@@ -21,6 +22,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def pump_lines(stream: IO[str] | None, *, into: queue.Queue[str | None] | None = None,
+               keep: list[str] | None = None) -> None:
+    """Read a subprocess's ``stream`` on a daemon thread: each line is appended to ``keep`` and
+    put on ``into``, then ``None`` is put when the stream ends."""
+    assert stream is not None
+
+    def pump() -> None:
+        for line in stream:
+            if keep is not None:
+                keep.append(line)
+            if into is not None:
+                into.put(line)
+        if into is not None:
+            into.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
 
 
 class Service:
@@ -34,14 +53,7 @@ class Service:
                                      env=env, cwd=REPO)
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            self._queue.put(line)
-        self._queue.put(None)
+        pump_lines(self.proc.stdout, into=self._queue, keep=self.lines)
 
     def value(self, name: str, timeout_s: float = 60.0) -> str:
         """The value of the ``NAME=value`` line the service prints when it is ready."""

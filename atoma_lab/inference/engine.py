@@ -32,7 +32,7 @@ from typing import Literal, Protocol, TypeAlias
 
 import numpy as np
 
-from atoma_lab.errors import InvalidFieldError
+from atoma_lab.errors import InputTooLongError, InvalidFieldError
 
 TokenIds: TypeAlias = Sequence[int]
 EngineInput: TypeAlias = str | Sequence[str] | Sequence[int] | Sequence[Sequence[int]]
@@ -152,25 +152,31 @@ def apply_dimensions(vectors: np.ndarray, dimensions: int | None, *, model_dimen
 class EmbeddingEngine(ABC):
     """A loaded embedding model.
 
-    Subclasses implement :meth:`tokenize` and :meth:`embed_tokens`; the rest is shared.
+    Subclasses set ``_model_name``, ``_dimensions`` and ``_max_seq_length`` when loaded and
+    implement :meth:`tokenize` (with the checks :meth:`_check_token_ids` and :meth:`_frame`)
+    and :meth:`embed_tokens`; the rest is shared.
     Engines are safe to call from several threads (forward passes are serialised); for
     concurrent serving put one behind :class:`~atoma_lab.inference.batching.DynamicBatcher`.
     """
 
+    _model_name: str
+    _dimensions: int
+    _max_seq_length: int
+
     @property
-    @abstractmethod
     def model_name(self) -> str:
         """The served model name."""
+        return self._model_name
 
     @property
-    @abstractmethod
     def dimensions(self) -> int:
         """Length of the vectors :meth:`embed_tokens` returns."""
+        return self._dimensions
 
     @property
-    @abstractmethod
     def max_seq_length(self) -> int:
         """Most tokens one input may have, special tokens included."""
+        return self._max_seq_length
 
     @property
     def normalize(self) -> bool:
@@ -187,6 +193,37 @@ class EmbeddingEngine(ABC):
         :class:`~atoma_lab.errors.InputTooLongError` naming its index. ``prompt_name`` picks one
         of the model's named prompts for text inputs.
         """
+
+    @staticmethod
+    def _check_token_ids(contents: Sequence[Sequence[int]], vocab_size: int) -> None:
+        """Raise :class:`InvalidFieldError` naming the first input with an id outside the
+        vocabulary (token-id inputs)."""
+        for i, ids in enumerate(contents):
+            if ids and (min(ids) < 0 or max(ids) >= vocab_size):
+                raise InvalidFieldError(
+                    f"input[{i}]: token ids must be in [0, {vocab_size}) for this model",
+                    field=f"input[{i}]")
+
+    def _frame(self, contents: Sequence[Sequence[int]], *, prefix: list[int], suffix: list[int],
+               truncate: bool, keep_end: bool = False) -> list[list[int]]:
+        """Each input's tokens between the special tokens ``prefix`` and ``suffix``.
+
+        An input that would exceed :attr:`max_seq_length` tokens is cut to fit (its start kept,
+        or its end with ``keep_end``), or with ``truncate`` false raises
+        :class:`InputTooLongError` naming it.
+        """
+        n_special = len(prefix) + len(suffix)
+        room = self._max_seq_length - n_special
+        sequences: list[list[int]] = []
+        for i, ids in enumerate(contents):
+            if len(ids) > room:
+                if not truncate:
+                    raise InputTooLongError(
+                        f"input[{i}] has {len(ids) + n_special} tokens; the model takes at most "
+                        f"{self._max_seq_length} (truncation is off)", field=f"input[{i}]")
+                ids = ids[len(ids) - room:] if keep_end else ids[:room]
+            sequences.append(prefix + list(ids) + suffix)
+        return sequences
 
     @abstractmethod
     def embed_tokens(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:

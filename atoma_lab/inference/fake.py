@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from atoma_lab.errors import InputTooLongError, InvalidFieldError
+from atoma_lab.errors import InvalidFieldError
 from atoma_lab.inference.engine import EmbeddingEngine, EngineInput, TokenizedInputs, split_inputs
 
 FAKE_MODEL = "atoma-lab/fake-embedder"
@@ -60,18 +60,6 @@ class FakeEngine(EmbeddingEngine):
         self.forward_sizes: list[int] = []
         self._lock = threading.Lock()
 
-    @property
-    def model_name(self) -> str:
-        return self._model_name
-
-    @property
-    def dimensions(self) -> int:
-        return self._dimensions
-
-    @property
-    def max_seq_length(self) -> int:
-        return self._max_seq_length
-
     def word_id(self, word: str) -> int:
         """The fake tokenizer's id for one word."""
         digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest()
@@ -80,8 +68,6 @@ class FakeEngine(EmbeddingEngine):
     def tokenize(self, inputs: EngineInput, *, truncate: bool | None = None,
                  prompt_name: str | None = None) -> TokenizedInputs:
         kind, items = split_inputs(inputs)
-        cut = self.truncate if truncate is None else truncate
-        room = self._max_seq_length - 2
         if kind == "text":
             prompt = ""
             if prompt_name is not None:
@@ -92,20 +78,9 @@ class FakeEngine(EmbeddingEngine):
             contents = [[self.word_id(w) for w in (prompt + t).split()] for t in items]  # type: ignore[operator]
         else:
             contents = [list(ids) for ids in items]  # type: ignore[arg-type]
-            for i, ids in enumerate(contents):
-                if ids and (min(ids) < 0 or max(ids) >= self.vocab_size):
-                    raise InvalidFieldError(
-                        f"input[{i}]: token ids must be in [0, {self.vocab_size})",
-                        field=f"input[{i}]")
-        sequences = []
-        for i, ids in enumerate(contents):
-            if len(ids) > room:
-                if not cut:
-                    raise InputTooLongError(
-                        f"input[{i}] has {len(ids) + 2} tokens; the model takes at most "
-                        f"{self._max_seq_length} (truncation is off)", field=f"input[{i}]")
-                ids = ids[:room]
-            sequences.append([CLS_ID, *ids, SEP_ID])
+            self._check_token_ids(contents, self.vocab_size)
+        sequences = self._frame(contents, prefix=[CLS_ID], suffix=[SEP_ID],
+                                truncate=self.truncate if truncate is None else truncate)
         return TokenizedInputs(sequences, [len(s) for s in sequences])
 
     def vector(self, sequence: Sequence[int]) -> np.ndarray:

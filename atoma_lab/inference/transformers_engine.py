@@ -54,7 +54,6 @@ import numpy as np
 from atoma_lab.errors import (
     AtomaLabError,
     InferenceError,
-    InputTooLongError,
     InvalidFieldError,
     ModelLoadError,
 )
@@ -584,16 +583,21 @@ class TransformersEngine(EmbeddingEngine):
         self._dimensions = int(self._run([self._prefix + self._suffix]).shape[1])
 
     # ------------------------------------------------------------------ loading
+    def _from_folder(self, auto_class: Any, what: str) -> Any:
+        """``auto_class.from_pretrained`` on the transformer folder; a failure is a
+        :class:`ModelLoadError` saying what could not be done (``what``) where."""
+        where = self.config.transformer_dir
+        try:
+            return auto_class.from_pretrained(str(where))
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise ModelLoadError(f"model {self._model_name!r}: cannot {what} in "
+                                 f"{where} ({type(exc).__name__}: {exc})") from exc
+
     def _load_tokenizer(self) -> None:
         from tokenizers import Tokenizer
         from transformers import AutoTokenizer
 
-        where = self.config.transformer_dir
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(where))
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            raise ModelLoadError(f"model {self._model_name!r}: cannot load the tokenizer in "
-                                 f"{where} ({type(exc).__name__}: {exc})") from exc
+        tokenizer = self._from_folder(AutoTokenizer, "load the tokenizer")
         if not getattr(tokenizer, "is_fast", False):
             raise ModelLoadError(f"model {self._model_name!r}: needs a fast (Rust) tokenizer "
                                  "(a tokenizer.json)")
@@ -622,12 +626,7 @@ class TransformersEngine(EmbeddingEngine):
     def _load_config(self) -> None:
         from transformers import AutoConfig
 
-        where = self.config.transformer_dir
-        try:
-            cfg = AutoConfig.from_pretrained(str(where))
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            raise ModelLoadError(f"model {self._model_name!r}: cannot read the model config in "
-                                 f"{where} ({type(exc).__name__}: {exc})") from exc
+        cfg = self._from_folder(AutoConfig, "read the model config")
         self.hf_config = cfg
         self._model_type = str(getattr(cfg, "model_type", ""))
         self._position_offset = 0
@@ -845,18 +844,6 @@ class TransformersEngine(EmbeddingEngine):
 
     # ------------------------------------------------------------------ properties
     @property
-    def model_name(self) -> str:
-        return self._model_name
-
-    @property
-    def dimensions(self) -> int:
-        return self._dimensions
-
-    @property
-    def max_seq_length(self) -> int:
-        return self._max_seq_length
-
-    @property
     def normalize(self) -> bool:
         return self._normalize
 
@@ -979,9 +966,6 @@ class TransformersEngine(EmbeddingEngine):
     def tokenize(self, inputs: EngineInput, *, truncate: bool | None = None,
                  prompt_name: str | None = None) -> TokenizedInputs:
         kind, items = split_inputs(inputs)
-        cut = self.truncate if truncate is None else truncate
-        n_special = len(self._prefix) + len(self._suffix)
-        room = self._max_seq_length - n_special
         contents: list[list[int]]
         if kind == "text":
             texts: list[str] = items  # type: ignore[assignment]
@@ -993,22 +977,10 @@ class TransformersEngine(EmbeddingEngine):
             contents = self._encode_texts(texts)
         else:
             contents = items  # type: ignore[assignment]
-            vocab = self._vocab_size
-            for i, ids in enumerate(contents):
-                if ids and (min(ids) < 0 or max(ids) >= vocab):
-                    raise InvalidFieldError(
-                        f"input[{i}]: token ids must be in [0, {vocab}) for this model",
-                        field=f"input[{i}]")
-        prefix, suffix = self._prefix, self._suffix
-        sequences: list[list[int]] = []
-        for i, ids in enumerate(contents):
-            if len(ids) > room:
-                if not cut:
-                    raise InputTooLongError(
-                        f"input[{i}] has {len(ids) + n_special} tokens; the model takes at most "
-                        f"{self._max_seq_length} (truncation is off)", field=f"input[{i}]")
-                ids = ids[:room] if self._truncation_side != "left" else ids[len(ids) - room:]
-            sequences.append(prefix + list(ids) + suffix)
+            self._check_token_ids(contents, self._vocab_size)
+        sequences = self._frame(contents, prefix=self._prefix, suffix=self._suffix,
+                                truncate=self.truncate if truncate is None else truncate,
+                                keep_end=self._truncation_side == "left")
         return TokenizedInputs(sequences, [len(s) for s in sequences])
 
 

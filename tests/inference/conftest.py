@@ -17,31 +17,22 @@ from typing import Any
 
 import pytest
 
+from atoma_lab.inference.corpus import HARD_CASES
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-# Short, long, over-length (> 256 tokens), multilingual, emoji, empty and blank inputs.
+# The library's hard cases (short, over-length, multilingual, emoji, empty and blank inputs), then
+# more of the same kinds.
 MIXED_CORPUS: list[str] = [
-    "hello",
-    "A quick brown fox jumps over the lazy dog.",
+    *HARD_CASES,
     "Confidential embeddings keep the request encrypted from the client to the node's enclave.",
-    " leading and trailing spaces ",
-    "",
-    "   ",
-    "Der schnelle braune Fuchs springt über den faulen Hund.",
-    "Быстрая коричневая лиса перепрыгивает через ленивую собаку.",
-    "敏捷的棕色狐狸跳过了懒狗。",
     "素早い茶色の狐がのろまな犬を飛び越える。",
-    "العربية: الثعلب البني السريع يقفز فوق الكلب الكسول",
-    "emoji 🚀🔥👩🏽‍💻 and flags 🇫🇷🇯🇵 in text 😀",
     "🙂",
     "Mixed: café naïve résumé — “quotes” and ‘apostrophes’ … ellipsis",
-    "code: def f(x): return x ** 2  # comment <tag attr='v'/>",
     " ".join(f"word{i}" for i in range(60)),
-    "The history of the city " * 40,  # ~240 words: far over 256 tokens
     "sentence " * 300,  # over-length, repetitive
-    "Numbers 3.14159 2.71828 1e-10 0xDEADBEEF 42",
     "UPPER lower MiXeD CaSe",
 ]
 

@@ -59,6 +59,18 @@ def signer() -> SuiSigner:
     return SuiSigner.from_ed25519_seed(bytes.fromhex(GOLDEN["signer"]["ed25519_seed_hex"]))
 
 
+@pytest.fixture(params=sorted(REQUESTS))
+def request_case(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Each golden request case, by name."""
+    return REQUESTS[request.param]
+
+
+@pytest.fixture(params=sorted(RESPONSES))
+def response_case(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Each golden response case, by name."""
+    return RESPONSES[request.param]
+
+
 def _seal(case: dict[str, Any], client_key: X25519KeyPair, node_key: X25519KeyPair):
     inputs = case["inputs"]
     return seal_request(
@@ -99,40 +111,34 @@ def test_rfc8032_signer(signer: SuiSigner) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(REQUESTS))
-def test_derived_key(name: str) -> None:
-    case = REQUESTS[name]
+def test_derived_key(request_case: dict[str, Any]) -> None:
     shared = bytes.fromhex(GOLDEN["keys"]["shared_secret_hex"])
-    salt = bytes.fromhex(case["inputs"]["salt_hex"])
-    assert derive_key(shared, salt).hex() == case["expected"]["derived_key_hex"]
+    salt = bytes.fromhex(request_case["inputs"]["salt_hex"])
+    assert derive_key(shared, salt).hex() == request_case["expected"]["derived_key_hex"]
 
 
-@pytest.mark.parametrize("name", sorted(REQUESTS))
 def test_seal_request_reproduces_golden_bytes(
-    name: str, client_key: X25519KeyPair, node_key: X25519KeyPair
+    request_case: dict[str, Any], client_key: X25519KeyPair, node_key: X25519KeyPair
 ) -> None:
-    case = REQUESTS[name]
-    expected = case["expected"]
-    sealed = _seal(case, client_key, node_key)
+    expected = request_case["expected"]
+    sealed = _seal(request_case, client_key, node_key)
     request = sealed.request
     assert request.ciphertext == _b64(expected["ciphertext_b64"])
     assert request.plaintext_body_hash == _b64(expected["plaintext_body_hash_b64"])
     assert request.to_json() == expected["wire_json"].encode("utf-8")
-    assert sealed.plaintext == case["inputs"]["plaintext"].encode("utf-8")
+    assert sealed.plaintext == request_case["inputs"]["plaintext"].encode("utf-8")
 
 
-@pytest.mark.parametrize("name", sorted(REQUESTS))
-def test_open_golden_request(name: str, node_key: X25519KeyPair) -> None:
-    case = REQUESTS[name]
-    wire = case["expected"]["wire_json"].encode("utf-8")
+def test_open_golden_request(request_case: dict[str, Any], node_key: X25519KeyPair) -> None:
+    wire = request_case["expected"]["wire_json"].encode("utf-8")
     request = ConfidentialComputeRequest.from_json(wire)
     assert request.to_json() == wire  # parse and write back byte for byte
-    assert request.stack_small_id == case["inputs"]["stack_small_id"]
-    assert request.model_name == case["inputs"]["model_name"]
-    assert request.num_compute_units == case["inputs"]["num_compute_units"]
-    assert request.stream is case["inputs"]["stream"]
+    assert request.stack_small_id == request_case["inputs"]["stack_small_id"]
+    assert request.model_name == request_case["inputs"]["model_name"]
+    assert request.num_compute_units == request_case["inputs"]["num_compute_units"]
+    assert request.stream is request_case["inputs"]["stream"]
     opened = open_request(request, node_key)
-    assert opened.plaintext == case["inputs"]["plaintext"].encode("utf-8")
+    assert opened.plaintext == request_case["inputs"]["plaintext"].encode("utf-8")
     # The plaintext is a valid embeddings request that atoma-lab writes back to the same bytes.
     assert CreateEmbeddingRequest.from_json(opened.plaintext).to_json() == opened.plaintext
 
@@ -142,12 +148,10 @@ def test_open_golden_request(name: str, node_key: X25519KeyPair) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(RESPONSES))
 def test_seal_response_reproduces_golden_bytes(
-    name: str, node_key: X25519KeyPair, signer: SuiSigner
+    response_case: dict[str, Any], node_key: X25519KeyPair, signer: SuiSigner
 ) -> None:
-    case = RESPONSES[name]
-    inputs, expected = case["inputs"], case["expected"]
+    inputs, expected = response_case["inputs"], response_case["expected"]
     request_wire = REQUESTS[inputs["request"]]["expected"]["wire_json"]
     opened = open_request(ConfidentialComputeRequest.from_json(request_wire), node_key)
     response = seal_response(
@@ -163,12 +167,10 @@ def test_seal_response_reproduces_golden_bytes(
     assert response.to_json() == expected["wire_json"].encode("utf-8")
 
 
-@pytest.mark.parametrize("name", sorted(RESPONSES))
 def test_open_golden_response(
-    name: str, client_key: X25519KeyPair, node_key: X25519KeyPair
+    response_case: dict[str, Any], client_key: X25519KeyPair, node_key: X25519KeyPair
 ) -> None:
-    case = RESPONSES[name]
-    inputs, expected = case["inputs"], case["expected"]
+    inputs, expected = response_case["inputs"], response_case["expected"]
     # The client context of the request this response answers, rebuilt from the fixed inputs.
     sealed = _seal(REQUESTS[inputs["request"]], client_key, node_key)
     wire = expected["wire_json"].encode("utf-8")

@@ -14,10 +14,11 @@ import os
 import queue
 import subprocess
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from cluster import pump_lines
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("sdk_client.py")
@@ -73,21 +74,10 @@ class SdkClient:
         )
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._stderr: list[str] = []
-        threading.Thread(target=self._pump_stdout, daemon=True).start()
-        threading.Thread(target=self._pump_stderr, daemon=True).start()
+        pump_lines(self._proc.stdout, into=self._lines)
+        pump_lines(self._proc.stderr, keep=self._stderr)
 
     # -- plumbing ---------------------------------------------------------------------------------
-
-    def _pump_stdout(self) -> None:
-        assert self._proc.stdout is not None
-        for line in self._proc.stdout:
-            self._lines.put(line)
-        self._lines.put(None)
-
-    def _pump_stderr(self) -> None:
-        assert self._proc.stderr is not None
-        for line in self._proc.stderr:
-            self._stderr.append(line)
 
     def _fail(self, why: str) -> SdkProcessError:
         tail = "".join(self._stderr)[-4000:]

@@ -54,31 +54,25 @@ def minilm_reference_model() -> Any:
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_serve_on_onnx_runtime_is_exact(reference: np.ndarray, tmp_path: Path,
-                                        monkeypatch: Any) -> None:
+@pytest.mark.parametrize("process", ["serve", "node"])
+def test_onnx_runtime_behind_the_proxy_is_exact(process: str, reference: np.ndarray,
+                                                tmp_path: Path, monkeypatch: Any) -> None:
+    """``serve --runtime onnx`` (proxy and node in one process), and a ``node --runtime onnx``
+    process behind a ``proxy`` process: exact over HTTP, the export in the cache."""
     pytest.importorskip("onnxruntime")
     monkeypatch.setenv("ATOMA_LAB_CACHE_DIR", str(tmp_path))
-    serve = Service("serve", "--port", str(free_port()), "--runtime", "onnx",
-                    "--api-key", "atl-onnx-key")
-    try:
+    if process == "serve":
+        serve = Service("serve", "--port", str(free_port()), "--runtime", "onnx",
+                        "--api-key", "atl-onnx-key")
         base_url = serve.value("ATOMA_LAB_BASE_URL", timeout_s=180)
-        got = _embed(base_url, "atl-onnx-key", TEXTS)
+        api_key, stop = "atl-onnx-key", serve.stop
+    else:
+        cluster = start_cluster(nodes=1, model="sentence-transformers/all-MiniLM-L6-v2",
+                                node_args={1: ["--runtime", "onnx"]})
+        base_url, api_key, stop = cluster.base_url, cluster.api_key, cluster.stop
+    try:
+        got = _embed(base_url, api_key, TEXTS)
     finally:
-        serve.stop()
+        stop()
     assert float(np.abs(got - reference).max()) <= 1e-5
     assert any((tmp_path / "onnx").glob("*-fp32/model.onnx"))  # the export went to the cache
-
-
-@pytest.mark.integration
-@pytest.mark.slow
-def test_node_process_on_onnx_runtime(reference: np.ndarray, tmp_path: Path,
-                                      monkeypatch: Any) -> None:
-    pytest.importorskip("onnxruntime")
-    monkeypatch.setenv("ATOMA_LAB_CACHE_DIR", str(tmp_path))
-    cluster = start_cluster(nodes=1, model="sentence-transformers/all-MiniLM-L6-v2",
-                            node_args={1: ["--runtime", "onnx"]})
-    try:
-        got = _embed(cluster.base_url, cluster.api_key, TEXTS)
-    finally:
-        cluster.stop()
-    assert float(np.abs(got - reference).max()) <= 1e-5
