@@ -66,25 +66,31 @@ demo: setup
 	$(BIN)/atoma-lab demo
 
 # Everything that runs on a 2-core CPU machine: the unit, integration and SDK tests, then every
-# notebook in quick mode (nbmake); then the Ray tests (test-ray). The gpu-marked tests skip
-# themselves without CUDA.
+# notebook in quick mode (nbmake) with Ray off (ATOMA_LAB_NOTEBOOK_RAY=0); then the Ray tests
+# and the notebook's Ray sections (test-ray). The gpu-marked tests skip themselves without CUDA.
 test: setup sdk-setup infinity-setup
 	ATOMA_LAB_SDK_PYTHON=$(CURDIR)/$(SDK_VENV)/bin/python ATOMA_LAB_INFINITY_PYTHON=$(INFINITY_PYTHON) \
-		ATOMA_LAB_QUICK=1 \
+		ATOMA_LAB_QUICK=1 ATOMA_LAB_NOTEBOOK_RAY=0 \
 		$(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=600 -p no:cacheprovider \
 		-m "not ray"
 	$(MAKE) --no-print-directory test-ray
 
-# Ray advertises the machine's address and listens beyond loopback: its tests run in a network
-# namespace of their own whose only interface is loopback (unshare -n, as root: as CI runs).
-# Where no such namespace can be made, they run anyway and skip, saying why.
+# Ray advertises the machine's address and listens beyond loopback: its tests, and
+# notebooks/06_scale_out.ipynb with Ray on, run in a network namespace of their own whose only
+# interface is loopback (unshare -n, as root: as CI runs). Where no such namespace can be made,
+# the tests run anyway and skip, saying why, and the notebook keeps its run with Ray off.
+RAY_NOTEBOOKS := notebooks/06_scale_out.ipynb
+
 test-ray: setup
 	@if unshare -n true 2>/dev/null; then \
-		unshare -n bash -c 'ip link set lo up && RAY_AUTH_MODE=disabled ATOMA_LAB_QUICK=1 \
-			$(BIN)/python -m pytest tests -m ray -p no:cacheprovider'; \
+		unshare -n bash -c 'ip link set lo up && export RAY_AUTH_MODE=disabled ATOMA_LAB_QUICK=1 && \
+			$(BIN)/python -m pytest tests -m ray -p no:cacheprovider && \
+			ATOMA_LAB_NOTEBOOK_RAY=1 $(BIN)/python -m pytest $(RAY_NOTEBOOKS) --nbmake \
+				--nbmake-timeout=600 -p no:cacheprovider'; \
 	else \
 		echo "no private network namespace here (unshare -n needs root): the Ray tests skip"; \
 		$(BIN)/python -m pytest tests -m ray -p no:cacheprovider -rs; \
+		echo "and $(RAY_NOTEBOOKS) ran with Ray off only (make test)"; \
 	fi
 
 test-fast: setup
@@ -101,9 +107,15 @@ bench: setup infinity-setup st-onnx-setup
 	else $(BENCH_RUN); fi
 	$(BIN)/python -m atoma_lab.tools.benchreport build/bench/latest.json
 
+# The notebooks run Ray where it is installed (06's Ray sections): in a loopback-only namespace
+# where one can be made, as the tests do.
+NOTEBOOKS_RUN := ATOMA_LAB_QUICK=0 RAY_AUTH_MODE=disabled $(BIN)/python -m atoma_lab.tools.notebook_runner \
+	notebooks build/notebooks
+
 notebooks: setup
 	@mkdir -p build/notebooks
-	ATOMA_LAB_QUICK=0 $(BIN)/python -m atoma_lab.tools.notebook_runner notebooks build/notebooks
+	@if unshare -n true 2>/dev/null; then unshare -n bash -c 'ip link set lo up && $(NOTEBOOKS_RUN)'; \
+	else $(NOTEBOOKS_RUN); fi
 
 lint: setup
 	$(BIN)/ruff check atoma_lab tests benchmarks

@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
-import socket
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from bench_support import interleaved, paired_ratio, pool_rounds
+from bench_support import interleaved, local_ray, paired_ratio, pool_rounds
 
 from atoma_lab.inference import FAKE_MODEL
 from atoma_lab.lab.network import Network, build_network
@@ -39,39 +36,24 @@ TEXTS = ["a confidential request through a node actor"]
 CONCURRENT = 32
 
 
-def _loopback_only() -> bool:
-    return {name for _, name in socket.if_nameindex()} == {"lo"}
-
-
 @pytest.fixture(scope="module")
 def networks() -> Iterator[dict[str, Network]]:
-    if not _loopback_only():
-        pytest.skip("Ray listens beyond loopback: run in a namespace with only loopback "
-                    "(unshare -n; make bench does)")
-    repo = str(Path(__file__).resolve().parents[1])
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 configure_logging=False)
-    nets = {"actor": build_network(nodes=1, mode="ray", model=FAKE_MODEL),
-            "http": build_network(nodes=1, mode="ray", model=FAKE_MODEL)}
-    http = HttpTransport(timeout_s=60.0)
-    net = nets["http"]
-    assert net.transport is not None
-    for node in net.nodes:
-        url = ray.get(node.actor.serve_http.remote())
+    with local_ray():
+        nets = {"actor": build_network(nodes=1, mode="ray", model=FAKE_MODEL),
+                "http": build_network(nodes=1, mode="ray", model=FAKE_MODEL)}
+        http = HttpTransport(timeout_s=60.0)
+        net = nets["http"]
+        assert net.transport is not None
+        for node in net.nodes:
+            url = ray.get(node.actor.serve_http.remote())
 
-        async def forward(request: Request, url: str = url) -> Response:
-            return await http.handle(dataclasses.replace(request, address=url))
+            async def forward(request: Request, url: str = url) -> Response:
+                return await http.handle(dataclasses.replace(request, address=url))
 
-        net.transport.register(node.address, forward)  # the proxy now reaches it over HTTP
-    yield nets
-    for n in nets.values():
-        n.close()
-    if started:
-        ray.shutdown()
+            net.transport.register(node.address, forward)  # the proxy now reaches it over HTTP
+        yield nets
+        for n in nets.values():
+            n.close()
 
 
 def one(net: Network) -> np.ndarray:

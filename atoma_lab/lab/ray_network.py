@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -50,13 +51,17 @@ STACK_LOOKUP_TIMEOUT_S = 10.0  # a node's stack look-up at the proxy, through th
 
 def ensure_ray(address: str | None = None) -> bool:
     """Connect to Ray unless this process already is: ``address=None`` starts a local instance
-    that advertises loopback (no dashboard); ``"auto"`` or ``"ray://host:port"`` joins an
-    existing cluster. Returns whether this call connected. Call ``ray.init`` yourself first for
-    other options (a ``runtime_env`` that installs atoma-lab on a cluster, resources, ...)."""
+    that advertises loopback (no dashboard), or joins the cluster that ``RAY_ADDRESS`` names
+    (Ray's own variable), or one ``ray start`` left running on this machine; ``"auto"``,
+    ``"host:port"`` or ``"ray://host:port"`` joins an existing cluster (on this machine, over
+    loopback). Returns whether this call connected. Call ``ray.init`` yourself first for other
+    options (a ``runtime_env`` that installs atoma-lab on a cluster, resources, ...)."""
     import ray
 
     if ray.is_initialized():
         return False
+    if address is None:
+        address = os.environ.get("RAY_ADDRESS") or None
     if address is None:
         ray.init(include_dashboard=False, _node_ip_address="127.0.0.1")
     elif address.split("://")[-1].rsplit(":", 1)[0] in _LOOPBACK:
@@ -116,7 +121,6 @@ class NodeActor:
 
     async def info(self) -> dict[str, Any]:
         """Identity, models and where Ray placed this node (no key material but public keys)."""
-        import os
         import socket
 
         import ray

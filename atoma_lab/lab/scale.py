@@ -4,15 +4,17 @@ the bottleneck.
 
     run = measure_scale(nodes=4, node_policy="least-loaded", mode="http", fake_tokens_per_s=200)
     run.throughput_rps, run.p99_ms, run.node_requests, run.concentration, run.ledger.exact
-    sweep = scale_sweep(node_counts=(1, 2, 4), modes=("inprocess", "http"))
+    sweep = scale_sweep(node_counts=(1, 2, 4), modes=("inprocess", "http", "ray"))
     sweep.to_frame()       # one row per run; sweep.speedup(run) against one node
 
-Each run builds its own network (``build_network``: in-process, or over loopback HTTP exactly
-as ``atoma-lab serve`` runs it), one user per concurrent client (as separate programs would
-be), a warm-up of one request per client, then ``requests`` confidential requests timed by
-:func:`~atoma_lab.lab.load.run_load`. Every answer must arrive (a failure raises), and the
-ledger is checked afterwards: units charged equal the usage the clients were told, nothing is
-left locked.
+Each run builds its own network (``build_network``: in-process; over loopback HTTP exactly as
+``atoma-lab serve`` runs it; or ``mode="ray"``, each node an actor with its own fake engine and
+the proxy in this process, on the Ray instance this process is connected to, else a local one
+started then, or the cluster named by ``ray_address=``), one user per concurrent client (as
+separate programs would be), a warm-up of one request per client, then ``requests``
+confidential requests timed by :func:`~atoma_lab.lab.load.run_load`. Every answer must arrive
+(a failure raises), and the ledger (in this process in every mode) is checked afterwards:
+units charged equal the usage the clients were told, nothing is left locked.
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
-"""Scale-out in quick mode: four nodes over loopback HTTP, each with a device-like fake engine.
+"""Scale-out in quick mode: four nodes over loopback HTTP, each with a device-like fake engine,
+and a small sweep on Ray (marker ``ray``: node actors on the session's local Ray instance).
 Least-loaded spreads the work over every node, Atoma's rule keeps it on one; the ledger is exact
 under every policy. (How much faster more nodes are is measured in benchmarks/test_scale.py.)"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 
@@ -47,6 +50,26 @@ def test_a_sweep_in_process_lists_each_run_against_one_node() -> None:
     assert list(sweep.to_frame()["nodes"]) == [1, 2, 2]
     assert "scale run" in sweep.runs[2]._repr_html_() and "node 2" in sweep.runs[2]._repr_html_()
     assert ScaleSweep().rows() == []
+
+
+@pytest.mark.ray
+def test_a_sweep_on_ray_places_and_books_as_the_other_modes(ray_local: Any) -> None:
+    sweep = scale_sweep(node_counts=(1, 2), policies=("least-loaded", "atoma"), modes=("ray",),
+                        fake_tokens_per_s=RATE, requests=24, concurrency=8, show_progress=False)
+    assert [(r.mode, r.nodes, r.policy) for r in sweep.runs] == [
+        ("ray", 1, "least-loaded"), ("ray", 2, "least-loaded"), ("ray", 2, "atoma")]
+    for run in sweep.runs:
+        assert run.load.requests == 24 and run.load.errors == {}
+        assert sorted(run.node_requests) == list(range(1, run.nodes + 1))
+        assert sum(run.node_requests.values()) == 24
+        assert run.ledger.exact, run.ledger
+        assert run.ledger.usage_tokens > 0
+    one, least, atoma = sweep.runs
+    assert one.node_requests == {1: 24} and one.concentration == 1.0
+    assert least.nodes_used == 2 and least.concentration < 1.0, least.node_requests
+    assert atoma.node_requests == {1: 24, 2: 0} and atoma.concentration == 1.0
+    assert sweep.baseline(atoma) is one and sweep.rows()[0]["speedup"] == 1.0
+    assert list(sweep.to_frame()["mode"]) == ["ray"] * 3
 
 
 def test_bad_arguments_are_refused() -> None:
