@@ -8,6 +8,11 @@ Groups (``extra_info`` carries ``pair``, ``role`` and ``target`` for ``atoma_lab
   4-120 words, same model, same threads, at most 32 rows per forward for both. Fast mode runs on
   the first 64 texts (baseline re-measured on them) when the CPU has no native bf16: there
   autocast is several times *slower* and the full corpus would take minutes.
+* ``embed-shapes``: fast mode as a server sees it, 60 requests of 1-24 texts drawn afresh each
+  round (new batch shapes all the time; oneDNN builds a kernel for each new GEMM shape), against
+  sentence-transformers' bf16 weights on the same requests, and against the engine with its
+  GEMM row counts not bucketed (what ``bucket_rows`` saves). CPUs with native bf16 only; no
+  target.
 * ``embed-batcher``: 64 concurrent single-text requests through the dynamic batcher against the
   same engine serving them one by one: short queries of 4-16 words as asyncio tasks (the node's
   way; target >= 3x) and from 64 threads, and the mixed 4-120-word texts (compute-bound, no
@@ -30,8 +35,10 @@ Timing is reported, never asserted. ``ATOMA_LAB_BENCH_EMBED_ROUNDS`` (default 5)
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
+import random
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +61,7 @@ from atoma_lab.inference import (  # noqa: E402 - after the skips
     DynamicBatcher,
     encode_embeddings_response,
     resolve_model,
+    transformers_engine,
 )
 from atoma_lab.inference.corpus import make_corpus as _make_corpus  # noqa: E402
 from atoma_lab.inference.corpus import min_cosine  # noqa: E402
@@ -190,15 +198,16 @@ EXACT_PAIR = f"{CORPUS_SIZE} texts, fp32 exact"
 # ------------------------------------------------------------------------------------ embed
 
 
-def _time_member(benchmark: Any, pair: str, role: str, ours: Callable[[], Any],
-                 baseline: Callable[[], Any], *, rounds: int = ROUNDS,
-                 target: float | None = None, **extra: float) -> None:
-    """Time the ``role`` member of an ``embed`` pair, each round after a round of the other,
-    and record it with the paired speed-up."""
+def _time_member(benchmark: Any, pair: str, role: str, ours: Callable[..., Any],
+                 baseline: Callable[..., Any], *, rounds: int = ROUNDS,
+                 target: float | None = None, group: str = "embed",
+                 setup: Callable[[], tuple[Any, ...]] | None = None, **extra: float) -> None:
+    """Time the ``role`` member of a pair of ``group``, each round after a round of the other,
+    and record it with the paired speed-up. ``setup`` makes each round's fresh arguments."""
     timed, other = (ours, baseline) if role == "ours" else (baseline, ours)
-    other_s = interleaved(benchmark, timed, other, rounds=rounds)
-    _record(benchmark, "embed", pair, role, target=target, **extra)
-    _pool(benchmark, "embed", pair, role, other_s)
+    other_s = interleaved(benchmark, timed, other, rounds=rounds, setup=setup, other_setup=setup)
+    _record(benchmark, group, pair, role, target=target, **extra)
+    _pool(benchmark, group, pair, role, other_s)
 
 
 @pytest.mark.benchmark(group="embed")
@@ -272,6 +281,70 @@ def test_engine_fp16(benchmark: Any, half_models: tuple[Any, TransformersEngine]
     assert min_cos >= 0.999
     _time_member(benchmark, HALF_PAIR, "ours", _embed(engine, CORPUS), _st_encode(st_half, CORPUS),
                  min_cosine=min_cos)
+
+
+# ------------------------------------------------------------------------------- embed-shapes
+
+SHAPES_REQUESTS = 60
+SHAPES_VS_ST = f"{SHAPES_REQUESTS} requests of 1-24 texts, fresh sizes: fast vs st bf16"
+SHAPES_VS_UNBUCKETED = f"{SHAPES_REQUESTS} requests of 1-24 texts, fresh sizes: GEMM rows bucketed"
+_SEEDS = itertools.count(1)
+needs_native_bf16 = pytest.mark.skipif(ON_CUDA or not cpu_has_native_bf16(),
+                                       reason="the CPU's bf16 paths: needs native bf16 (no CUDA)")
+
+
+def _fresh_requests() -> tuple[list[list[str]]]:
+    rng = random.Random(next(_SEEDS))
+    return ([rng.sample(CORPUS, rng.randint(1, 24)) for _ in range(SHAPES_REQUESTS)],)
+
+
+@pytest.fixture(scope="module")
+def st_bf16(model_dir: Any) -> Any:
+    return st.SentenceTransformer(str(model_dir), device=DEVICE).bfloat16()
+
+
+def _serve_fast(engine: TransformersEngine) -> Callable[[list[list[str]]], None]:
+    def run(requests: list[list[str]]) -> None:
+        for texts in requests:
+            engine.embed(texts)
+    return run
+
+
+def _serve_st(model: Any) -> Callable[[list[list[str]]], None]:
+    def run(requests: list[list[str]]) -> None:
+        for texts in requests:
+            model.encode(texts, batch_size=BATCH_SIZE, normalize_embeddings=True,
+                         convert_to_numpy=True)
+    return run
+
+
+def _serve_unbucketed(engine: TransformersEngine) -> Callable[[list[list[str]]], None]:
+    def run(requests: list[list[str]]) -> None:
+        bucket = transformers_engine.bucket_rows
+        transformers_engine.bucket_rows = lambda rows: rows
+        try:
+            _serve_fast(engine)(requests)
+        finally:
+            transformers_engine.bucket_rows = bucket
+    return run
+
+
+@needs_native_bf16
+@pytest.mark.benchmark(group="embed-shapes")
+@pytest.mark.parametrize("role", ["baseline", "ours"])
+def test_fresh_shapes_vs_st_bf16(benchmark: Any, fast: TransformersEngine, st_bf16: Any,
+                                 role: str) -> None:
+    assert fast.precision == "bfloat16"
+    _time_member(benchmark, SHAPES_VS_ST, role, _serve_fast(fast), _serve_st(st_bf16),
+                 group="embed-shapes", setup=_fresh_requests)
+
+
+@needs_native_bf16
+@pytest.mark.benchmark(group="embed-shapes")
+@pytest.mark.parametrize("role", ["baseline", "ours"])
+def test_fresh_shapes_bucketed_rows(benchmark: Any, fast: TransformersEngine, role: str) -> None:
+    _time_member(benchmark, SHAPES_VS_UNBUCKETED, role, _serve_fast(fast),
+                 _serve_unbucketed(fast), group="embed-shapes", setup=_fresh_requests)
 
 
 # ------------------------------------------------------------------------------------ batcher

@@ -179,6 +179,13 @@ def _onednn_ok() -> bool:
         return False
 
 
+def bucket_rows(rows: int) -> int:
+    """The row count a packed GEMM runs ``rows`` at: a multiple of 16 up to 256, of 64 up to
+    4,096, of 256 beyond (under 1/16 extra rows past 1,024; 76 shapes up to 4,096 rows)."""
+    step = 16 if rows <= 256 else 64 if rows <= 4096 else 256
+    return -(-rows // step) * step
+
+
 def _fused_unsupported_by_config(cfg: Any) -> str | None:
     """Why a model with this Hugging Face config cannot take the fused forward (or the fused
     ONNX graph), or ``None``; the module layout is checked on the loaded model as well."""
@@ -343,20 +350,33 @@ class _FusedEncoder:
 
         f = torch.nn.functional
         batch, length = ids.shape
+        rows = batch * length
         hidden = self.hidden
         start = self.position_offset
         x = f.embedding(ids, self.word) + self.token_type0
         x = x + self.position[start:start + length]
-        x = f.layer_norm(x, (hidden,), *self.emb_ln[:2], self.emb_ln[2]).view(batch * length,
-                                                                                hidden)
+        x = f.layer_norm(x, (hidden,), *self.emb_ln[:2], self.emb_ln[2]).view(rows, hidden)
         if gemm_dtype is not None:
             x = x.to(gemm_dtype)
+        # Packed GEMMs run on a row count from a short list (zero rows appended; a GEMM's row
+        # depends on that row alone, and the extra rows are dropped at the end): oneDNN builds
+        # a kernel per new shape, which costs several times the GEMM itself, and a server's
+        # micro-batches bring new row counts all the time.
+        ctx_rows: Any = None
+        if layers and len(layers[0]["qkv"]) == 3 and bucket_rows(rows) != rows:
+            x = f.pad(x, (0, 0, 0, bucket_rows(rows) - rows))
+            ctx_rows = x.new_zeros(x.shape)
         attn_mask = None if mask is None else mask.bool()[:, None, None, :]
         for p in layers:
-            qkv = self._linear("qkv", x, p, reuse).view(
+            qkv = self._linear("qkv", x, p, reuse)[:rows].view(
                 batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
             ctx = f.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=attn_mask)
-            ctx = ctx.transpose(1, 2).reshape(batch * length, hidden)
+            if ctx_rows is None:
+                ctx = ctx.transpose(1, 2).reshape(rows, hidden)
+            else:
+                ctx_rows[:rows].view(batch, length, self.heads, self.head_dim).copy_(
+                    ctx.transpose(1, 2))
+                ctx = ctx_rows
             a = self._linear("o", ctx, p, reuse)
             a = a.add_(x) if a.dtype == x.dtype else a + x
             x = f.layer_norm(a, (hidden,), *p["ln1"][:2], p["ln1"][2])
@@ -364,7 +384,7 @@ class _FusedEncoder:
             o = self._linear("down", h, p, reuse)
             o = o.add_(x) if o.dtype == x.dtype else o + x
             x = f.layer_norm(o, (hidden,), *p["ln2"][:2], p["ln2"][2])
-        return x.view(batch, length, hidden)
+        return x[:rows].view(batch, length, hidden)
 
 
 class _Path(Protocol):

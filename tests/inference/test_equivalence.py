@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 
 from atoma_lab.inference import load_engine
-from atoma_lab.inference.transformers_engine import TransformersEngine
+from atoma_lab.inference.selection import PathSpec
+from atoma_lab.inference.transformers_engine import (
+    TransformersEngine,
+    _FusedEncoder,
+    _onednn_ok,
+    bucket_rows,
+)
 
 from .conftest import MIXED_CORPUS
 
@@ -97,6 +103,45 @@ def test_fast_mode_stays_close_to_exact(minilm_path: Path, engine: Any) -> None:
     else:
         assert fast.describe()["reason"].startswith("fast mode runs exact")
         assert float(np.abs(a - b).max()) <= TOL
+
+
+def test_bucket_rows_rounds_up_to_few_shapes() -> None:
+    got = [bucket_rows(m) for m in range(1, 20_000)]
+    assert all(b >= m for m, b in zip(range(1, 20_000), got, strict=True))
+    assert all(b - m < (16 if m <= 256 else 64 if m <= 4096 else 256)
+               for m, b in zip(range(1, 20_000), got, strict=True))
+    assert bucket_rows(16) == 16 and bucket_rows(17) == 32 and bucket_rows(257) == 320
+    assert len({b for b in got if b <= 4096}) == 16 + 60  # 16 below 256, 60 up to 4096
+    assert all((b - m) * 16 < m for m, b in zip(range(1025, 20_000), got[1024:], strict=True))
+
+
+@pytest.mark.skipif(not _onednn_ok(), reason="no oneDNN packed bf16 linear on this CPU/torch")
+def test_packed_gemms_run_on_bucketed_row_counts(minilm_path: Path, monkeypatch: Any) -> None:
+    """The packed bf16 forward (fast mode's path where the CPU runs bf16) runs its GEMMs on
+    bucketed row counts, oneDNN building a kernel per new shape, and the appended rows change
+    nothing: the vectors equal an unbucketed run's."""
+    engine = TransformersEngine(minilm_path, device="cpu", runtime="torch")
+    path = engine._build_path(PathSpec("torch", "bfloat16"))
+    assert getattr(path, "packed", False)
+    seen: list[int] = []
+    linear = _FusedEncoder._linear
+
+    def spy(self: Any, name: str, x: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(int(x.shape[0]))
+        return linear(self, name, x, *args, **kwargs)
+
+    monkeypatch.setattr(_FusedEncoder, "_linear", spy)
+    rng = random.Random(7)
+    batches = [engine.tokenize(rng.sample(MIXED_CORPUS, rng.randint(1, 9))).sequences
+               for _ in range(12)]
+    got = [engine._run(b, path) for b in batches]
+    assert seen and all(r == bucket_rows(r) for r in seen)
+    monkeypatch.setattr("atoma_lab.inference.transformers_engine.bucket_rows", lambda m: m)
+    seen.clear()
+    want = [engine._run(b, path) for b in batches]
+    assert any(r != bucket_rows(r) for r in seen)  # the unbucketed run really differed
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("model_type", ["bert", "roberta"])
