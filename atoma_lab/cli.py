@@ -97,12 +97,13 @@ def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
     from atoma_lab.inference import FAKE_MODEL
 
     names = (("runtime", "runtime"), ("device", "device"), ("dtype", "dtype"),
-             ("mode", "engine_mode"), ("max_batch_tokens", "batch_tokens"))
+             ("mode", "engine_mode"), ("max_batch_tokens", "batch_tokens"),
+             ("remeasure", "remeasure"))
     options = {k: getattr(args, a) for k, a in names if getattr(args, a, None) is not None}
     engine_only = {k: v for k, v in options.items() if k != "max_batch_tokens"}
     if engine_only and getattr(args, "model", None) == FAKE_MODEL:
-        raise SystemExit("atoma-lab: --runtime, --device, --dtype and --engine-mode choose how a "
-                         f"real model runs; {FAKE_MODEL} has no weights")
+        raise SystemExit("atoma-lab: --runtime, --device, --dtype, --engine-mode and --remeasure "
+                         f"choose how a real model runs; {FAKE_MODEL} has no weights")
     return options
 
 
@@ -118,6 +119,9 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--engine-mode", choices=["exact", "fast", "int8"], default=None,
                    help="exact (default), fast (the fastest path within cosine 0.999 of exact, "
                         "measured here) or int8 (ONNX, lossy, its quality logged)")
+    g.add_argument("--remeasure", action="store_true", default=None,
+                   help="measure the paths again (runtime auto, fast mode) instead of taking the "
+                        "choice recorded for this model and machine, and record the new one")
     g.add_argument("--batch-tokens", type=int, default=None,
                    help="token budget of one batch the node's batcher forms (default "
                         "atoma_lab.inference.DEFAULT_MAX_BATCH_TOKENS)")

@@ -108,6 +108,12 @@ def test_node_engine_options() -> None:
     assert _engine_options(parser.parse_args(["node", "--proxy", "http://127.0.0.1:9"])) == {}
     assert _engine_options(parser.parse_args(["serve", "--engine-mode", "exact"])) == {
         "mode": "exact"}
+    assert _engine_options(parser.parse_args(["serve", "--engine-mode", "fast",
+                                              "--remeasure"])) == {"mode": "fast",
+                                                                   "remeasure": True}
+    with pytest.raises(SystemExit, match="--remeasure"):
+        _engine_options(parser.parse_args(["serve", "--model", "atoma-lab/fake-embedder",
+                                           "--remeasure"]))
     with pytest.raises(SystemExit):
         parser.parse_args(["node", "--proxy", "x", "--dtype", "int4"])
     backend = parser.parse_args(["node", "--proxy", "x", "--backend", "http://127.0.0.1:9",

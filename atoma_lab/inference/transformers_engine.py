@@ -110,7 +110,7 @@ _TIMING_ROUNDS = 5
 _RETRIEVAL_TOP_K = 10
 # Bumped when a path's implementation changes what it measures: recorded choices made before
 # are then measured again.
-_PATHS_VERSION = 3
+_PATHS_VERSION = 4  # 4: the packed bf16 path buckets its GEMM row counts
 _tokenizer_pool: ThreadPoolExecutor | None = None
 _tokenizer_pool_lock = threading.Lock()
 logger = logging.getLogger("atoma_lab.inference")
@@ -505,6 +505,9 @@ class TransformersEngine(EmbeddingEngine):
     * ``normalize``: L2-normalise vectors (default ``True``, OpenAI semantics).
     * ``cache_dir``: where ONNX exports and recorded choices live (default
       :func:`~atoma_lab.inference.onnx_export.default_cache_dir`).
+    * ``remeasure``: measure the candidate paths again even where a choice is recorded for this
+      model, machine and libraries, and record the new outcome in its place (a choice measured
+      while other work loaded the machine stays recorded until then).
     """
 
     def __init__(
@@ -525,7 +528,9 @@ class TransformersEngine(EmbeddingEngine):
         fused: bool | None = None,
         normalize: bool = True,
         cache_dir: Path | str | None = None,
+        remeasure: bool = False,
     ) -> None:
+        self.remeasure = remeasure
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         if runtime not in RUNTIMES:
@@ -795,7 +800,7 @@ class TransformersEngine(EmbeddingEngine):
         (or a recorded outcome for the same model, machine and libraries)."""
         context = self._record_context(candidates)
         key = record_key(**context)
-        recorded = load_record(self.cache_dir, key)
+        recorded = None if self.remeasure else load_record(self.cache_dir, key)
         if recorded is not None:
             return recorded
         reference_spec = next((c for c in candidates if not c.lossy), PathSpec("onnx", "float32"))

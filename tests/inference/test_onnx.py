@@ -293,6 +293,13 @@ def test_fast_mode_is_never_chosen_slower_than_exact(minilm_path: Path, engine: 
     again = TransformersEngine(minilm_path, device="cpu", runtime="auto", mode="fast")
     assert again.choice.from_record and again.choice.path == fast.choice.path
     assert again.describe()["recorded"] == info["recorded"]
+    record = Path(info["recorded"])
+    before = record.stat().st_mtime_ns
+    fresh = TransformersEngine(minilm_path, device="cpu", runtime="auto", mode="fast",
+                               remeasure=True)
+    assert not fresh.choice.from_record and fresh.choice.measured
+    assert fresh.describe()["recorded"] == info["recorded"]  # the new outcome replaced the old
+    assert record.stat().st_mtime_ns > before
 
 
 def test_auto_exact_chooses_between_exact_runtimes(minilm_path: Path, st_reference: Any) -> None:
