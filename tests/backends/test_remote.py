@@ -320,12 +320,16 @@ def test_a_backend_failure_is_a_specific_error_and_charges_nothing(
         api: str, mode: str, failure: str, make_net: Callable[..., Network]) -> None:
     fake_mode, error, status = FAILURES[failure]
     backend = FakeBackend(api, model=MODEL)
-    embedder = RemoteEmbedder(backend.url, api=api, model=MODEL, timeout_s=0.5,  # type: ignore[arg-type]
+    # A generous time bound, so that a loaded machine cannot turn an answer into a timeout;
+    # the hanging backend gets a short one, which is what it tests.
+    embedder = RemoteEmbedder(backend.url, api=api, model=MODEL, timeout_s=30.0,  # type: ignore[arg-type]
                               truncate=False)
     try:
         net = make_net(embedder, mode)
         client = net.client()
         client.confidential_embeddings.create(input=["warm up"], model=MODEL)
+        if failure == "hang":
+            embedder.timeout_s = 0.5
         inputs = [LONG] if failure == "too_long" else [f"a {SECRET} input", "another"]
         if fake_mode == "down":
             backend.stop()
@@ -359,6 +363,7 @@ def test_a_backend_failure_is_a_specific_error_and_charges_nothing(
         if fake_mode == "down":
             backend = FakeBackend(api, model=MODEL, port=backend.port)
         backend.state.mode = "ok"
+        embedder.timeout_s = 30.0
         ok = ["after the failure"]
         for route in ROUTES.values():
             assert route(net, ok).status == 200
