@@ -363,8 +363,9 @@ class _FusedEncoder:
         # a kernel per new shape, which costs several times the GEMM itself, and a server's
         # micro-batches bring new row counts all the time.
         ctx_rows: Any = None
-        if layers and len(layers[0]["qkv"]) == 3 and bucket_rows(rows) != rows:
-            x = f.pad(x, (0, 0, 0, bucket_rows(rows) - rows))
+        padded = bucket_rows(rows) if layers and len(layers[0]["qkv"]) == 3 else rows
+        if padded != rows:
+            x = f.pad(x, (0, 0, 0, padded - rows))
             ctx_rows = x.new_zeros(x.shape)
         attn_mask = None if mask is None else mask.bool()[:, None, None, :]
         for p in layers:

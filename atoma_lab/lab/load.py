@@ -146,8 +146,8 @@ def run_load(make_client: Callable[[], AtomaLabClient] | Callable[[], AsyncAtoma
     try:
         first = make_client()
         if isinstance(first, AsyncAtomaLabClient):
-            _run_coroutines(first, make_client, len(inputs), inputs, concurrency, confidential,
-                            model, timeout_s, record)
+            _run_coroutines(first, make_client, inputs, concurrency, confidential, model,
+                            timeout_s, record)
         else:
             _run_threads(first, make_client, inputs, concurrency, confidential, model,
                          timeout_s, record)
@@ -159,6 +159,13 @@ def run_load(make_client: Callable[[], AtomaLabClient] | Callable[[], AsyncAtoma
 
 
 _Record = Callable[[int, float, "EmbeddingsResult | None", "BaseException | None"], None]
+
+
+def _same_kind(client: Any, first: Any) -> Any:
+    """``client``, if it is the kind ``first`` is (a worker drives one kind of client)."""
+    if isinstance(client, AsyncAtomaLabClient) != isinstance(first, AsyncAtomaLabClient):
+        raise TypeError("make_client must return one kind of client")
+    return client
 
 
 def _run_threads(first: AtomaLabClient, make_client: Callable[[], Any],
@@ -175,7 +182,7 @@ def _run_threads(first: AtomaLabClient, make_client: Callable[[], Any],
             with clients_lock:
                 client = spare.pop() if spare else None
             if client is None:
-                client = make_client()
+                client = _same_kind(make_client(), first)
                 with clients_lock:
                     clients.append(client)
             local.client = client
@@ -197,19 +204,20 @@ def _run_threads(first: AtomaLabClient, make_client: Callable[[], Any],
                 f.cancel()
             raise TimeoutError(f"{len(pending)} of {len(inputs)} requests still pending after "
                                f"{timeout_s} s")
+        for f in futures:
+            f.result()  # a worker that could not make its client: the run's own failure
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         for c in clients:
             c.close()
 
 
-def _run_coroutines(first: AsyncAtomaLabClient, make_client: Callable[[], Any], n: int,
+def _run_coroutines(first: AsyncAtomaLabClient, make_client: Callable[[], Any],
                     inputs: Sequence[str | list[str]], concurrency: int, confidential: bool,
                     model: str, timeout_s: float, record: _Record) -> None:
-    clients = [first] + [make_client() for _ in range(min(concurrency, n) - 1)]
-    for c in clients:
-        if not isinstance(c, AsyncAtomaLabClient):
-            raise TypeError("make_client must return one kind of client")
+    n = len(inputs)
+    clients = [first] + [_same_kind(make_client(), first)
+                         for _ in range(min(concurrency, n) - 1)]
     queue = iter(range(n))  # one iterator: each worker takes the next request
     done = 0
 

@@ -116,12 +116,27 @@ def test_run_load_from_a_running_event_loop() -> None:
     assert result.errors == {} and result.requests == 3
 
 
-def test_run_load_refuses_a_mix_of_client_kinds() -> None:
+@pytest.mark.parametrize("first", ["threads", "coroutines"])
+def test_run_load_refuses_a_mix_of_client_kinds(first: str) -> None:
     with network(nodes=1) as net:
-        kinds = iter([net.async_client, net.client, net.async_client])
-        with pytest.raises(TypeError, match="one kind of client"):
-            run_load(lambda: next(kinds)(), ["a", "b", "c"], concurrency=3, model=MODEL,
-                     show_progress=False)
+        other = "coroutines" if first == "threads" else "threads"
+        kinds = iter([_factory(net, first), _factory(net, other), _factory(net, first)])
+        made: list[Any] = []
+
+        def make() -> Any:
+            made.append(next(kinds)())
+            return made[-1]
+
+        try:
+            with pytest.raises(TypeError, match="one kind of client"):
+                run_load(make, ["a", "b", "c"], concurrency=3, model=MODEL,
+                         show_progress=False)
+        finally:  # the odd one out is not the run's to close
+            for c in made:
+                if isinstance(c, AsyncAtomaLabClient):
+                    asyncio.run(c.aclose())
+                else:
+                    c.close()
 
 
 @pytest.mark.parametrize("kind", ["threads", "coroutines"])
