@@ -40,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -52,7 +51,6 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 
 from atoma_lab.errors import (
-    AtomaLabError,
     InferenceError,
     InvalidFieldError,
     ModelLoadError,
@@ -71,7 +69,7 @@ from atoma_lab.inference.corpus import (
     top_k_overlap,
 )
 from atoma_lab.inference.engine import EmbeddingEngine, EngineInput, TokenizedInputs, split_inputs
-from atoma_lab.inference.hardware import CpuInfo
+from atoma_lab.inference.hardware import CpuInfo, usable_cores
 from atoma_lab.inference.selection import (
     FAST_MIN_COSINE,
     MODES,
@@ -127,11 +125,7 @@ def _tokenizer_executor(workers: int) -> ThreadPoolExecutor:
 
 def default_tokenizer_threads() -> int:
     """Threads to tokenise with by default: the usable cores, at most 8."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, min(8, cores))
+    return min(8, usable_cores())
 
 
 def _torch() -> Any:
@@ -211,11 +205,12 @@ class _FusedEncoder:
     Face modules (the query, key and value modules are re-pointed at slices of the fused Q/K/V
     matrix), so they exist once.
 
-    ``reuse_buffers`` (float32 without autocast) writes every linear's output into a buffer kept
-    across calls (``addmm(..., out=)``); otherwise ``F.linear`` allocates, as autocast needs.
+    A call with ``reuse_buffers`` (float32 without autocast) writes every linear's output into a
+    buffer kept across calls (``addmm(..., out=)``); otherwise ``F.linear`` allocates, as
+    autocast needs.
     """
 
-    def __init__(self, model: Any, model_type: str, *, reuse_buffers: bool) -> None:
+    def __init__(self, model: Any, model_type: str) -> None:
         torch = _torch()
         cfg = model.config
         emb = model.embeddings
@@ -228,7 +223,6 @@ class _FusedEncoder:
         self.heads = cfg.num_attention_heads
         self.head_dim = self.hidden // self.heads
         self.activation = cfg.hidden_act
-        self.reuse_buffers = reuse_buffers
         self._buffers: dict[str, Any] = {}
         self._low_layers: dict[Any, list[dict[str, Any]]] = {}
         self.layers: list[dict[str, Any]] = []
@@ -268,14 +262,21 @@ class _FusedEncoder:
 
         Each layer consumes a linear's output before the next layer writes it again, so one
         buffer per linear serves all layers. Fresh multi-megabyte outputs on every call let glibc
-        return memory to the kernel and fault it back in (tens of thousands of page faults per
-        512-text corpus here); buffers kept across calls avoid that churn.
+        return memory to the kernel and fault it back in (page faults by the thousand per
+        corpus); buffers kept across calls avoid that churn.
         """
+        return self._rows_buffer(name, x, weight.shape[0])
+
+    def _rows_buffer(self, name: str, x: torch.Tensor, width: int, *,
+                     zeros: bool = False) -> torch.Tensor:
+        """Buffer ``name`` of ``x.shape[0]`` rows and ``width`` columns in ``x``'s dtype, kept
+        across calls (zero-filled when first made, if ``zeros``)."""
         torch = _torch()
         rows = x.shape[0]
         buf = self._buffers.get(name)
-        if buf is None or buf.shape[0] < rows or buf.dtype != x.dtype:
-            buf = torch.empty((rows, weight.shape[0]), dtype=x.dtype, device=x.device)
+        if buf is None or buf.shape[0] < rows or buf.shape[1] != width or buf.dtype != x.dtype:
+            make = torch.zeros if zeros else torch.empty
+            buf = make((rows, width), dtype=x.dtype, device=x.device)
             self._buffers[name] = buf
         return buf[:rows]
 
@@ -307,6 +308,12 @@ class _FusedEncoder:
             return x.relu_()
         return torch.ops.aten.gelu_(x, approximate="tanh")
 
+    def packs(self, dtype: Any) -> bool:
+        """Whether GEMM weights cast to ``dtype`` are packed for oneDNN (bfloat16 on a CPU where
+        the packed op works)."""
+        return (dtype == _torch().bfloat16 and self.word.device.type == "cpu"
+                and _onednn_ok())
+
     def _low_precision_layers(self, dtype: Any) -> list[dict[str, Any]]:
         """The layers with their four GEMMs' weights and biases cast to ``dtype`` once (layer
         norms stay float32): what autocast would otherwise cast again on every call.
@@ -317,7 +324,7 @@ class _FusedEncoder:
         cached = self._low_layers.get(dtype)
         if cached is None:
             torch = _torch()
-            pack = dtype == torch.bfloat16 and self.word.device.type == "cpu" and _onednn_ok()
+            pack = self.packs(dtype)
             cached = []
             for p in self.layers:
                 layer = dict(p)
@@ -336,15 +343,15 @@ class _FusedEncoder:
         return self._act(self._linear("up", x, p, reuse))
 
     def __call__(self, ids: torch.Tensor, mask: torch.Tensor | None, *,
-                 reuse_buffers: bool | None = None, gemm_dtype: Any = None) -> torch.Tensor:
-        """Hidden states of ``ids``. ``reuse_buffers`` overrides the constructor's choice for
-        this call. ``gemm_dtype`` (``torch.bfloat16``) runs everything after the embeddings in
-        that dtype on weights cast (and on a CPU packed) once, layer-norm parameters and
-        statistics in float32, as a bfloat16 model does (sentence-transformers' ``.bfloat16()``):
-        autocast instead casts every GEMM's input and weights on every call (a profile of the
-        forward on an AMX CPU is in the README's backend section)."""
+                 reuse_buffers: bool = False, gemm_dtype: Any = None) -> torch.Tensor:
+        """Hidden states of ``ids``. ``reuse_buffers``: see the class docstring.
+        ``gemm_dtype`` (``torch.bfloat16``) runs everything after the embeddings in that dtype on
+        weights cast (and on a CPU packed) once, layer-norm parameters and statistics in float32,
+        as a bfloat16 model does (sentence-transformers' ``.bfloat16()``): autocast instead casts
+        every GEMM's input and weights on every call (a profile of the forward on an AMX CPU is
+        in docs/benchmarks.md)."""
         torch = _torch()
-        reuse = self.reuse_buffers if reuse_buffers is None else reuse_buffers
+        reuse = reuse_buffers
         layers = self.layers if gemm_dtype is None else self._low_precision_layers(gemm_dtype)
 
 
@@ -358,15 +365,15 @@ class _FusedEncoder:
         x = f.layer_norm(x, (hidden,), *self.emb_ln[:2], self.emb_ln[2]).view(rows, hidden)
         if gemm_dtype is not None:
             x = x.to(gemm_dtype)
-        # Packed GEMMs run on a row count from a short list (zero rows appended; a GEMM's row
-        # depends on that row alone, and the extra rows are dropped at the end): oneDNN builds
-        # a kernel per new shape, which costs several times the GEMM itself, and a server's
-        # micro-batches bring new row counts all the time.
+        # Packed GEMMs run on a row count from a short list (rows appended; a GEMM's row depends
+        # on that row alone, and the extra rows are dropped at the end): oneDNN builds a kernel
+        # per new shape, which costs more than the GEMM itself (docs/benchmarks.md), and a
+        # server's micro-batches bring new row counts all the time.
         ctx_rows: Any = None
-        padded = bucket_rows(rows) if layers and len(layers[0]["qkv"]) == 3 else rows
+        padded = bucket_rows(rows) if gemm_dtype is not None and self.packs(gemm_dtype) else rows
         if padded != rows:
             x = f.pad(x, (0, 0, 0, padded - rows))
-            ctx_rows = x.new_zeros(x.shape)
+            ctx_rows = self._rows_buffer("ctx", x, hidden, zeros=True)
         attn_mask = None if mask is None else mask.bool()[:, None, None, :]
         for p in layers:
             qkv = self._linear("qkv", x, p, reuse)[:rows].view(
@@ -414,8 +421,8 @@ class _TorchPath:
         self._gemm_dtype = torch.bfloat16 if low and engine._fused is not None else None
         self._autocast = torch.bfloat16 if low and engine._fused is None else None
         self._reuse = engine._weights_dtype == "float32" and self._autocast is None
-        self.packed = (self._gemm_dtype is not None and engine.device.type == "cpu"
-                       and _onednn_ok())
+        self.packed = (self._gemm_dtype is not None and engine._fused is not None
+                       and engine._fused.packs(self._gemm_dtype))
 
     @contextlib.contextmanager
     def _context(self) -> Iterator[None]:
@@ -556,7 +563,6 @@ class TransformersEngine(EmbeddingEngine):
         self.runtime_requested: Runtime = runtime
         self.truncate = truncate
         self._micro_batch_tokens_option = micro_batch_tokens
-        self.micro_batch_tokens = micro_batch_tokens or DEFAULT_MICRO_BATCH_TOKENS
         self.max_batch_size = max_batch_size
         self.num_threads = num_threads
         self._normalize = normalize
@@ -572,9 +578,10 @@ class TransformersEngine(EmbeddingEngine):
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ModelLoadError(f"model {self._model_name!r}: device {device!r} asked for, "
                                  "but CUDA is not available")
-        if mode == "fast" and self.device.type == "cuda" and dtype is None and runtime != "onnx":
-            dtype = "float16"  # fast on CUDA: half weights rather than autocast (docstring)
-        self._weights_dtype: DTypeName = dtype or "float32"
+        # Fast on CUDA over torch: half weights rather than autocast (docstring).
+        self._half_for_fast = (mode == "fast" and self.device.type == "cuda" and dtype is None
+                               and runtime != "onnx")
+        self._weights_dtype: DTypeName = "float16" if self._half_for_fast else (dtype or "float32")
         self._fused_option = fused
         self._fingerprint_value: str | None = None
         self.model: Any = None
@@ -596,10 +603,8 @@ class TransformersEngine(EmbeddingEngine):
                                  f"{self._max_seq_length} leaves no room for text")
 
         self._notes: list[str] = []
-        self._quality: dict[str, float] = {}
         self._choice = self._choose_path()
         self._path = self._build_path(self._choice.spec)
-        self.micro_batch_tokens = self._budget(self._path)
         if self._path.spec.runtime == "onnx":
             # The torch model served only to export or measure: free it.
             self.model = None
@@ -701,8 +706,7 @@ class TransformersEngine(EmbeddingEngine):
             raise ModelLoadError(f"model {self._model_name!r}: the fused forward does not "
                                  f"support it ({why_not})")
         if self._fused_option is not False and why_not is None:
-            self._fused = _FusedEncoder(self.model, self._model_type,
-                                        reuse_buffers=self._weights_dtype == "float32")
+            self._fused = _FusedEncoder(self.model, self._model_type)
         return self.model
 
     def _fingerprint(self) -> str:
@@ -758,10 +762,9 @@ class TransformersEngine(EmbeddingEngine):
         """The path to run: the only candidate, or the one measured (or recorded) fastest."""
         from atoma_lab.inference.onnx_runtime import onnxruntime_available
 
-        if self._weights_dtype != "float32" or (self.mode == "fast"
-                                                and self.device.type == "cuda"):
+        if self._weights_dtype != "float32":  # the weights' dtype decides: one torch path
             precision = self._weights_dtype
-            why = ("fast mode on CUDA: float16 weights" if self.mode == "fast"
+            why = ("fast mode on CUDA: float16 weights" if self._half_for_fast
                    else f"dtype={precision} asked for")
             return Choice(PathSpec("torch", precision).name, why)
         torch_bf16 = self.device.type == "cpu" and self.cpu.native_bf16 and cpu_has_native_bf16()
@@ -848,10 +851,10 @@ class TransformersEngine(EmbeddingEngine):
         corpus = retrieval_corpus()
         queries = self.tokenize(corpus.queries).sequences
         passages = self.tokenize(corpus.passages).sequences
-        overlap = top_k_overlap(self._run(queries, path), self._run(passages, path),
-                                self._run(queries, reference), self._run(passages, reference),
-                                k=_RETRIEVAL_TOP_K)
-        passages_cos = min_cosine(self._run(passages, path), self._run(passages, reference))
+        path_passages, ref_passages = self._run(passages, path), self._run(passages, reference)
+        overlap = top_k_overlap(self._run(queries, path), path_passages,
+                                self._run(queries, reference), ref_passages, k=_RETRIEVAL_TOP_K)
+        passages_cos = min_cosine(path_passages, ref_passages)
         return {"min_cosine": min(measured.min_cosine, passages_cos),
                 f"top{_RETRIEVAL_TOP_K}_overlap": overlap, "speed_vs_exact": measured.speed,
                 "queries": float(len(queries)), "passages": float(len(passages))}
@@ -869,6 +872,11 @@ class TransformersEngine(EmbeddingEngine):
             int(q.get("passages", 0)), q.get("speed_vs_exact", float("nan")))
 
     # ------------------------------------------------------------------ properties
+    @property
+    def micro_batch_tokens(self) -> int:
+        """Padded tokens per forward on the engine's path."""
+        return self._budget(self._path)
+
     @property
     def normalize(self) -> bool:
         return self._normalize
@@ -1080,8 +1088,6 @@ class TransformersEngine(EmbeddingEngine):
                     if out is None:
                         out = np.empty((len(sequences), vectors.shape[1]), dtype=np.float32)
                     out[idx] = vectors
-        except AtomaLabError:
-            raise
         except (RuntimeError, IndexError) as exc:
             raise InferenceError(f"model {self._model_name!r} failed on a batch of "
                                  f"{len(sequences)} inputs ({type(exc).__name__})") from exc

@@ -45,8 +45,9 @@ def test_generic_forward_matches_sentence_transformers(minilm_path: Path,
 
 def test_reused_buffers_do_not_leak_between_calls(engine: Any, st_reference: Any) -> None:
     """The exact fused forward writes GEMM outputs into buffers kept across calls."""
-    assert engine._fused is not None and engine._fused.reuse_buffers
+    assert engine._fused is not None and engine._path._reuse
     long_first = engine.embed(list(reversed(MIXED_CORPUS))).vectors[::-1]
+    assert {"qkv", "o", "up", "down"} <= set(engine._fused._buffers)  # the buffers were used
     short_only = engine.embed(MIXED_CORPUS[:3]).vectors
     again = engine.embed(MIXED_CORPUS).vectors
     assert float(np.abs(long_first - st_reference).max()) <= TOL

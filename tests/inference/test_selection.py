@@ -192,3 +192,27 @@ def test_corpora_are_seeded_and_shaped() -> None:
     assert len(corpus.queries) == 50 and len(corpus.passages) == len(corpus.topics) == 300
     with pytest.raises(ValueError):
         make_corpus(3, min_words=5, max_words=2)
+
+
+@pytest.mark.parametrize(("runtime", "half", "path", "reason"), [
+    ("onnx", False, "onnx-float32", "fast mode runs exact"),
+    ("torch", True, "torch-float16", "fast mode on CUDA: float16 weights"),
+])
+def test_fast_mode_on_cuda_takes_the_runtime_asked_for(runtime: str, half: bool, path: str,
+                                                       reason: str, monkeypatch: Any) -> None:
+    """The engine's choice on a CUDA device (decided before any model runs, so a stand-in
+    engine without weights shows it): half weights on torch; on ONNX Runtime, which has no
+    lossy path there, exact ONNX, said so, never torch in its place."""
+    torch = pytest.importorskip("torch")
+    from atoma_lab.inference import onnx_runtime
+    from atoma_lab.inference.transformers_engine import TransformersEngine
+
+    monkeypatch.setattr(onnx_runtime, "onnxruntime_available", lambda: True)
+    engine = TransformersEngine.__new__(TransformersEngine)
+    engine.mode, engine.runtime_requested = "fast", runtime
+    engine.device, engine.cpu, engine._notes = torch.device("cuda"), ZEN5, []
+    engine._half_for_fast = half
+    engine._weights_dtype = "float16" if half else "float32"
+    choice = engine._choose_path()
+    assert choice.path == path
+    assert choice.reason.startswith(reason)
