@@ -96,9 +96,9 @@ _KEY_BEFORE = re.compile(r'"([A-Za-z0-9_.\-]{1,64})"\s*:\s*$')
 
 def _key_before(body: bytes | str, pos: int) -> str | None:
     """The object key right before character ``pos`` of a JSON document, if there is one."""
-    tail = body[max(0, pos - 80):pos]
-    text = tail.decode("utf-8", "replace") if isinstance(tail, bytes) else tail
-    match = _KEY_BEFORE.search(text)
+    # orjson counts ``pos`` in characters, not bytes: slice the text, not the raw bytes.
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    match = _KEY_BEFORE.search(text[max(0, pos - 80):pos])
     return match.group(1) if match else None
 
 

@@ -481,6 +481,17 @@ def test_a_field_beyond_a_double_is_an_invalid_field_naming_it() -> None:
     assert "9999" not in exc.value.message
 
 
+@pytest.mark.parametrize("body", [
+    '{"model": "modèle-ünïcødé-日本語", "stack_small_id": '.encode() + b"9" * 5000 + b"}",
+    '{"model": "modèle-ünïcødé-日本語", "stack_small_id": ' + "9" * 5000 + "}",
+])
+def test_a_field_beyond_a_double_after_non_ascii_text_is_still_named(body: bytes | str) -> None:
+    # orjson reports the position in characters; bytes and text name the same field.
+    with pytest.raises(InvalidFieldError) as exc:
+        loads(body)
+    assert exc.value.code == "INVALID_FIELD" and exc.value.field == "stack_small_id"
+
+
 @pytest.mark.parametrize("text,value", [("0", 0), ("18446744073709551615", 2**64 - 1)])
 def test_parse_uint_takes_u64(text: str, value: int) -> None:
     assert parse_uint(text, field="n") == value

@@ -21,15 +21,21 @@ from atoma_lab.errors import InputTooLongError
 from atoma_lab.protocol.atoma.messages import DEFAULT_MAX_NUM_TOKENS
 from atoma_lab.protocol.openai import MAX_INPUT_CHARS, MAX_INPUTS, MAX_REQUEST_CHARS
 
-#: Compute units one text can need at most: the per-input cap the proxy reserves on the plain
-#: route (``services.proxy.PLAIN_UNITS_PER_INPUT_CAP``; no embedding model reads more tokens).
+#: Compute units one input can need at most, and so the most the proxy reserves for one on the
+#: plain route (``services.proxy.estimate_plain_units``; no embedding model reads more tokens).
 MAX_UNITS_PER_INPUT = 8192
 SPECIAL_TOKENS = 2  # [CLS] and [SEP], or <s> and </s>, around every input
 
 
+def units_bound_of_length(n: int) -> int:
+    """An upper bound on the compute units (tokens) one input of ``n`` UTF-8 bytes, or of ``n``
+    token ids, can use: the one rule the planner and the proxy's plain-route reserve share."""
+    return min(n + SPECIAL_TOKENS, MAX_UNITS_PER_INPUT)
+
+
 def units_bound(text: str) -> int:
     """An upper bound on the compute units (tokens) ``text`` can use as one input."""
-    return min(len(text.encode("utf-8", "surrogatepass")) + SPECIAL_TOKENS, MAX_UNITS_PER_INPUT)
+    return units_bound_of_length(len(text.encode("utf-8", "surrogatepass")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,4 +100,5 @@ def plan_chunks(texts: Sequence[str], *, batch_tokens: int = DEFAULT_MAX_NUM_TOK
     return chunks
 
 
-__all__ = ["MAX_UNITS_PER_INPUT", "Chunk", "plan_chunks", "units_bound"]
+__all__ = ["MAX_UNITS_PER_INPUT", "SPECIAL_TOKENS", "Chunk", "plan_chunks", "units_bound",
+           "units_bound_of_length"]

@@ -22,11 +22,15 @@ carry a timestamp and use the ring's :class:`~atoma_lab.protocol.replay.ReplayGu
 
 from __future__ import annotations
 
-from atoma_lab.crypto.attestation import AttestationEvidence
+from typing import TYPE_CHECKING
+
 from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.keys import X25519_KEY_SIZE, X25519KeyPair
 from atoma_lab.errors import NodeKeyMismatchError
 from atoma_lab.protocol.replay import OpenedMemory, ReplayGuard
+
+if TYPE_CHECKING:
+    from atoma_lab.crypto.attestation import AttestationEvidence
 
 DEFAULT_KEY_GRACE_S = 60.0  # seconds an old node key is still accepted after rotation
 DEFAULT_OPENED_PER_KEY = 1 << 17  # Atoma-profile requests one key opens before it is rotated

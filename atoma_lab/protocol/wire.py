@@ -26,21 +26,19 @@ reports a ``null`` required field and a wrongly typed one alike, as text (``Expe
 (``MissingFieldError`` against ``InvalidFieldError``, with ``field=``) could be kept without parsing
 its messages. A Struct used only as the class would keep our codec but cost the hot path: a Struct
 cannot define ``__init__`` or ``__new__`` and runs ``__post_init__`` on every construction, so
-the envelope would check what it has just made; measured side by side, a ten-field Struct checked
-that way took about four times what a ten-field ``tuple.__new__`` takes, a bare Struct a tenth of
-it. Its JSON Schema lacks the canonical base64 patterns and the accepted/written distinction, so it
+the envelope would check what it has just made, where a trusted build is one ``tuple.__new__``.
+Its JSON Schema lacks the canonical base64 patterns and the accepted/written distinction, so it
 would be rewritten anyway. No code is generated (``exec`` has no place in a sans-IO layer), so
-``to_dict`` and the checked constructor are loops over per-field tables, dearer than the
-hand-written code they replace by tens of nanoseconds a field (``from_dict`` is not: base64 and
-the checks dominate it); the envelope's hot path builds with :meth:`WireModel.trusted`.
+``to_dict`` and the checked constructor are loops over per-field tables, dearer per field than
+the hand-written code they replace (``from_dict`` is not: base64 and the checks dominate it); the
+envelope's hot path builds with :meth:`WireModel.trusted`.
 
 Why a tuple: a model instance is a tuple subclass with a C accessor per field (the ones
 :func:`collections.namedtuple` makes), so the derived fast constructor is one ``tuple.__new__``
-whatever the number of fields: measured side by side, a half to a third of the slot-setter chains
-it replaces (five and ten fields). Reading a field costs a few nanoseconds more than a slot. A
-model is immutable; equality also compares the type; ordering is refused; ``dataclasses.replace``
-becomes :meth:`WireModel.replace` (which runs the checks again); iterating or indexing a model
-gives its values in wire order.
+whatever the number of fields, where a slotted class runs one attribute store per field. Reading a
+field goes through that accessor, a little dearer than a slot. A model is immutable; equality also
+compares the type; ordering is refused; ``dataclasses.replace`` becomes :meth:`WireModel.replace`
+(which runs the checks again); iterating or indexing a model gives its values in wire order.
 """
 
 from __future__ import annotations

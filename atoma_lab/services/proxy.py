@@ -89,6 +89,7 @@ from atoma_lab.protocol.atoma.messages import (
     NodesCreateLockRequest,
     NodesCreateLockResponse,
 )
+from atoma_lab.protocol.chunking import units_bound_of_length
 from atoma_lab.protocol.hardened.plain import PLAIN_REQUEST_ID_SIZE, plain_request_digest
 from atoma_lab.protocol.lookup import stack_lookup_digest
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
@@ -114,7 +115,6 @@ from atoma_lab.transport.base import Headers, Request, Response, Transport, erro
 log = logging.getLogger("atoma_lab.proxy")
 
 MODELS_CREATED = 1686935002  # the fixed "created" Atoma's /v1/models reports
-PLAIN_UNITS_PER_INPUT_CAP = 8192  # compute units reserved at most per input on the plain route
 PLAIN_LOCK_TIMEOUT_S = 60  # seconds a plain-route reservation may stay in flight
 NODE_PROBE_TIMEOUT_S = 5.0  # a health probe's limit
 LOCK_SWEEP_INTERVAL_S = 1.0  # seconds between give-backs of expired open locks
@@ -144,13 +144,15 @@ def _stored_order(node: NodeRecord) -> tuple[int, int]:
 def estimate_plain_units(request: CreateEmbeddingRequest) -> int:
     """An upper bound on the tokens a plain request can use, reserved before forwarding.
 
-    A token covers at least one UTF-8 byte, plus two special tokens per input; a token-id input
-    is its length plus two. The node's usage, never more than this, is what gets charged.
+    Each input is bounded as a client's chunk planner bounds it
+    (:func:`~atoma_lab.protocol.chunking.units_bound_of_length`): a token covers at least one
+    UTF-8 byte, plus two special tokens per input; a token-id input is its length plus two. The
+    node's usage, never more than this, is what gets charged.
     """
     total = 0
     for item in request.inputs():
         n = len(item.encode("utf-8")) if isinstance(item, str) else len(item)
-        total += min(n + 2, PLAIN_UNITS_PER_INPUT_CAP)
+        total += units_bound_of_length(n)
     return total
 
 

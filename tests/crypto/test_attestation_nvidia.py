@@ -136,3 +136,15 @@ def _item(**changes: object) -> dict[str, object]:
 def test_malformed_atoma_evidence_is_refused(compressed: bytes, error: type[Exception]) -> None:
     with pytest.raises(error):
         parse_atoma_evidence(compressed)
+
+
+def test_evidence_base64_must_be_canonical() -> None:
+    """The project's strict base64: a report whose last symbol carries set trailing bits (which
+    ``base64.b64decode(validate=True)`` would decode to the same bytes) is refused."""
+    canonical = base64.b64encode(REPORT).decode()
+    assert canonical.endswith("A==")
+    loose = canonical[:-3] + "B=="
+    assert base64.b64decode(loose, validate=True) == REPORT
+    assert parse_atoma_evidence(zlib.compress(orjson.dumps([_item(evidence=canonical)])))
+    with pytest.raises(EvidenceFormatError, match=r"evidence\[0\]\.evidence is not strict base64"):
+        parse_atoma_evidence(zlib.compress(orjson.dumps([_item(evidence=loose)])))

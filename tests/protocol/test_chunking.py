@@ -11,7 +11,7 @@ from atoma_lab.errors import InputTooLongError
 from atoma_lab.protocol.atoma.messages import DEFAULT_MAX_NUM_TOKENS
 from atoma_lab.protocol.chunking import MAX_UNITS_PER_INPUT, Chunk, plan_chunks, units_bound
 from atoma_lab.protocol.openai import MAX_INPUT_CHARS, MAX_INPUTS, MAX_REQUEST_CHARS, CreateEmbeddingRequest
-from atoma_lab.services.proxy import PLAIN_UNITS_PER_INPUT_CAP, estimate_plain_units
+from atoma_lab.services.proxy import estimate_plain_units
 
 
 def corpus(n: int, seed: int = 0) -> list[str]:
@@ -65,12 +65,23 @@ def test_a_text_over_the_budget_travels_alone_locked_for_its_bound() -> None:
     assert chunks[1].units == MAX_UNITS_PER_INPUT
 
 
-def test_the_bound_is_the_proxys_plain_reserve() -> None:
-    """One rule for what a text may cost: the proxy's plain-route reserve and the planner's."""
-    assert MAX_UNITS_PER_INPUT == PLAIN_UNITS_PER_INPUT_CAP
-    for text in ["", "a", "déjà vu", "🙂" * 10, "z" * 20_000]:
-        req = CreateEmbeddingRequest(input=[text], model="m")
-        assert units_bound(text) == estimate_plain_units(req)
+def test_the_bound_counts_utf8_bytes_and_two_special_tokens_capped() -> None:
+    assert [units_bound(t) for t in ["", "a", "déjà vu", "🙂" * 10, "z" * 20_000]] \
+        == [2, 3, 11, 42, MAX_UNITS_PER_INPUT]
+
+
+def test_a_chunk_is_locked_for_what_the_proxy_reserves_for_its_request() -> None:
+    """The units a chunk is planned for are the proxy's plain-route reserve for the request that
+    carries its texts: the proxy sums the same per-input bound over the same inputs."""
+    texts = [*corpus(500), "", "🙂" * 10, "z" * 20_000]
+    chunks = plan_chunks(texts, batch_tokens=2000)
+    assert len(chunks) > 1
+    for chunk in chunks:
+        req = CreateEmbeddingRequest(input=[texts[p] for p in chunk.positions], model="m")
+        assert estimate_plain_units(req) == chunk.units
+    # Token ids: one unit each plus the two special tokens, capped like text.
+    req = CreateEmbeddingRequest(input=[[7] * 3, [7] * (MAX_UNITS_PER_INPUT + 1)], model="m")
+    assert estimate_plain_units(req) == 5 + MAX_UNITS_PER_INPUT
 
 
 def test_count_tokens_replaces_the_bound() -> None:

@@ -120,10 +120,13 @@ def test_golden_keys_aad_and_request_bytes(name: str) -> None:
     k_c2n, k_n2c = h.derive_direction_keys(shared, bytes.fromhex(case["inputs"]["salt_hex"]),
                                            client.public_bytes, node.public_bytes)
     assert (k_c2n.hex(), k_n2c.hex()) == (expected["k_c2n_hex"], expected["k_n2c_hex"])
-    request = _golden_seal(case).request
+    sealed = _golden_seal(case)
+    request = sealed.request
     assert request.aad().hex() == expected["request_aad_hex"]
     assert request.request_hash().hex() == expected["request_hash_hex"]
+    assert sealed.context.request_hash.hex() == expected["request_hash_hex"]
     assert request.to_json() == expected["request_wire_json"].encode()
+    assert h.HardenedRequest.from_json(request.to_json()) == request  # the trusted build checks
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

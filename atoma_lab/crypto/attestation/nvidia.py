@@ -24,8 +24,6 @@ with the right nonce may still be forged.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 import zlib
 from dataclasses import dataclass
@@ -34,7 +32,13 @@ import orjson
 from cryptography import x509
 
 from atoma_lab.crypto.attestation.base import NVIDIA_CC_GPU_DEVICE_SLOT, report_nonce
-from atoma_lab.errors import CertificateChainError, EvidenceFormatError, ReportDataError
+from atoma_lab.encoding import b64decode, b64encode
+from atoma_lab.errors import (
+    CertificateChainError,
+    EvidenceFormatError,
+    InvalidFieldError,
+    ReportDataError,
+)
 
 SPDM_GET_MEASUREMENTS = 0xE0  # request code, DSP0274
 SPDM_MEASUREMENTS = 0x60  # response code, DSP0274
@@ -178,8 +182,8 @@ def _b64(value: object, name: str) -> bytes:
     if not isinstance(value, str):
         raise EvidenceFormatError(f"{name} is not a base64 string")
     try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:
+        return b64decode(value, field=name)
+    except InvalidFieldError as exc:
         raise EvidenceFormatError(f"{name} is not strict base64") from exc
 
 
@@ -220,8 +224,8 @@ def parse_atoma_evidence(compressed: bytes, *,
 def encode_atoma_evidence(items: list[tuple[str, bytes, bytes]]) -> bytes:
     """``[(evidence_type, report, certificate chain PEM), ...]`` as Atoma compresses it."""
     return zlib.compress(orjson.dumps([
-        {"evidence_type": kind, "evidence": base64.b64encode(report).decode(),
-         "certificate": base64.b64encode(chain).decode()} for kind, report, chain in items]))
+        {"evidence_type": kind, "evidence": b64encode(report),
+         "certificate": b64encode(chain)} for kind, report, chain in items]))
 
 
 def check_key_binding(evidence: tuple[GpuEvidence, ...] | list[GpuEvidence], *,

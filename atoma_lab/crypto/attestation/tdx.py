@@ -398,6 +398,9 @@ def _oid_content(dotted: str) -> bytes:
     return bytes(out)
 
 
+_FMSPC_OID_CONTENT = _oid_content(FMSPC_OID)
+
+
 def _fmspc(cert: x509.Certificate) -> bytes:
     try:
         ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(SGX_EXTENSION_OID))
@@ -407,7 +410,7 @@ def _fmspc(cert: x509.Certificate) -> bytes:
             raise ValueError("the SGX extension is not a SEQUENCE")
         for entry_tag, entry in _der_items(content):
             items = _der_items(entry) if entry_tag == 0x30 else []
-            if len(items) == 2 and items[0] == (0x06, _oid_content(FMSPC_OID)):
+            if len(items) == 2 and items[0] == (0x06, _FMSPC_OID_CONTENT):
                 if len(items[1][1]) != 6:
                     break
                 return items[1][1]

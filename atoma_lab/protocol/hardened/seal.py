@@ -94,7 +94,7 @@ def seal_hardened_request(
     node_public_key = bytes(node_public_key)
     key_id = node_key_id(node_public_key)
     # Every field but the ciphertext, checked by the model; the AAD does not cover the
-    # ciphertext, which replaces the tag-sized stand-in below.
+    # ciphertext, which takes the place of the tag-sized stand-in below.
     header = HardenedRequest(
         model_name=model_name,
         stack_small_id=stack_small_id,
@@ -108,12 +108,18 @@ def seal_hardened_request(
         num_compute_units=num_compute_units,
         profile=profile,
     )
-    ciphertext, k_n2c = cipher.seal_request(plaintext, header.aad(), client_key=client_key,
+    aad = header.aad()
+    ciphertext, k_n2c = cipher.seal_request(plaintext, aad, client_key=client_key,
                                             node_public_key=node_public_key, key_id=key_id,
                                             salt=salt, nonce=nonce)
-    request = header.replace(ciphertext=ciphertext)
+    # The header's fields were checked just above and the cipher made the ciphertext.
+    request = HardenedRequest.trusted(  # every field, in wire order
+        header.profile, header.model_name, header.stack_small_id, header.node_key_id,
+        header.client_dh_public_key, header.salt, header.nonce, header.timestamp,
+        header.request_id, header.num_compute_units, ciphertext,
+    )
     context = HardenedClientContext(
-        _n2c=AESGCM(k_n2c), request_id=request_id, request_hash=request.request_hash(),
+        _n2c=AESGCM(k_n2c), request_id=request_id, request_hash=blake2b_256(aad + ciphertext),
         node_public_key=node_public_key, profile=profile,
     )
     return SealedHardenedRequest(request=request, context=context)
