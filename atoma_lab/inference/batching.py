@@ -351,8 +351,8 @@ class DynamicBatcher:
         """:meth:`submit` awaited from an event loop; cancelling the awaiting task drops the
         request's work not yet run.
 
-        Small requests (a few short texts, the common case) are tokenised on the loop: tens of
-        microseconds, less than a hop to a worker thread. Larger ones are tokenised in
+        Small requests (a few short texts, the common case) are tokenised on the loop: that
+        costs less than a hop to a worker thread. Larger ones are tokenised in
         ``asyncio.to_thread`` so that the loop keeps serving.
         """
         future: Future[EmbeddingResult] = Future()

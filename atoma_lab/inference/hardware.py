@@ -2,7 +2,7 @@
 
 Every hardware-dependent choice of the engine (which runtime, which lossy path) reads it, and every
 benchmark table names it: processors differ from one machine to the next, and a path that is fast
-on one (bfloat16 on a CPU with AVX512-BF16 or AMX) is several times slower on another (emulated
+on one (bfloat16 on a CPU with AVX512-BF16 or AMX) is slower than float32 on another (emulated
 bfloat16 on an AVX2-only CPU).
 """
 

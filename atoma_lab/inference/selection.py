@@ -6,7 +6,7 @@ A *path* is a runtime and a precision: ``torch-float32``, ``torch-bfloat16``, ``
 
 * ``exact``: float32 on the runtimes asked for (``auto``: torch and ONNX Runtime).
 * ``fast``: the exact paths, plus the lossy ones the machine has: bfloat16 where the CPU runs it
-  natively (AVX512-BF16 or AMX; emulated bfloat16 is several times slower than float32), int8
+  natively (AVX512-BF16 or AMX; emulated bfloat16 is slower than float32, docs/benchmarks.md), int8
   ONNX where onnxruntime is installed, float16 weights on CUDA. A lossy path is eligible only
   when its min cosine to exact on :func:`~atoma_lab.inference.corpus.parity_corpus` is at least
   :data:`FAST_MIN_COSINE`; the fastest eligible path wins, so fast mode is never slower than
