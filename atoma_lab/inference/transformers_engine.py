@@ -603,8 +603,13 @@ class TransformersEngine(EmbeddingEngine):
                                  f"{self._max_seq_length} leaves no room for text")
 
         self._notes: list[str] = []
+        self._measured_paths: dict[str, _Path] = {}  # what _measure built, reused once
         self._choice = self._choose_path()
         self._path = self._build_path(self._choice.spec)
+        self._measured_paths.clear()  # the paths not chosen go (ONNX sessions, weight copies)
+        uses_cast_weights = isinstance(self._path, _TorchPath) and self._path._gemm_dtype is not None
+        if self._fused is not None and not uses_cast_weights:
+            self._fused._low_layers.clear()
         if self._path.spec.runtime == "onnx":
             # The torch model served only to export or measure: free it.
             self.model = None
@@ -752,6 +757,9 @@ class TransformersEngine(EmbeddingEngine):
 
     # ------------------------------------------------------------------ paths
     def _build_path(self, spec: PathSpec) -> _Path:
+        built = self._measured_paths.get(spec.name)
+        if built is not None:
+            return built
         if spec.runtime == "torch":
             self._load_model()
             return _TorchPath(self, spec)
@@ -808,7 +816,7 @@ class TransformersEngine(EmbeddingEngine):
         if recorded is not None:
             return recorded
         reference_spec = next((c for c in candidates if not c.lossy), PathSpec("onnx", "float32"))
-        paths = {c.name: self._build_path(c) for c in candidates}
+        paths = self._measured_paths = {c.name: self._build_path(c) for c in candidates}
         reference = paths.get(reference_spec.name) or self._build_path(reference_spec)
         parity = self.tokenize(parity_corpus(_PARITY_TEXTS)).sequences
         ref_vectors = self._run(parity, reference)
