@@ -49,7 +49,6 @@ Before a body is read (:meth:`NodeService.check_head`), the POST routes need ``X
 
 from __future__ import annotations
 
-import hmac
 import inspect
 import logging
 import secrets
@@ -66,7 +65,6 @@ from atoma_lab.display.html import fingerprint
 from atoma_lab.encoding import b64encode, dumps, loads, parse_uint, serde_compact
 from atoma_lab.errors import (
     AtomaLabError,
-    AuthenticationError,
     ComputeUnitsExceededError,
     InferenceError,
     MissingHeaderError,
@@ -95,7 +93,12 @@ from atoma_lab.protocol.lookup import stack_lookup_digest
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
 from atoma_lab.protocol.replay import DEFAULT_REPLAY_CACHE_ENTRIES, ReplayGuard
 from atoma_lab.services.bounds import STACK_LOOKUP_MAX_BYTES
-from atoma_lab.services.metrics import PROMETHEUS_CONTENT_TYPE, ServiceMetrics
+from atoma_lab.services.metrics import (
+    ServiceMetrics,
+    check_metrics_token,
+    log_node_failure,
+    metrics_response,
+)
 from atoma_lab.services.routing import Router
 from atoma_lab.services.trace import ServerTiming
 from atoma_lab.transport.base import Headers, Request, Response, Transport, error_response
@@ -350,12 +353,8 @@ class NodeService:
         elif isinstance(exc, NodeKeyMismatchError):
             log.info("node %d refused a %s request sealed to a key it no longer serves (%s)",
                      self.node_small_id, route, exc.code)
-        elif exc.status >= 500:
-            log.warning("node %d failed a %s request: %d %s", self.node_small_id, route,
-                        exc.status, exc.code)
         else:
-            log.info("node %d refused a %s request: %d %s", self.node_small_id, route,
-                     exc.status, exc.code)
+            log_node_failure(log, self.node_small_id, route, exc)
 
     # ------------------------------------------------------------------ routes
     async def handle(self, request: Request) -> Response:
@@ -372,10 +371,7 @@ class NodeService:
             raise MissingHeaderError("missing required header X-Signature")
 
     def _check_metrics_token(self, request: Request) -> None:
-        token = request.bearer_token()
-        if self.metrics_token is None or not hmac.compare_digest(
-                token.encode("utf-8", "replace"), self.metrics_token.encode("utf-8")):
-            raise AuthenticationError("/metrics needs the metrics token")
+        check_metrics_token(request, self.metrics_token)
 
     def _proxy_signature(self, request: Request, message: bytes) -> SuiSignature:
         text = request.headers.get("x-signature")
@@ -574,7 +570,7 @@ class NodeService:
             for m in self.embedder.models]})
 
     async def _metrics(self, request: Request) -> Response:
-        return Response(200, self.metrics.render(), Headers({"content-type": PROMETHEUS_CONTENT_TYPE}))
+        return metrics_response(self.metrics)
 
     async def _attestation(self, request: Request) -> Response:
         cur = self.current

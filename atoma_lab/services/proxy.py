@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import logging
 import re
 import secrets
@@ -101,7 +100,12 @@ from atoma_lab.services.bounds import (
     plain_response_limit,
 )
 from atoma_lab.services.ledger import STACK_SIZE_TO_BUY, Ledger, LockRecord, NodeRecord, StackRecord
-from atoma_lab.services.metrics import PROMETHEUS_CONTENT_TYPE, ServiceMetrics
+from atoma_lab.services.metrics import (
+    ServiceMetrics,
+    check_metrics_token,
+    log_node_failure,
+    metrics_response,
+)
 from atoma_lab.services.policy import DEFAULT_NODE_POLICY, NodePolicy
 from atoma_lab.services.policy import node_policy as node_policy_named
 from atoma_lab.services.routing import Router
@@ -419,10 +423,7 @@ class ProxyService:
         self._auth(request)
 
     def _check_metrics_token(self, request: Request) -> None:
-        token = request.bearer_token()
-        if self.metrics_token is None or not hmac.compare_digest(
-                token.encode("utf-8", "replace"), self.metrics_token.encode("utf-8")):
-            raise AuthenticationError("/metrics needs the metrics token")
+        check_metrics_token(request, self.metrics_token)
 
     async def _lock(self, user_id: int, model: str, max_num_tokens: int,
                     timeout_s: float) -> tuple[StackRecord, LockRecord, NodeRecord, bool]:
@@ -648,12 +649,8 @@ class ProxyService:
                 log.warning("node %d is down: a %s request failed on the way (%s); no new "
                             "locks on it until a probe answers", node.node_small_id, route,
                             exc.code)
-            elif exc.status >= 500:
-                log.warning("node %d failed a %s request: %d %s", node.node_small_id, route,
-                            exc.status, exc.code)
             else:
-                log.info("node %d refused a %s request: %d %s", node.node_small_id, route,
-                         exc.status, exc.code)
+                log_node_failure(log, node.node_small_id, route, exc)
             self._give_back(lock, route, exc.code)
             failed = error_response(exc) if sealed is None else Response.json(
                 {**exc.to_dict(), "sealed_error": sealed}, status=exc.status)
@@ -811,7 +808,7 @@ class ProxyService:
         return Response.json({"message": "ok"})
 
     async def _metrics(self, request: Request) -> Response:
-        return Response(200, self.metrics.render(), Headers({"content-type": PROMETHEUS_CONTENT_TYPE}))
+        return metrics_response(self.metrics)
 
     async def _openapi(self, request: Request) -> Response:
         """The OpenAPI document; the served models appear in it only for a valid token (as
