@@ -40,8 +40,8 @@ import numpy as np
 from atoma_lab.crypto.attestation import (
     AttestationPolicy,
     AttestationVerifier,
-    SimulatedVerifier,
     evidence_from_dict,
+    verifier_for,
 )
 from atoma_lab.display.frames import to_frame
 from atoma_lab.display.html import bars, kv_table, section, table
@@ -315,9 +315,8 @@ class AsyncAtomaLabClient:
             task.exception()  # retrieved here: every waiter raises it
 
     async def _verify_node(self, node_small_id: int, public_key: bytes) -> VerifiedNode:
-        verifier = self.attestation_verifier or (
-            None if self.attestation_policy is None else SimulatedVerifier(self.attestation_policy))
-        assert verifier is not None
+        verifier = verifier_for(self.attestation_verifier, self.attestation_policy)
+        assert verifier is not None  # verify_node checked
         resp = await self._call("GET", f"/v1/nodes/attestation?node_small_id={node_small_id}",
                                 auth=False)
         _raise_for(resp)

@@ -49,9 +49,9 @@ from atoma_lab.crypto.attestation import (
     AttestationPolicy,
     AttestationVerifier,
     Evidence,
-    SimulatedVerifier,
     evidence_from_dict,
     evidence_from_json,
+    verifier_for,
 )
 from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.signing import SuiSigner, verify_sui_signature
@@ -253,8 +253,7 @@ class ProxyService:
         ``None`` when it names that address and verifies (when there is a verifier)."""
         if evidence.report.signer_address != signer_address:
             return "the evidence names another signing address"
-        verifier = self.attestation_verifier or (
-            None if self.attestation_policy is None else SimulatedVerifier(self.attestation_policy))
+        verifier = verifier_for(self.attestation_verifier, self.attestation_policy)
         if verifier is not None:
             try:
                 verifier.verify(evidence, now=self.clock())
