@@ -122,6 +122,7 @@ PLAIN_UNITS_PER_INPUT_CAP = 8192  # compute units reserved at most per input on 
 PLAIN_LOCK_TIMEOUT_S = 60  # seconds a plain-route reservation may stay in flight
 NODE_PROBE_TIMEOUT_S = 5.0  # a health probe's limit
 LOCK_SWEEP_INTERVAL_S = 1.0  # seconds between give-backs of expired open locks
+HEALTH_INTERVAL_S = 5.0  # seconds between probes of every node, where they run on a timer
 #: Codes a node never has cause to send: they are about the proxy's users, balances and locks.
 #: A node answering one is not believed (502 ``BAD_PEER_RESPONSE``).
 PROXY_ONLY_CODES = frozenset({AuthenticationError.code, InsufficientBalanceError.code,
@@ -384,7 +385,7 @@ class ProxyService:
         return dict(zip(ids, await asyncio.gather(*(self.refresh_node(i) for i in ids)),
                         strict=True))
 
-    async def run_health_checks(self, interval_s: float = 5.0) -> None:
+    async def run_health_checks(self, interval_s: float = HEALTH_INTERVAL_S) -> None:
         """:meth:`check_nodes` every ``interval_s`` seconds until cancelled."""
         while True:
             await self.check_nodes()
