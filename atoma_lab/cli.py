@@ -230,7 +230,7 @@ def _serve_engine(args: argparse.Namespace) -> tuple[float | None, dict[str, Any
     return rate, options
 
 
-def _print_env(base_url: str, api_key: str, metrics_token: str) -> None:
+def _print_env(base_url: str | None, api_key: str, metrics_token: str | None) -> None:
     """What ``embed`` (and a metrics scraper) reads, as shell assignments, flushed."""
     print(f"{BASE_URL_ENV}={base_url}")
     print(f"{API_KEY_ENV}={api_key}")
