@@ -136,6 +136,15 @@ NODE_FIELD_NAMES = frozenset(
 _INPUT_FIELD = re.compile(r"input(\[\d{1,5}\]){0,2}")
 
 
+def _node_error_answer(resp: Response) -> object:
+    """A node's error answer parsed (``None`` when it is not JSON), read by the proxy's checks
+    of its code, field and sealed error."""
+    try:
+        return loads(resp.body, what="node error")
+    except AtomaLabError:
+        return None
+
+
 def _stored_order(node: NodeRecord) -> tuple[int, int]:
     """``(boot_epoch, key_rotation_counter)`` of the key the proxy holds for ``node``."""
     if node.evidence is None:
@@ -482,37 +491,36 @@ class ProxyService:
             raise PeerBusyError(f"{who} has too many requests waiting; try again") from exc
 
     @staticmethod
-    def _node_failure(node: NodeRecord, resp: Response) -> AtomaLabError:
+    def _node_failure(node: NodeRecord, status: int, answer: object) -> AtomaLabError:
         """Turn a node's error answer into ours, in the proxy's own words (a node's text never
         reaches the client). A refusal (4xx) keeps its status and code when the error table has
         them and a node may send them; anything else from a node is its fault: a 5xx is 502
         ``NODE_ERROR``, any other status or code 502 ``BAD_PEER_RESPONSE``."""
-        code = resp.error_code()
-        known = known_error(resp.status, code) if code is not None else None
+        error = answer.get("error") if isinstance(answer, dict) else None
+        if not isinstance(error, dict):
+            error = {}
+        code = error.get("code") if isinstance(error.get("code"), str) else None
+        known = known_error(status, code) if code is not None else None
         who = f"node {node.node_small_id}"
-        if 400 <= resp.status < 500:
+        if 400 <= status < 500:
             if known is None or code in PROXY_ONLY_CODES:
-                return PeerProtocolError(f"{who} answered {resp.status} with a code the proxy "
+                return PeerProtocolError(f"{who} answered {status} with a code the proxy "
                                          "does not pass on")
             assert code is not None
             doc = " ".join((known.__doc__ or "").strip().split("\n\n")[0].split())
-            field = ProxyService._node_field(resp)
+            field = ProxyService._node_field(error.get("message"))
             return APIError(f"{who} refused the request"
                             + (f" ({field})" if field is not None else "") + f": {doc}",
-                            status=resp.status, code=code, fault="caller")
-        if 500 <= resp.status < 600:
-            return NodeFailedError(f"{who} failed with {resp.status}"
+                            status=status, code=code, fault="caller")
+        if 500 <= status < 600:
+            return NodeFailedError(f"{who} failed with {status}"
                                    + (f" ({code})" if known is not None else ""))
-        return PeerProtocolError(f"{who} answered with status {resp.status}")
+        return PeerProtocolError(f"{who} answered with status {status}")
 
     @staticmethod
-    def _node_field(resp: Response) -> str | None:
+    def _node_field(message: object) -> str | None:
         """The field a node's error message starts with (``"input[1]: ..."``), if it is one a
         node may name; the rest of the message is the node's and is dropped."""
-        try:
-            message = loads(resp.body)["error"]["message"]
-        except (AtomaLabError, KeyError, TypeError):
-            return None
         if not isinstance(message, str):
             return None
         name = message.partition(":")[0]
@@ -554,7 +562,7 @@ class ProxyService:
                 raise ServiceUnavailableError(f"node of stack {stack.stack_small_id} is down; "
                                               "take a new lock (another node) and seal again")
             verify: Callable[[bytes, NodeRecord], int]
-            sealed: Callable[[Response, NodeRecord], dict[str, object] | None] | None = None
+            sealed: Callable[[object, NodeRecord], dict[str, object] | None] | None = None
             if isinstance(ccr, hardened.HardenedRequest):
                 digest = ccr.request_hash()
                 verify = functools.partial(self._hardened_usage, digest)
@@ -616,7 +624,7 @@ class ProxyService:
                                   path: str, body: bytes, headers: Headers, timing: ServerTiming,
                                   verify: Callable[[bytes, NodeRecord], int],
                                   limit: int, *,
-                                  sealed_error: Callable[[Response, NodeRecord],
+                                  sealed_error: Callable[[object, NodeRecord],
                                                          dict[str, object] | None] | None = None,
                                   ) -> Response:
         """Forward to the node, check its answer with ``verify`` (which returns the units it
@@ -632,9 +640,10 @@ class ProxyService:
             timing.add("proxy_forward",
                        (time.perf_counter_ns() - t0) / 1e6 - sum(node_stages.values()))
             if not resp.ok:
-                failure = self._node_failure(node, resp)
+                answer = _node_error_answer(resp)  # parsed once for the checks below
+                failure = self._node_failure(node, resp.status, answer)
                 if sealed_error is not None:
-                    sealed = sealed_error(resp, node)
+                    sealed = sealed_error(answer, node)
                 if failure.code == "STALE_NODE_KEY":  # the node rotated: learn its key now
                     await self.refresh_node(node.node_small_id)
                 raise failure
@@ -707,20 +716,21 @@ class ProxyService:
         return answer.usage.total_tokens
 
     @staticmethod
-    def _sealed_error(request_hash: bytes, resp: Response,
+    def _sealed_error(request_hash: bytes, answer: object,
                       node: NodeRecord) -> dict[str, object] | None:
         """The error a node sealed to a hardened request's client, if its answer holds one that
         names the request, carries no usage, and is signed by the node; else ``None`` (the
         client then gets the proxy's error alone)."""
+        if not isinstance(answer, dict) or "sealed_error" not in answer:
+            return None
         try:
-            body = loads(resp.body, what="node error")
-            answer = hardened.parse_response(body["sealed_error"])
-            if answer.request_hash != request_hash or answer.usage is not None:
+            sealed = hardened.parse_response(answer["sealed_error"])
+            if sealed.request_hash != request_hash or sealed.usage is not None:
                 return None
-            hardened.verify_receipt(request_hash, answer, expected_signer_address=node.sui_address)
+            hardened.verify_receipt(request_hash, sealed, expected_signer_address=node.sui_address)
         except (AtomaLabError, KeyError, TypeError):
             return None
-        return answer.to_dict()
+        return sealed.to_dict()
 
     @staticmethod
     def _plain_usage(body: bytes, node: NodeRecord) -> int:
