@@ -220,6 +220,24 @@ def _fake_capacity(args: argparse.Namespace) -> float | None:
     return rate
 
 
+def _serve_engine(args: argparse.Namespace) -> tuple[float | None, dict[str, Any]]:
+    """``serve``'s --fake-tokens-per-s and engine options: one or the other, not both."""
+    rate = _fake_capacity(args)
+    options = _engine_options(args)
+    if options and rate is not None:
+        raise SystemExit("atoma-lab: --fake-tokens-per-s builds each node's fake engine; "
+                         "--device, --dtype, --engine-mode and --batch-tokens are for a real model")
+    return rate, options
+
+
+def _print_env(base_url: str | None, api_key: str, metrics_token: str | None) -> None:
+    """What ``embed`` (and a metrics scraper) reads, as shell assignments, flushed."""
+    print(f"{BASE_URL_ENV}={base_url}")
+    print(f"{API_KEY_ENV}={api_key}")
+    print(f"ATOMA_LAB_METRICS_TOKEN={metrics_token}")
+    sys.stdout.flush()
+
+
 def _add_policy_flags(p: argparse.ArgumentParser) -> None:
     from atoma_lab.services.policy import DEFAULT_NODE_POLICY, NODE_POLICIES
 
@@ -227,6 +245,15 @@ def _add_policy_flags(p: argparse.ArgumentParser) -> None:
                    help="how the proxy places requests on nodes: atoma is Atoma's rule (cheapest "
                         "existing stack, so one node per user); least-loaded spreads them")
     p.add_argument("--policy-seed", type=int, default=0, help="seed of the random policy")
+
+
+def _add_interval_flags(p: argparse.ArgumentParser, *, health_help: str | None = None) -> None:
+    """The proxy's timers: node health probes and the give-back of expired locks."""
+    from atoma_lab.services.proxy import HEALTH_INTERVAL_S, LOCK_SWEEP_INTERVAL_S
+
+    p.add_argument("--health-interval-s", type=float, default=HEALTH_INTERVAL_S, help=health_help)
+    p.add_argument("--lock-sweep-interval-s", type=float, default=LOCK_SWEEP_INTERVAL_S,
+                   help="give back expired open locks this often")
 
 
 def _add_capacity_flag(p: argparse.ArgumentParser) -> None:
@@ -240,11 +267,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if args.mode == "ray":
         return _serve_ray(args)
-    rate = _fake_capacity(args)
-    options = _engine_options(args)
-    if options and rate is not None:
-        raise SystemExit("atoma-lab: --fake-tokens-per-s builds each node's fake engine; "
-                         "--device, --dtype, --engine-mode and --batch-tokens are for a real model")
+    rate, options = _serve_engine(args)
     embedder = default_embedder(args.model, **options) if options else None
     net = build_network(nodes=args.nodes, mode="http", model=args.model, api_key=args.api_key,
                         embedder=embedder,
@@ -262,25 +285,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
           f"node policy {args.node_policy}{capacity})")
     for node, url in zip(net.nodes, net.node_urls, strict=True):
         print(f"  node {node.node_small_id}: {url}  key counter {node.key_rotation_counter}")
-    print(f"ATOMA_LAB_BASE_URL={net.base_url}")
-    print(f"ATOMA_LAB_API_KEY={net.api_key}")
-    print(f"ATOMA_LAB_METRICS_TOKEN={net.metrics_token}")
-    sys.stdout.flush()
+    _print_env(net.base_url, net.api_key, net.metrics_token)
     return _wait_for_stop(net.close)
 
 
 def _serve_ray(args: argparse.Namespace) -> int:
     """The nodes as Ray actors; the proxy in this process, served over HTTP."""
     from atoma_lab.lab.network import build_network, default_embedder
+    from atoma_lab.server.runner import LOOPBACK_HOSTS
 
     if _client_tls(args) is not None:
         raise SystemExit("atoma-lab: with --mode ray the proxy calls its node actors; "
                          "--tls-ca-file and --tls-client-* are for nodes over HTTPS (--mode http)")
-    rate = _fake_capacity(args)
-    options = _engine_options(args)  # the engine is built in each node actor, on its device
-    if options and rate is not None:
-        raise SystemExit("atoma-lab: --fake-tokens-per-s builds each node's fake engine; "
-                         "--device, --dtype, --engine-mode and --batch-tokens are for a real model")
+    rate, options = _serve_engine(args)  # the engine is built in each node actor, on its device
     embedder = functools.partial(default_embedder, args.model, **options) if options else None
     net = build_network(nodes=args.nodes, mode="ray", model=args.model, api_key=args.api_key,
                         embedder=embedder, ledger_path=args.ledger, grace_window_s=args.grace_window_s,
@@ -292,7 +309,7 @@ def _serve_ray(args: argparse.Namespace) -> int:
                         ray_address=args.ray_address, num_gpus=args.num_gpus)
     try:
         url = net.serve_http(args.host, args.port, limits=_limits(args), tls=_server_tls(args),
-                             allow_public=args.host not in ("127.0.0.1", "localhost", "::1"))
+                             allow_public=args.host not in LOOPBACK_HOSTS)
     except BaseException:
         net.close()
         raise
@@ -304,10 +321,7 @@ def _serve_ray(args: argparse.Namespace) -> int:
         gpus = ",".join(where["gpu_ids"]) or "none"
         print(f"  node {node.node_small_id}: ray node {where['ray_node_id']} ({where['hostname']}, "
               f"{where['ip']}), GPUs {gpus}")
-    print(f"ATOMA_LAB_BASE_URL={url}")
-    print(f"ATOMA_LAB_API_KEY={net.api_key}")
-    print(f"ATOMA_LAB_METRICS_TOKEN={net.metrics_token}")
-    sys.stdout.flush()
+    _print_env(url, net.api_key, net.metrics_token)
     return _wait_for_stop(net.close)
 
 
@@ -396,10 +410,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     print(f"atoma-lab proxy on {url}  ({len(server.node_ids)} node(s), node policy "
           f"{args.node_policy}: "
           f"{', '.join(f'{i}={u}' for i, u in zip(server.node_ids, args.node, strict=True))})")
-    print(f"ATOMA_LAB_BASE_URL={url}")
-    print(f"ATOMA_LAB_API_KEY={server.api_key}")
-    print(f"ATOMA_LAB_METRICS_TOKEN={server.metrics_token}")
-    sys.stdout.flush()
+    _print_env(url, server.api_key, server.metrics_token)
     return _wait_for_stop(server.stop)
 
 
@@ -508,6 +519,8 @@ def _add_server_flags(p: argparse.ArgumentParser, func: Callable[[argparse.Names
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from atoma_lab.transport.http import DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_QUEUED_PER_PEER
+
     p = argparse.ArgumentParser(prog="atoma-lab", description=textwrap.dedent(__doc__ or ""),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"atoma-lab {_version()}")
@@ -520,10 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--api-key", default=None, help="API key of the default user (random if unset)")
     s.add_argument("--ledger", default=":memory:", help="SQLite file for the ledger")
     s.add_argument("--grace-window-s", type=float, default=0.0)
-    s.add_argument("--health-interval-s", type=float, default=5.0,
-                   help="probe the nodes this often (0: only when none is up)")
-    s.add_argument("--lock-sweep-interval-s", type=float, default=1.0,
-                   help="give back expired open locks this often")
+    _add_interval_flags(s, health_help="probe the nodes this often (0: only when none is up)")
     _add_policy_flags(s)
     _add_capacity_flag(s)
     s.add_argument("--mode", choices=["http", "ray"], default="http",
@@ -564,16 +574,14 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--tee-seed", default=None, help="hex seed of the simulated TEE vendor")
     x.add_argument("--trust-vendor", action="append", default=None,
                    help="a TEE vendor address to trust (repeat; default: the simulated vendor)")
-    x.add_argument("--health-interval-s", type=float, default=5.0)
+    _add_interval_flags(x)
     x.add_argument("--node-timeout-s", type=float, default=60.0)
-    x.add_argument("--node-max-connections", type=int, default=100,
+    x.add_argument("--node-max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS_PER_PEER,
                    help="requests in flight to one node at once")
-    x.add_argument("--node-max-queued", type=int, default=1000,
+    x.add_argument("--node-max-queued", type=int, default=DEFAULT_MAX_QUEUED_PER_PEER,
                    help="requests waiting for one node (503 at once beyond)")
     x.add_argument("--wait-for-nodes-s", type=float, default=60.0)
     x.add_argument("--allow-public", action="store_true", help="allow binding beyond loopback")
-    x.add_argument("--lock-sweep-interval-s", type=float, default=1.0,
-                   help="give back expired open locks this often")
     _add_policy_flags(x)
     _add_server_flags(x, cmd_proxy)
     e = sub.add_parser("embed", help="embed texts (in-process network unless --base-url)")

@@ -40,8 +40,8 @@ import numpy as np
 from atoma_lab.crypto.attestation import (
     AttestationPolicy,
     AttestationVerifier,
-    SimulatedVerifier,
     evidence_from_dict,
+    verifier_for,
 )
 from atoma_lab.display.frames import to_frame
 from atoma_lab.display.html import bars, kv_table, section, table
@@ -315,9 +315,8 @@ class AsyncAtomaLabClient:
             task.exception()  # retrieved here: every waiter raises it
 
     async def _verify_node(self, node_small_id: int, public_key: bytes) -> VerifiedNode:
-        verifier = self.attestation_verifier or (
-            None if self.attestation_policy is None else SimulatedVerifier(self.attestation_policy))
-        assert verifier is not None
+        verifier = verifier_for(self.attestation_verifier, self.attestation_policy)
+        assert verifier is not None  # verify_node checked
         resp = await self._call("GET", f"/v1/nodes/attestation?node_small_id={node_small_id}",
                                 auth=False)
         _raise_for(resp)
@@ -461,12 +460,12 @@ class AsyncConfidentialEmbeddings:
                 plaintext, node_public_key=lock.public_key, model_name=req.model,
                 stack_small_id=lock.stack_small_id, num_compute_units=max_num_tokens,
                 now=c.clock(), profile=c.profile)
-            body = sealed_h.request.to_json()
+            body, wire_request = sealed_h.request.to_json(), sealed_h.request.to_dict()
         else:
             sealed = seal_request(plaintext, node_public_key=lock.public_key,
                                   stack_small_id=lock.stack_small_id, model_name=req.model,
                                   num_compute_units=max_num_tokens, stream=False)
-            body = sealed.request.to_json()
+            body, wire_request = sealed.request.to_json(), sealed.request.to_dict()
         t2 = time.perf_counter_ns()
         trace.add("seal", (t2 - t1) / 1e6)
         resp = await c._call("POST", "/v1/confidential/embeddings", body)
@@ -479,9 +478,10 @@ class AsyncConfidentialEmbeddings:
         _raise_for(resp)
         clear_usage: Any
         try:  # a malformed answer is the proxy's (or node's) fault, not the caller's
-            answer_h = hardened.parse_response(loads(resp.body)) \
-                if c.profile != "atoma" else None
-            answer = ConfidentialComputeResponse.from_json(resp.body) if answer_h is None else None
+            wire_response = loads(resp.body, what="confidential compute response")
+            answer_h = hardened.parse_response(wire_response) if c.profile != "atoma" else None
+            answer = ConfidentialComputeResponse.from_dict(wire_response) \
+                if answer_h is None else None
         except AtomaLabError as exc:
             raise PeerProtocolError(f"the confidential answer is malformed: {exc.message}") from exc
         if answer_h is not None:
@@ -505,7 +505,7 @@ class AsyncConfidentialEmbeddings:
         trace.total_ms = (t4 - t0) / 1e6
         return EmbeddingsResult(parsed, trace, node_small_id=lock.node_small_id,
                                 stack_small_id=lock.stack_small_id, attempts=attempt,
-                                raw={"request": loads(body), "response": loads(resp.body),
+                                raw={"request": wire_request, "response": wire_response,
                                      "plaintext": plaintext, "response_plaintext": response_plaintext},
                                 confidential=True)
 

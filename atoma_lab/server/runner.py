@@ -15,7 +15,7 @@ from atoma_lab.server.protocol import guarded_protocol
 from atoma_lab.server.tls import ServerTls
 from atoma_lab.transport.loop import BackgroundTasks, new_event_loop
 
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})  # served without allow_public
 
 
 class ServerGroup(BackgroundTasks):
@@ -33,7 +33,7 @@ class ServerGroup(BackgroundTasks):
                  on_stop: Callable[[], Awaitable[None]] | None = None,
                  limits: ServerLimits | None = None, tls: ServerTls | None = None) -> None:
         for _, host, _ in apps:
-            if host not in _LOOPBACK and not allow_public:
+            if host not in LOOPBACK_HOSTS and not allow_public:
                 raise ValueError(f"refusing to bind {host}: pass allow_public=True to serve beyond loopback")
         super().__init__()
         self.limits = limits or ServerLimits()

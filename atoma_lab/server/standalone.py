@@ -44,7 +44,7 @@ from atoma_lab.services.ledger import Ledger
 from atoma_lab.services.node import NodeService, ProxyStackDirectory, RequestEmbedder
 from atoma_lab.services.policy import DEFAULT_NODE_POLICY, NodePolicy
 from atoma_lab.services.policy import node_policy as node_policy_named
-from atoma_lab.services.proxy import LOCK_SWEEP_INTERVAL_S, ProxyService
+from atoma_lab.services.proxy import HEALTH_INTERVAL_S, LOCK_SWEEP_INTERVAL_S, ProxyService
 from atoma_lab.transport.http import (
     DEFAULT_MAX_CONNECTIONS_PER_PEER,
     DEFAULT_MAX_QUEUED_PER_PEER,
@@ -164,7 +164,8 @@ class ProxyServer(_Service):
 
     def __init__(self, *, node_urls: Sequence[str], host: str = "127.0.0.1", port: int = 0,
                  api_key: str | None = None, ledger_path: str = ":memory:",
-                 policy: AttestationPolicy | None = None, health_interval_s: float = 5.0,
+                 policy: AttestationPolicy | None = None,
+                 health_interval_s: float = HEALTH_INTERVAL_S,
                  node_timeout_s: float = 60.0, wait_for_nodes_s: float = 60.0,
                  user_balance_usdc: int = 10**12, allow_public: bool = False,
                  limits: ServerLimits | None = None, metrics_token: str | None = None,

@@ -507,11 +507,8 @@ class Ledger:
                            max_num_tokens: int, timeout_s: float, now: float,
                            size: int = STACK_SIZE_TO_BUY) -> tuple[StackRecord, LockRecord]:
         """Buy a stack of ``size`` units on ``node`` for the user (paying its price) and lock
-        ``max_num_tokens`` of it, all or nothing. :class:`InsufficientBalanceError` (402)."""
-        if max_num_tokens > size:
-            raise StackUnavailableError(
-                f"max_num_tokens {max_num_tokens} exceeds the stack size {size}"
-            )
+        ``max_num_tokens`` of it, all or nothing. :class:`InsufficientBalanceError` (402);
+        :class:`StackUnavailableError` when ``max_num_tokens`` exceeds ``size``."""
         with self._tx() as c:
             return self._buy(c, user_id=user_id, model=model, node=node,
                              owner_address=owner_address, max_num_tokens=max_num_tokens,

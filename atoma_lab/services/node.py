@@ -49,7 +49,6 @@ Before a body is read (:meth:`NodeService.check_head`), the POST routes need ``X
 
 from __future__ import annotations
 
-import hmac
 import inspect
 import logging
 import secrets
@@ -66,7 +65,6 @@ from atoma_lab.display.html import fingerprint
 from atoma_lab.encoding import b64encode, dumps, loads, parse_uint, serde_compact
 from atoma_lab.errors import (
     AtomaLabError,
-    AuthenticationError,
     ComputeUnitsExceededError,
     InferenceError,
     MissingHeaderError,
@@ -76,7 +74,6 @@ from atoma_lab.errors import (
     PermissionDeniedError,
     ProfileMismatchError,
     ReplayedRequestError,
-    ResponseTooLargeError,
     SealedNodeError,
     ServiceUnavailableError,
     StackNotFoundError,
@@ -96,7 +93,12 @@ from atoma_lab.protocol.lookup import stack_lookup_digest
 from atoma_lab.protocol.openai import CreateEmbeddingRequest
 from atoma_lab.protocol.replay import DEFAULT_REPLAY_CACHE_ENTRIES, ReplayGuard
 from atoma_lab.services.bounds import STACK_LOOKUP_MAX_BYTES
-from atoma_lab.services.metrics import PROMETHEUS_CONTENT_TYPE, ServiceMetrics
+from atoma_lab.services.metrics import (
+    ServiceMetrics,
+    check_metrics_token,
+    log_node_failure,
+    metrics_response,
+)
 from atoma_lab.services.routing import Router
 from atoma_lab.services.trace import ServerTiming
 from atoma_lab.transport.base import Headers, Request, Response, Transport, error_response
@@ -189,10 +191,7 @@ class ProxyStackDirectory:
         req = Request("GET", f"/v1/stacks?stack_small_id={stack_small_id}", headers, b"",
                       address=self.proxy_address, timeout_s=self.timeout_s,
                       max_response_bytes=STACK_LOOKUP_MAX_BYTES)
-        resp = await self.transport.handle(req)
-        if len(resp.body) > STACK_LOOKUP_MAX_BYTES:  # a transport that does not bound its reads
-            raise ResponseTooLargeError(f"the proxy's stack look-up answer is over "
-                                        f"{STACK_LOOKUP_MAX_BYTES} bytes")
+        resp = await self.transport.handle(req)  # the transport holds it to both bounds
         if resp.status == 404:
             return None
         if not resp.ok:
@@ -354,12 +353,8 @@ class NodeService:
         elif isinstance(exc, NodeKeyMismatchError):
             log.info("node %d refused a %s request sealed to a key it no longer serves (%s)",
                      self.node_small_id, route, exc.code)
-        elif exc.status >= 500:
-            log.warning("node %d failed a %s request: %d %s", self.node_small_id, route,
-                        exc.status, exc.code)
         else:
-            log.info("node %d refused a %s request: %d %s", self.node_small_id, route,
-                     exc.status, exc.code)
+            log_node_failure(log, self.node_small_id, route, exc)
 
     # ------------------------------------------------------------------ routes
     async def handle(self, request: Request) -> Response:
@@ -376,16 +371,11 @@ class NodeService:
             raise MissingHeaderError("missing required header X-Signature")
 
     def _check_metrics_token(self, request: Request) -> None:
-        token = request.bearer_token()
-        if self.metrics_token is None or not hmac.compare_digest(
-                token.encode("utf-8", "replace"), self.metrics_token.encode("utf-8")):
-            raise AuthenticationError("/metrics needs the metrics token")
+        check_metrics_token(request, self.metrics_token)
 
     def _proxy_signature(self, request: Request, message: bytes) -> SuiSignature:
-        text = request.headers.get("x-signature")
-        if text is None:
-            raise MissingHeaderError("missing required header X-Signature")
-        return verify_sui_signature(text, message, field="X-Signature")
+        # The route's guard (_check_signature_header) refused a request without the header.
+        return verify_sui_signature(request.headers["x-signature"], message, field="X-Signature")
 
     async def _check_stack(self, stack_small_id: int, signer_address: str) -> None:
         owner = self.stack_owner(stack_small_id)
@@ -578,7 +568,7 @@ class NodeService:
             for m in self.embedder.models]})
 
     async def _metrics(self, request: Request) -> Response:
-        return Response(200, self.metrics.render(), Headers({"content-type": PROMETHEUS_CONTENT_TYPE}))
+        return metrics_response(self.metrics)
 
     async def _attestation(self, request: Request) -> Response:
         cur = self.current

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import logging
 import re
 import secrets
@@ -50,9 +49,9 @@ from atoma_lab.crypto.attestation import (
     AttestationPolicy,
     AttestationVerifier,
     Evidence,
-    SimulatedVerifier,
     evidence_from_dict,
     evidence_from_json,
+    verifier_for,
 )
 from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.signing import SuiSigner, verify_sui_signature
@@ -102,7 +101,12 @@ from atoma_lab.services.bounds import (
     plain_response_limit,
 )
 from atoma_lab.services.ledger import STACK_SIZE_TO_BUY, Ledger, LockRecord, NodeRecord, StackRecord
-from atoma_lab.services.metrics import PROMETHEUS_CONTENT_TYPE, ServiceMetrics
+from atoma_lab.services.metrics import (
+    ServiceMetrics,
+    check_metrics_token,
+    log_node_failure,
+    metrics_response,
+)
 from atoma_lab.services.policy import DEFAULT_NODE_POLICY, NodePolicy
 from atoma_lab.services.policy import node_policy as node_policy_named
 from atoma_lab.services.routing import Router
@@ -118,6 +122,7 @@ MODELS_CREATED = 1686935002  # the fixed "created" Atoma's /v1/models reports
 PLAIN_LOCK_TIMEOUT_S = 60  # seconds a plain-route reservation may stay in flight
 NODE_PROBE_TIMEOUT_S = 5.0  # a health probe's limit
 LOCK_SWEEP_INTERVAL_S = 1.0  # seconds between give-backs of expired open locks
+HEALTH_INTERVAL_S = 5.0  # seconds between probes of every node, where they run on a timer
 #: Codes a node never has cause to send: they are about the proxy's users, balances and locks.
 #: A node answering one is not believed (502 ``BAD_PEER_RESPONSE``).
 PROXY_ONLY_CODES = frozenset({AuthenticationError.code, InsufficientBalanceError.code,
@@ -129,6 +134,15 @@ NODE_FIELD_NAMES = frozenset(
                       CreateEmbeddingRequest) for name in wire_names(cls)}
     | {"profile", "body", "X-Signature", "X-Stack-Small-Id", "X-Num-Compute-Units"})
 _INPUT_FIELD = re.compile(r"input(\[\d{1,5}\]){0,2}")
+
+
+def _node_error_answer(resp: Response) -> object:
+    """A node's error answer parsed (``None`` when it is not JSON), read by the proxy's checks
+    of its code, field and sealed error."""
+    try:
+        return loads(resp.body, what="node error")
+    except AtomaLabError:
+        return None
 
 
 def _stored_order(node: NodeRecord) -> tuple[int, int]:
@@ -251,8 +265,7 @@ class ProxyService:
         ``None`` when it names that address and verifies (when there is a verifier)."""
         if evidence.report.signer_address != signer_address:
             return "the evidence names another signing address"
-        verifier = self.attestation_verifier or (
-            None if self.attestation_policy is None else SimulatedVerifier(self.attestation_policy))
+        verifier = verifier_for(self.attestation_verifier, self.attestation_policy)
         if verifier is not None:
             try:
                 verifier.verify(evidence, now=self.clock())
@@ -281,9 +294,7 @@ class ProxyService:
         probe = Request("GET", path, Headers({"accept": "application/json"}), b"",
                         address=address, timeout_s=NODE_PROBE_TIMEOUT_S,
                         max_response_bytes=NODE_INFO_MAX_BYTES, lane="probe")
-        resp = await asyncio.wait_for(self.transport.handle(probe), NODE_PROBE_TIMEOUT_S)
-        if len(resp.body) > NODE_INFO_MAX_BYTES:
-            raise ResponseTooLargeError(f"{address}{path} answered over {NODE_INFO_MAX_BYTES} bytes")
+        resp = await self.transport.handle(probe)  # the transport holds it to both bounds
         if not resp.ok:
             raise NodeFailedError(f"{address}{path} answered {resp.status}")
         try:
@@ -385,7 +396,7 @@ class ProxyService:
         return dict(zip(ids, await asyncio.gather(*(self.refresh_node(i) for i in ids)),
                         strict=True))
 
-    async def run_health_checks(self, interval_s: float = 5.0) -> None:
+    async def run_health_checks(self, interval_s: float = HEALTH_INTERVAL_S) -> None:
         """:meth:`check_nodes` every ``interval_s`` seconds until cancelled."""
         while True:
             await self.check_nodes()
@@ -423,10 +434,7 @@ class ProxyService:
         self._auth(request)
 
     def _check_metrics_token(self, request: Request) -> None:
-        token = request.bearer_token()
-        if self.metrics_token is None or not hmac.compare_digest(
-                token.encode("utf-8", "replace"), self.metrics_token.encode("utf-8")):
-            raise AuthenticationError("/metrics needs the metrics token")
+        check_metrics_token(request, self.metrics_token)
 
     async def _lock(self, user_id: int, model: str, max_num_tokens: int,
                     timeout_s: float) -> tuple[StackRecord, LockRecord, NodeRecord, bool]:
@@ -473,53 +481,48 @@ class ProxyService:
         req = Request("POST", path, headers, body, address=node.address,
                       timeout_s=self.node_timeout_s, max_response_bytes=limit)
         who = f"node {node.node_small_id}"
-        try:
-            resp = await asyncio.wait_for(self.transport.handle(req), self.node_timeout_s)
-        except TimeoutError as exc:
+        try:  # the transport holds the exchange to timeout_s and the answer to limit
+            return await self.transport.handle(req)
+        except TransportTimeoutError as exc:  # in the proxy's words, as every node failure
             raise TransportTimeoutError(
                 f"{who} did not answer within {self.node_timeout_s} s") from exc
-        except ResponseTooLargeError as exc:  # in the proxy's words, as every node failure
+        except ResponseTooLargeError as exc:
             raise ResponseTooLargeError(f"{who}'s answer is over the {limit} bytes this request "
                                         "can need; dropped unread") from exc
         except PeerBusyError as exc:
             raise PeerBusyError(f"{who} has too many requests waiting; try again") from exc
-        if len(resp.body) > limit:  # a transport that does not bound what it reads
-            raise ResponseTooLargeError(f"node {node.node_small_id} answered {len(resp.body)} "
-                                        f"bytes; this request's answer has {limit} at most")
-        return resp
 
     @staticmethod
-    def _node_failure(node: NodeRecord, resp: Response) -> AtomaLabError:
+    def _node_failure(node: NodeRecord, status: int, answer: object) -> AtomaLabError:
         """Turn a node's error answer into ours, in the proxy's own words (a node's text never
         reaches the client). A refusal (4xx) keeps its status and code when the error table has
         them and a node may send them; anything else from a node is its fault: a 5xx is 502
         ``NODE_ERROR``, any other status or code 502 ``BAD_PEER_RESPONSE``."""
-        code = resp.error_code()
-        known = known_error(resp.status, code) if code is not None else None
+        error = answer.get("error") if isinstance(answer, dict) else None
+        if not isinstance(error, dict):
+            error = {}
+        code = error.get("code") if isinstance(error.get("code"), str) else None
+        known = known_error(status, code) if code is not None else None
         who = f"node {node.node_small_id}"
-        if 400 <= resp.status < 500:
+        if 400 <= status < 500:
             if known is None or code in PROXY_ONLY_CODES:
-                return PeerProtocolError(f"{who} answered {resp.status} with a code the proxy "
+                return PeerProtocolError(f"{who} answered {status} with a code the proxy "
                                          "does not pass on")
             assert code is not None
             doc = " ".join((known.__doc__ or "").strip().split("\n\n")[0].split())
-            field = ProxyService._node_field(resp)
+            field = ProxyService._node_field(error.get("message"))
             return APIError(f"{who} refused the request"
                             + (f" ({field})" if field is not None else "") + f": {doc}",
-                            status=resp.status, code=code, fault="caller")
-        if 500 <= resp.status < 600:
-            return NodeFailedError(f"{who} failed with {resp.status}"
+                            status=status, code=code, fault="caller")
+        if 500 <= status < 600:
+            return NodeFailedError(f"{who} failed with {status}"
                                    + (f" ({code})" if known is not None else ""))
-        return PeerProtocolError(f"{who} answered with status {resp.status}")
+        return PeerProtocolError(f"{who} answered with status {status}")
 
     @staticmethod
-    def _node_field(resp: Response) -> str | None:
+    def _node_field(message: object) -> str | None:
         """The field a node's error message starts with (``"input[1]: ..."``), if it is one a
         node may name; the rest of the message is the node's and is dropped."""
-        try:
-            message = loads(resp.body)["error"]["message"]
-        except (AtomaLabError, KeyError, TypeError):
-            return None
         if not isinstance(message, str):
             return None
         name = message.partition(":")[0]
@@ -561,7 +564,7 @@ class ProxyService:
                 raise ServiceUnavailableError(f"node of stack {stack.stack_small_id} is down; "
                                               "take a new lock (another node) and seal again")
             verify: Callable[[bytes, NodeRecord], int]
-            sealed: Callable[[Response, NodeRecord], dict[str, object] | None] | None = None
+            sealed: Callable[[object, NodeRecord], dict[str, object] | None] | None = None
             if isinstance(ccr, hardened.HardenedRequest):
                 digest = ccr.request_hash()
                 verify = functools.partial(self._hardened_usage, digest)
@@ -623,7 +626,7 @@ class ProxyService:
                                   path: str, body: bytes, headers: Headers, timing: ServerTiming,
                                   verify: Callable[[bytes, NodeRecord], int],
                                   limit: int, *,
-                                  sealed_error: Callable[[Response, NodeRecord],
+                                  sealed_error: Callable[[object, NodeRecord],
                                                          dict[str, object] | None] | None = None,
                                   ) -> Response:
         """Forward to the node, check its answer with ``verify`` (which returns the units it
@@ -639,9 +642,10 @@ class ProxyService:
             timing.add("proxy_forward",
                        (time.perf_counter_ns() - t0) / 1e6 - sum(node_stages.values()))
             if not resp.ok:
-                failure = self._node_failure(node, resp)
+                answer = _node_error_answer(resp)  # parsed once for the checks below
+                failure = self._node_failure(node, resp.status, answer)
                 if sealed_error is not None:
-                    sealed = sealed_error(resp, node)
+                    sealed = sealed_error(answer, node)
                 if failure.code == "STALE_NODE_KEY":  # the node rotated: learn its key now
                     await self.refresh_node(node.node_small_id)
                 raise failure
@@ -656,12 +660,8 @@ class ProxyService:
                 log.warning("node %d is down: a %s request failed on the way (%s); no new "
                             "locks on it until a probe answers", node.node_small_id, route,
                             exc.code)
-            elif exc.status >= 500:
-                log.warning("node %d failed a %s request: %d %s", node.node_small_id, route,
-                            exc.status, exc.code)
             else:
-                log.info("node %d refused a %s request: %d %s", node.node_small_id, route,
-                         exc.status, exc.code)
+                log_node_failure(log, node.node_small_id, route, exc)
             self._give_back(lock, route, exc.code)
             failed = error_response(exc) if sealed is None else Response.json(
                 {**exc.to_dict(), "sealed_error": sealed}, status=exc.status)
@@ -718,20 +718,21 @@ class ProxyService:
         return answer.usage.total_tokens
 
     @staticmethod
-    def _sealed_error(request_hash: bytes, resp: Response,
+    def _sealed_error(request_hash: bytes, answer: object,
                       node: NodeRecord) -> dict[str, object] | None:
         """The error a node sealed to a hardened request's client, if its answer holds one that
         names the request, carries no usage, and is signed by the node; else ``None`` (the
         client then gets the proxy's error alone)."""
+        if not isinstance(answer, dict) or "sealed_error" not in answer:
+            return None
         try:
-            body = loads(resp.body, what="node error")
-            answer = hardened.parse_response(body["sealed_error"])
-            if answer.request_hash != request_hash or answer.usage is not None:
+            sealed = hardened.parse_response(answer["sealed_error"])
+            if sealed.request_hash != request_hash or sealed.usage is not None:
                 return None
-            hardened.verify_receipt(request_hash, answer, expected_signer_address=node.sui_address)
+            hardened.verify_receipt(request_hash, sealed, expected_signer_address=node.sui_address)
         except (AtomaLabError, KeyError, TypeError):
             return None
-        return answer.to_dict()
+        return sealed.to_dict()
 
     @staticmethod
     def _plain_usage(body: bytes, node: NodeRecord) -> int:
@@ -763,7 +764,7 @@ class ProxyService:
             raise PeerProtocolError(f"node answer has a bad usage: {exc.message}") from exc
 
     async def _models(self, request: Request) -> Response:
-        self._auth(request)
+        # The route's guard checked the token.
         return Response.json({"object": "list", "data": [
             {"id": m, "object": "model", "created": MODELS_CREATED, "owned_by": "atoma"}
             for m in self.ledger.models()]})
@@ -819,7 +820,7 @@ class ProxyService:
         return Response.json({"message": "ok"})
 
     async def _metrics(self, request: Request) -> Response:
-        return Response(200, self.metrics.render(), Headers({"content-type": PROMETHEUS_CONTENT_TYPE}))
+        return metrics_response(self.metrics)
 
     async def _openapi(self, request: Request) -> Response:
         """The OpenAPI document; the served models appear in it only for a valid token (as

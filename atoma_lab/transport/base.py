@@ -24,6 +24,7 @@ from atoma_lab.errors import (
     AtomaLabError,
     AuthenticationError,
     InvalidFieldError,
+    ResponseTooLargeError,
 )
 
 JSON = "application/json"
@@ -177,6 +178,17 @@ class Transport(Protocol):
     async def handle(self, request: Request) -> Response: ...
 
     async def aclose(self) -> None: ...
+
+
+def bounded(request: Request, response: Response, *, peer: str) -> Response:
+    """``response``, or :class:`~atoma_lab.errors.ResponseTooLargeError` (502) when its body is
+    over ``request.max_response_bytes`` (for transports that hold a whole answer before they
+    can measure it)."""
+    limit = request.max_response_bytes
+    if limit is not None and len(response.body) > limit:
+        raise ResponseTooLargeError(f"{peer} answered {request.method} {request.path} with "
+                                    f"{len(response.body)} bytes; the limit is {limit}")
+    return response
 
 
 def error_response(exc: AtomaLabError) -> Response:

@@ -17,7 +17,7 @@ from typing import Any, SupportsIndex, overload
 from atoma_lab.display.frames import to_frame
 from atoma_lab.display.html import MAX_ROWS, table
 from atoma_lab.errors import AtomaLabError, TransportError, TransportTimeoutError
-from atoma_lab.transport.base import Handler, Headers, Request, Response, error_response
+from atoma_lab.transport.base import Handler, Headers, Request, Response, bounded, error_response
 
 log = logging.getLogger("atoma_lab.transport")
 
@@ -142,10 +142,22 @@ class InProcessTransport:
         """Nothing to release: no connections, and the handlers belong to their services."""
 
     async def handle(self, request: Request) -> Response:
-        address, timeout_s = request.address, request.timeout_s
+        """The answer of the service at ``request.address``, within ``request.timeout_s`` (the
+        faults' latency included; ``None``: no limit) and ``request.max_response_bytes`` (the
+        tampered answer, as it would arrive; ``None``: no limit)."""
+        address = request.address
         handler = self.handlers.get(address)
         if handler is None:
             raise TransportError(f"no service at {address}")
+        try:
+            async with asyncio.timeout(request.timeout_s):
+                response = await self._deliver(handler, request)
+        except TimeoutError as exc:
+            raise TransportTimeoutError(f"{address} did not answer in time") from exc
+        return bounded(request, response, peer=address)
+
+    async def _deliver(self, handler: Handler, request: Request) -> Response:
+        address = request.address
         # The receiver gets its own copy, as over a wire.
         request = Request(request.method, request.path, Headers(request.headers), bytes(request.body),
                           dict(request.query))
@@ -158,7 +170,7 @@ class InProcessTransport:
                 raise TransportError(f"connection to {address} was dropped")
             if fault.hang:
                 self._record(address, request, None, "hung")
-                await asyncio.sleep(timeout_s if timeout_s is not None else 3600)
+                await asyncio.sleep(3600)  # until the request's timeout_s, if it has one
                 raise TransportTimeoutError(f"{address} did not answer")
             if fault.tamper_request is not None:
                 request = fault.tamper_request(request)

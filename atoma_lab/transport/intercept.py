@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from atoma_lab.transport.base import Request, Response, Transport
+from atoma_lab.transport.base import Request, Response, Transport, bounded
 
 
 @dataclass(eq=False)
@@ -23,7 +23,9 @@ class InterceptTransport:
     replacement response (``None``: keep it). Every completed exchange is appended to ``seen``
     as ``(request, response)`` as the two ends saw them (the request as delivered, the response
     as returned). The hooks are plain functions, called in the event loop that awaits
-    :meth:`handle`; an error in ``inner`` passes through unrecorded. ``aclose`` closes ``inner``.
+    :meth:`handle`; an error in ``inner`` passes through unrecorded. A replacement answer over
+    ``request.max_response_bytes`` is :class:`~atoma_lab.errors.ResponseTooLargeError` (recorded
+    first). ``aclose`` closes ``inner``.
     """
 
     inner: Transport
@@ -38,7 +40,8 @@ class InterceptTransport:
         if self.after is not None:
             response = self.after(request, response) or response
         self.seen.append((request, response))
-        return response
+        # A rewritten answer is bounded as the inner transport bounds its own.
+        return bounded(request, response, peer=request.address or "the peer")
 
     async def aclose(self) -> None:
         await self.inner.aclose()

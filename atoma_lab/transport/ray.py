@@ -33,7 +33,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from atoma_lab.errors import AtomaLabError, InvalidFieldError, TransportError, TransportTimeoutError
-from atoma_lab.transport.base import MAX_BODY_BYTES, Handler, Headers, Request, Response, error_response
+from atoma_lab.transport.base import (
+    MAX_BODY_BYTES,
+    Handler,
+    Headers,
+    Request,
+    Response,
+    bounded,
+    error_response,
+)
 
 log = logging.getLogger("atoma_lab.transport")
 
@@ -170,7 +178,8 @@ async def call_actor(method: Any, message: Message, *, peer: str, timeout_s: flo
 class RayTransport:
     """A :class:`~atoma_lab.transport.base.Transport` calling the actor registered at
     ``request.address``: its ``handle`` method takes a :data:`Message` and returns a
-    :data:`Reply`. ``request.timeout_s`` bounds the call (default ``timeout_s``)."""
+    :data:`Reply`. ``request.timeout_s`` bounds the call (default ``timeout_s``), and
+    ``request.max_response_bytes`` the answer's body (beyond :data:`MAX_BODY_BYTES`)."""
 
     def __init__(self, actors: Mapping[str, Any] | None = None, *,
                  timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
@@ -190,7 +199,8 @@ class RayTransport:
         timeout_s = request.timeout_s if request.timeout_s is not None else self.timeout_s
         reply = await call_actor(actor.handle, request_to_message(request), peer=request.address,
                                  timeout_s=timeout_s)
-        return response_from_reply(reply, peer=request.address)
+        return bounded(request, response_from_reply(reply, peer=request.address),
+                       peer=request.address)
 
     def handler_for(self, address: str) -> Handler:
         """A service handler that forwards to the actor at ``address`` (to register an actor in
@@ -297,7 +307,7 @@ class RelayTransport:
         # The relay answers a 504 itself at timeout_s; the margin covers the two hops.
         reply = await call_actor(self.relay.call, message, peer="the relay",
                                  timeout_s=timeout_s + 5.0)
-        return response_from_reply(reply, peer="the relay")
+        return bounded(request, response_from_reply(reply, peer="the relay"), peer="the relay")
 
     async def aclose(self) -> None:
         """Nothing to release."""

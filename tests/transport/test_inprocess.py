@@ -9,7 +9,12 @@ from typing import Any, TypeVar
 
 import pytest
 
-from atoma_lab.errors import AtomaLabError, TransportError, TransportTimeoutError
+from atoma_lab.errors import (
+    AtomaLabError,
+    ResponseTooLargeError,
+    TransportError,
+    TransportTimeoutError,
+)
 from atoma_lab.transport.base import Headers, Request, Response
 from atoma_lab.transport.inprocess import CapturedMessage, Fault, InProcessTransport
 
@@ -109,6 +114,33 @@ def test_hang_waits_for_the_timeout() -> None:
     assert exc.value.status == 504
     assert echo.got == []
     assert t.captured[-1].error == "hung"
+
+
+def test_a_slow_service_or_latency_past_the_timeout_is_a_504() -> None:
+    """``request.timeout_s`` bounds the whole delivery, as over HTTP: a slow service is cut off."""
+    t, echo = make(delay_s=5.0)
+    with pytest.raises(TransportTimeoutError) as exc:
+        run(t.handle(Request("GET", "/", address=ADDR, timeout_s=0.05)))
+    assert exc.value.status == 504 and len(echo.got) == 1 and echo.finished == 0
+    t, echo = make()
+    t.inject(ADDR, Fault(latency_ms=5000))
+    with pytest.raises(TransportTimeoutError):
+        run(t.handle(Request("GET", "/", address=ADDR, timeout_s=0.05)))
+    assert echo.got == []
+
+
+def test_an_answer_over_max_response_bytes_is_a_502() -> None:
+    t, _ = make()
+    size = len(run(t.handle(Request("POST", "/", address=ADDR))).body)
+    resp = run(t.handle(Request("POST", "/", address=ADDR, max_response_bytes=size)))
+    assert len(resp.body) == size
+    with pytest.raises(ResponseTooLargeError) as exc:
+        run(t.handle(Request("POST", "/", address=ADDR, max_response_bytes=size - 1)))
+    assert exc.value.status == 502
+    # A tampered answer is measured as it would arrive.
+    t.inject(ADDR, Fault(tamper_response=lambda r: Response(200, b"x" * 100)))
+    with pytest.raises(ResponseTooLargeError):
+        run(t.handle(Request("POST", "/", body=b"", address=ADDR, max_response_bytes=50)))
 
 
 def test_latency_delays_delivery() -> None:

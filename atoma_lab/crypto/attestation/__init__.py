@@ -26,6 +26,7 @@ from atoma_lab.crypto.attestation.simulated import (
     AttestationReport,
     SimulatedTEE,
     SimulatedVerifier,
+    verifier_for,
     verify_evidence,
 )
 from atoma_lab.crypto.attestation.wire import Evidence, evidence_from_dict, evidence_from_json
@@ -46,5 +47,6 @@ __all__ = [
     "evidence_from_dict",
     "evidence_from_json",
     "report_nonce",
+    "verifier_for",
     "verify_evidence",
 ]

@@ -25,7 +25,12 @@ from dataclasses import dataclass
 
 import blake3
 
-from atoma_lab.crypto.attestation.base import NVIDIA_CC_GPU_DEVICE_SLOT, VerifiedReport, report_nonce
+from atoma_lab.crypto.attestation.base import (
+    NVIDIA_CC_GPU_DEVICE_SLOT,
+    AttestationVerifier,
+    VerifiedReport,
+    report_nonce,
+)
 from atoma_lab.crypto.signing import SignatureScheme, SuiSigner, verify_sui_signature
 from atoma_lab.display.html import fingerprint, kv_table, section
 from atoma_lab.encoding import b64decode, b64encode, dumps, loads, require_int, require_str
@@ -264,3 +269,12 @@ class SimulatedVerifier:
             status="OK", public_key=report.public_key, node_small_id=report.node_small_id,
             key_rotation_counter=report.key_rotation_counter, signer_address=report.signer_address,
             details={"device_type": report.device_type, "rotation_nonce": report.rotation_nonce})
+
+
+def verifier_for(verifier: AttestationVerifier | None,
+                 policy: AttestationPolicy | None) -> AttestationVerifier | None:
+    """``verifier`` when there is one, else the simulated TEE's under ``policy`` (``None``
+    without either): how a party configured with either checks evidence."""
+    if verifier is not None:
+        return verifier
+    return None if policy is None else SimulatedVerifier(policy)
