@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from atoma_lab.client import DEFAULT_MODEL, AsyncAtomaLabClient, AtomaLabClient
 from atoma_lab.crypto.attestation import AttestationEvidence, AttestationPolicy, SimulatedTEE
-from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.signing import SuiSigner
 from atoma_lab.display.html import fingerprint, kv_table, section, table
 from atoma_lab.services.ledger import STACK_SIZE_TO_BUY, Ledger
@@ -70,11 +69,6 @@ def check_fake_capacity(model: str, fake_tokens_per_s: float | None) -> None:
 
 #: An embedder, or a callable without arguments that builds one.
 EmbedderSpec = RequestEmbedder | Callable[[], RequestEmbedder]
-
-
-def _node_models(node: Any) -> Sequence[str]:
-    """What a node serves: a NodeService's embedder's models, a Ray node's as it reported."""
-    return node.embedder.models if isinstance(node, NodeService) else node.models
 
 
 def _is_factory(obj: object) -> bool:
@@ -192,11 +186,7 @@ class Network:
 
     def publish_key(self, index: int) -> None:
         node = self.nodes[index]
-        if isinstance(node, NodeService):
-            body = node.evidence.to_json()
-            signature = node.signer.sign(blake2b_256(body)).to_base64()
-        else:  # a node elsewhere (a Ray actor) signs its own announcement
-            body, signature = node.announcement()
+        body, signature = node.announcement()  # a Ray node's actor signs its own
         headers = Headers({"content-type": "application/json", "x-signature": signature})
         resp = self.send(Request("POST", "/v1/nodes/attestation", headers, body))
         if not resp.ok:
@@ -258,7 +248,7 @@ class Network:
 
     def __repr__(self) -> str:
         where = self.base_url or ("ray" if self.mode == "ray" else "in-process")
-        models = sorted({m for node in self.nodes for m in _node_models(node)})
+        models = sorted({m for node in self.nodes for m in node.models})
         return f"Network({where}, nodes={len(self.nodes)}, models={models})"
 
     def _repr_html_(self) -> str:
@@ -478,7 +468,7 @@ def build_network(
         base_url, node_urls = urls[0], urls[1:]
     for node, url, price in zip(node_services, node_urls, prices, strict=True):
         proxy.register_node(node.node_small_id, address=url, sui_address=node.sui_address,
-                            models=list(_node_models(node)),
+                            models=list(node.models),
                             price_per_one_million_compute_units=price)
     user_id = ledger.user_id("default")
     if api_key is None:

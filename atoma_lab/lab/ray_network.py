@@ -26,7 +26,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from atoma_lab.crypto.attestation import AttestationEvidence, SimulatedTEE, evidence_from_json
-from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.signing import SuiSigner
 from atoma_lab.errors import AtomaLabError
 from atoma_lab.services.node import PROFILES, NodeService, ProxyStackDirectory
@@ -127,7 +126,7 @@ class NodeActor:
 
         ctx = ray.get_runtime_context()
         return {"node_small_id": self.node.node_small_id, "sui_address": self.node.sui_address,
-                "models": list(self.node.embedder.models), "profiles": list(self.node.profiles),
+                "models": list(self.node.models), "profiles": list(self.node.profiles),
                 "replay_protection": self.node.replay_protection,
                 # the fake engine's modelled device capacity (None: a real engine, or no model)
                 "tokens_per_s": getattr(getattr(self.node.embedder, "engine", None),
@@ -148,8 +147,7 @@ class NodeActor:
     async def announcement(self) -> tuple[bytes, str]:
         """The current key's evidence and the node's signature over it, for the proxy's
         ``POST /v1/nodes/attestation``."""
-        body = self.node.evidence.to_json()
-        return body, self.node.signer.sign(blake2b_256(body)).to_base64()
+        return self.node.announcement()
 
     async def serve_http(self, host: str = "127.0.0.1") -> str:
         """Also serve this node over HTTP on ``host`` (a free port); returns its URL. For
