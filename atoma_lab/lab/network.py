@@ -220,6 +220,20 @@ class Network:
         self._cleanups.append(group.stop)
         return self.http_url
 
+    def actor_relay(self) -> Any:
+        """The relay through which Ray actors reach this network's proxy: a Ray network's own,
+        or for an in-process network one started now (served from the network's event loop
+        until :meth:`close`)."""
+        if self.relay is None:
+            if self.transport is None:
+                raise ValueError("an HTTP network is reached at its base_url, not through a relay")
+            from atoma_lab.lab import ray_network
+
+            self.relay = ray_network.start_proxy_relay(self._runner, self.transport,
+                                                       PROXY_ADDRESS)
+            self._cleanups.append(functools.partial(ray_network.stop_actors, [self.relay]))
+        return self.relay
+
     def close(self) -> None:
         if self._closed:
             return
@@ -424,14 +438,13 @@ def build_network(
     relay: Any = None
     if mode == "ray":
         assert transport is not None
-        from atoma_lab.transport.ray import RayTransport, serve_relay, start_relay
+        from atoma_lab.transport.ray import RayTransport
 
         ray_network.ensure_ray(ray_address)
-        relay = start_relay()
         runner = LoopThread("atoma-lab-ray")
         transport.register(PROXY_ADDRESS, proxy.handle)
-        runner.spawn(serve_relay(relay, transport, PROXY_ADDRESS))
         try:
+            relay = ray_network.start_proxy_relay(runner, transport, PROXY_ADDRESS)
             node_services = ray_network.start_nodes(
                 nodes, embedders=embedders, tee_seed=tee_seed, relay=relay,
                 proxy_address=PROXY_ADDRESS, num_gpus=num_gpus, actor_options=ray_actor_options,
@@ -439,7 +452,8 @@ def build_network(
                 replay_protection=replay_protection, metrics_token=metrics_token)
         except BaseException:
             runner.stop()
-            ray_network.stop_actors([relay])
+            if relay is not None:
+                ray_network.stop_actors([relay])
             ledger.close()
             raise
         actors = RayTransport(timeout_s=node_timeout_s)
