@@ -206,13 +206,13 @@ class Network:
         cross onto the network's event loop, where the proxy lives (in-process and Ray modes;
         an HTTP network serves already). Binding beyond loopback needs ``allow_public``;
         ``tls`` serves HTTPS."""
-        if self.transport is None or self.mode == "http":
+        if self.transport is None:
             raise ValueError("an HTTP network already serves its proxy at base_url")
         if self.http_url is not None:
             raise ValueError(f"already serving at {self.http_url}")
         from atoma_lab.server import ServerGroup, asgi_app
 
-        line = LoopTransport(self.transport, self._runner.loop, address=PROXY_ADDRESS)
+        line = self.client_transport()
         app = asgi_app(line.handle, precheck=self.proxy.check_head, limits=limits)
         group = ServerGroup([(app, host, port)], allow_public=allow_public, limits=limits,
                             tls=tls)
