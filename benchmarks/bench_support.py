@@ -69,7 +69,7 @@ def pool_rounds(benchmark: Any, key: tuple[str, str], role: str, other_s: list[f
 
     Each member is timed by pytest-benchmark in its own run and by :func:`interleaved` in the
     other's, always second or first within a round; pooling both runs cancels what that order
-    and the two timers do to a round (measured: up to 1.7x on the dynamic batcher's pair).
+    and the two timers do to a round.
     Whichever member runs last completes the figure. Returns the figure so far (None before any
     timed round)."""
     if benchmark.stats is not None:
