@@ -4,16 +4,14 @@ capture, and a local Ray instance on loopback."""
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from ray_support import ray_unavailable, start_local_ray  # tests/, on the path (conftest.py)
 
 
 def interleaved(benchmark: Any, fn: Callable[..., Any], other: Callable[..., Any], *,
@@ -71,7 +69,7 @@ def pool_rounds(benchmark: Any, key: tuple[str, str], role: str, other_s: list[f
 
     Each member is timed by pytest-benchmark in its own run and by :func:`interleaved` in the
     other's, always second or first within a round; pooling both runs cancels what that order
-    and the two timers do to a round (measured: up to 1.7x on the dynamic batcher's pair).
+    and the two timers do to a round.
     Whichever member runs last completes the figure. Returns the figure so far (None before any
     timed round)."""
     if benchmark.stats is not None:
@@ -98,36 +96,19 @@ def show(request: pytest.FixtureRequest, lines: list[str]) -> None:
         print("\n".join(lines))
 
 
-RAY_NUM_CPUS = 2  # the local Ray instance's CPUs (node actors reserve a token share each)
-
-
-def loopback_only() -> bool:
-    """Whether this process's network namespace has no interface but loopback."""
-    try:
-        names = {name for _, name in socket.if_nameindex()}
-    except OSError:
-        return False
-    return names == {"lo"}
-
-
 @contextlib.contextmanager
 def local_ray() -> Iterator[Any]:
-    """A local Ray instance on 127.0.0.1 for the ``with`` block (Ray's module), started unless
-    this process is connected already, and shut down after if it was started here. Skips
-    without Ray, and outside a network namespace whose one interface is loopback: Ray listens
-    beyond loopback (``make bench`` runs the benchmarks in such a namespace where it can).
-    Ray's workers import this checkout's ``atoma_lab`` (``PYTHONPATH``)."""
-    ray = pytest.importorskip("ray")
-    if not loopback_only():
-        pytest.skip("Ray listens beyond loopback: run in a namespace with only loopback "
-                    "(as root: unshare -n bash -c 'ip link set lo up; ...'; make bench does)")
-    repo = str(Path(__file__).resolve().parents[1])
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    """The tests' local Ray instance on 127.0.0.1 (``tests/ray_support.py``) for the ``with``
+    block (Ray's module), started unless this process is connected already, and shut down after
+    if it was started here. Skips where the Ray tests would (without Ray, or outside a network
+    namespace whose one interface is loopback: ``make bench`` runs the benchmarks in one)."""
+    reason = ray_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    import ray
+
     started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=RAY_NUM_CPUS, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 configure_logging=False)
+    start_local_ray()
     try:
         yield ray
     finally:

@@ -19,21 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
 pytest.importorskip("torch")
 pytest.importorskip("httpx")
 
+from backends.infinity_server import InfinityServer, infinity_python
 from bench_support import interleaved, show
 from test_embed import CORPUS_SIZE, make_corpus
 
@@ -46,9 +41,6 @@ from atoma_lab.inference import (
     resolve_model,
 )
 from atoma_lab.protocol.openai import CreateEmbeddingRequest, CreateEmbeddingResponse
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from backends.infinity_server import InfinityServer, infinity_python
 
 ROUNDS = int(os.environ.get("ATOMA_LAB_BENCH_BACKEND_ROUNDS", "3"))
 TOL = 1e-5

@@ -47,10 +47,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
 torch = pytest.importorskip("torch")
 st = pytest.importorskip("sentence_transformers")
 

@@ -32,7 +32,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -40,15 +39,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
 torch = pytest.importorskip("torch")
 st = pytest.importorskip("sentence_transformers")
 httpx = pytest.importorskip("httpx")
 
+from backends.infinity_server import InfinityServer, infinity_python  # noqa: E402
 from bench_support import show  # noqa: E402
+from cluster import Service, free_port  # noqa: E402
 
 from atoma_lab.inference import DEFAULT_MODEL, resolve_model  # noqa: E402
 from atoma_lab.inference.corpus import make_corpus  # noqa: E402
@@ -63,12 +60,10 @@ from atoma_lab.lab.backends import (  # noqa: E402
     engine_backend,
     measure_backends,
     sentence_transformers_backend,
+    timed,
 )
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from backends.infinity_server import InfinityServer, infinity_python  # noqa: E402
-from cluster import Service, free_port  # noqa: E402
 
 ROUNDS = int(os.environ.get("ATOMA_LAB_BENCH_TABLE_ROUNDS", "5"))
 THREADS = int(os.environ.get("ATOMA_LAB_BENCH_THREADS", str(os.cpu_count() or 1)))
@@ -138,12 +133,7 @@ def _http_backend(name: str, role: Any, url: str, model: str, headers: dict[str,
         resp.raise_for_status()
         return np.asarray([d["embedding"] for d in resp.json()["data"]], dtype=np.float32)
 
-    def run() -> float:
-        start = time.perf_counter()
-        post()
-        return time.perf_counter() - start
-
-    return Backend(name, role, run, post, note)
+    return Backend(name, role, timed(post), post, note)
 
 
 @pytest.fixture(scope="module")

@@ -42,9 +42,6 @@ from __future__ import annotations
 
 import os
 import resource
-import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -52,6 +49,7 @@ from typing import Any
 import numpy as np
 import pytest
 from bench_support import interleaved, paired_ratio, pool_rounds
+from cluster import Service
 
 from atoma_lab.client import AsyncAtomaLabClient
 from atoma_lab.inference import FAKE_MODEL
@@ -64,7 +62,6 @@ ROUNDS = int(os.environ.get("ATOMA_LAB_BENCH_LOAD_ROUNDS", "5"))
 CLIENTS = 32
 TARGET = 1.25  # confidential time over plain time: at least 0.8x the plain throughput
 API_KEY = "atl-bench-load"
-REPO = Path(__file__).resolve().parents[1]
 INPUTS: list[str | list[str]] = [f"load request {i} " + "word " * (i % 13) for i in range(REQUESTS)]
 
 
@@ -91,25 +88,12 @@ def _cpu_s(pid: int | None) -> float:
 @pytest.fixture(scope="module")
 def served() -> Iterator[tuple[str, int]]:
     """``atoma-lab serve --nodes 2`` in a process of its own; its base URL and pid."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "atoma_lab.cli", "serve", "--port", "0",
-                             "--nodes", "2", "--model", MODEL, "--api-key", API_KEY],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    assert proc.stdout is not None
-    url = None
-    for line in proc.stdout:  # ends when the process does
-        if line.startswith("ATOMA_LAB_BASE_URL="):
-            url = line.strip().split("=", 1)[1]
-            break
-    if url is None:
-        proc.kill()
-        pytest.fail("atoma-lab serve did not start")
-    yield url, proc.pid
-    proc.send_signal(signal.SIGTERM)
+    serve = Service("serve", "--port", "0", "--nodes", "2", "--model", MODEL,
+                    "--api-key", API_KEY)
     try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        yield serve.value("ATOMA_LAB_BASE_URL", timeout_s=300), serve.proc.pid
+    finally:
+        serve.stop()
 
 
 @pytest.fixture(scope="module")

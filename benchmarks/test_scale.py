@@ -34,7 +34,7 @@ import pytest
 from bench_support import local_ray
 
 from atoma_lab.lab.load import LoadResult
-from atoma_lab.lab.scale import ScaleRun, ScaleSetup, scale_inputs
+from atoma_lab.lab.scale import ScaleSetup, ScaleSweep, scale_inputs
 from atoma_lab.services.policy import ATOMA, LEAST_LOADED, NODE_POLICIES
 
 RATE = float(os.environ.get("ATOMA_LAB_BENCH_SCALE_RATE", "200"))  # tokens/s per node
@@ -45,7 +45,7 @@ MODES = ("inprocess", "http", "ray")
 CASES = [(mode, 1, LEAST_LOADED) for mode in MODES]
 CASES += [(mode, nodes, policy) for mode in MODES for nodes in (2, 4) for policy in NODE_POLICIES]
 CASES.sort(key=lambda c: (c[0], c[1]))  # each mode's one-node baseline first
-_ONE_NODE: dict[str, ScaleRun] = {}
+_SWEEP = ScaleSweep()  # the runs so far: each mode's one-node run is its baseline
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +86,9 @@ def test_scale(benchmark: Any, request: pytest.FixtureRequest, mode: str, nodes:
     }
     if raylets is not None:
         info["raylets"] = raylets  # Ray nodes (machines) the node actors were placed on
-    if nodes == 1:
-        _ONE_NODE[mode] = run
-    elif mode in _ONE_NODE:
-        info["speedup_vs_1_node"] = run.throughput_rps / _ONE_NODE[mode].throughput_rps
+    _SWEEP.runs.append(run)
+    if nodes > 1 and _SWEEP.baseline(run) is not None:
+        info["speedup_vs_1_node"] = _SWEEP.speedup(run)
     if (mode, nodes, policy) == ("http", 4, LEAST_LOADED):
         info.update(target=TARGET_SPEEDUP, target_kind="min")
     benchmark.extra_info.update(info)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
-RAY_NUM_CPUS = 2  # the local instance's CPUs (node actors ask for none)
+RAY_NUM_CPUS = 2  # the local instance's CPUs (node actors reserve a token share each)
 
 
 def loopback_only() -> bool:

@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from atoma_lab.display.frames import to_frame
+from atoma_lab.display.html import section, table
 from atoma_lab.inference.corpus import min_cosine
 from atoma_lab.inference.hardware import CpuInfo
 
@@ -189,27 +191,21 @@ class BackendTable:
         return "\n".join(lines)
 
     def to_frame(self) -> Any:
-        import pandas as pd
-
-        return pd.DataFrame([{
+        return to_frame({
             "backend": r.name, "role": r.role, "quality": r.quality,
             "texts/s": r.texts_per_s, f"vs {self.baseline}": r.vs_baseline.median,
             "vs baseline low": r.vs_baseline.low, "vs baseline high": r.vs_baseline.high,
             "best peer": r.best_peer,
             "vs best peer": r.vs_best_peer.median if r.vs_best_peer else None,
-            "min cosine": r.min_cosine, "max abs diff": r.max_abs_diff} for r in self.rows])
+            "min cosine": r.min_cosine, "max abs diff": r.max_abs_diff} for r in self.rows)
 
     def _repr_html_(self) -> str:
-        import html
-
-        cells = "".join(
-            f"<tr><td>{html.escape(r.name)}</td><td>{r.quality}</td><td>{r.texts_per_s:.1f}</td>"
-            f"<td>{r.vs_baseline}</td><td>{html.escape(str(r.vs_best_peer or '-'))} "
-            f"{html.escape(r.best_peer or '')}</td><td>{r.min_cosine:.5f}</td></tr>"
-            for r in self.rows)
-        return (f"<p>{html.escape(self.header())}</p><table><tr><th>backend</th><th>quality</th>"
-                f"<th>texts/s</th><th>vs {html.escape(self.baseline)}</th><th>vs best peer as "
-                f"good</th><th>min cosine</th></tr>{cells}</table>")
+        columns = ["backend", "quality", "texts/s", f"vs {self.baseline}", "vs best peer as good",
+                   "min cosine"]
+        rows = [[r.name, r.quality, f"{r.texts_per_s:.1f}", str(r.vs_baseline),
+                 f"{r.vs_best_peer or '-'} {r.best_peer or ''}".rstrip(), f"{r.min_cosine:.5f}"]
+                for r in self.rows]
+        return section(self.header(), table(rows, columns))
 
     def plot(self, ax: Any = None) -> Any:
         """Horizontal bars: median speed relative to the baseline, with the rounds' range,

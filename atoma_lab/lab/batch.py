@@ -212,9 +212,7 @@ def _connection(network: Any, base_url: str | None, api_key: str | None,
         client.setdefault("api_key", network.api_key)
         client.setdefault("attestation_policy", network.attestation_policy())
         if network.transport is not None:
-            from atoma_lab.lab.ray_network import network_relay
-
-            return {"relay": network_relay(network), "base_url": None, "client": client}
+            return {"relay": network.actor_relay(), "base_url": None, "client": client}
         return {"relay": None, "base_url": network.base_url, "client": client}
     if base_url is None or api_key is None:
         raise ValueError("give a network, or a base_url and an api_key")

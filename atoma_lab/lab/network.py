@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from atoma_lab.client import DEFAULT_MODEL, AsyncAtomaLabClient, AtomaLabClient
 from atoma_lab.crypto.attestation import AttestationEvidence, AttestationPolicy, SimulatedTEE
-from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.signing import SuiSigner
 from atoma_lab.display.html import fingerprint, kv_table, section, table
 from atoma_lab.services.ledger import STACK_SIZE_TO_BUY, Ledger
@@ -70,11 +69,6 @@ def check_fake_capacity(model: str, fake_tokens_per_s: float | None) -> None:
 
 #: An embedder, or a callable without arguments that builds one.
 EmbedderSpec = RequestEmbedder | Callable[[], RequestEmbedder]
-
-
-def _node_models(node: Any) -> Sequence[str]:
-    """What a node serves: a NodeService's embedder's models, a Ray node's as it reported."""
-    return node.embedder.models if isinstance(node, NodeService) else node.models
 
 
 def _is_factory(obj: object) -> bool:
@@ -192,11 +186,7 @@ class Network:
 
     def publish_key(self, index: int) -> None:
         node = self.nodes[index]
-        if isinstance(node, NodeService):
-            body = node.evidence.to_json()
-            signature = node.signer.sign(blake2b_256(body)).to_base64()
-        else:  # a node elsewhere (a Ray actor) signs its own announcement
-            body, signature = node.announcement()
+        body, signature = node.announcement()  # a Ray node's actor signs its own
         headers = Headers({"content-type": "application/json", "x-signature": signature})
         resp = self.send(Request("POST", "/v1/nodes/attestation", headers, body))
         if not resp.ok:
@@ -216,19 +206,33 @@ class Network:
         cross onto the network's event loop, where the proxy lives (in-process and Ray modes;
         an HTTP network serves already). Binding beyond loopback needs ``allow_public``;
         ``tls`` serves HTTPS."""
-        if self.transport is None or self.mode == "http":
+        if self.transport is None:
             raise ValueError("an HTTP network already serves its proxy at base_url")
         if self.http_url is not None:
             raise ValueError(f"already serving at {self.http_url}")
         from atoma_lab.server import ServerGroup, asgi_app
 
-        line = LoopTransport(self.transport, self._runner.loop, address=PROXY_ADDRESS)
+        line = self.client_transport()
         app = asgi_app(line.handle, precheck=self.proxy.check_head, limits=limits)
         group = ServerGroup([(app, host, port)], allow_public=allow_public, limits=limits,
                             tls=tls)
         self.http_url = group.start()[0]
         self._cleanups.append(group.stop)
         return self.http_url
+
+    def actor_relay(self) -> Any:
+        """The relay through which Ray actors reach this network's proxy: a Ray network's own,
+        or for an in-process network one started now (served from the network's event loop
+        until :meth:`close`)."""
+        if self.relay is None:
+            if self.transport is None:
+                raise ValueError("an HTTP network is reached at its base_url, not through a relay")
+            from atoma_lab.lab import ray_network
+
+            self.relay = ray_network.start_proxy_relay(self._runner, self.transport,
+                                                       PROXY_ADDRESS)
+            self._cleanups.append(functools.partial(ray_network.stop_actors, [self.relay]))
+        return self.relay
 
     def close(self) -> None:
         if self._closed:
@@ -258,7 +262,7 @@ class Network:
 
     def __repr__(self) -> str:
         where = self.base_url or ("ray" if self.mode == "ray" else "in-process")
-        models = sorted({m for node in self.nodes for m in _node_models(node)})
+        models = sorted({m for node in self.nodes for m in node.models})
         return f"Network({where}, nodes={len(self.nodes)}, models={models})"
 
     def _repr_html_(self) -> str:
@@ -434,14 +438,13 @@ def build_network(
     relay: Any = None
     if mode == "ray":
         assert transport is not None
-        from atoma_lab.transport.ray import RayTransport, serve_relay, start_relay
+        from atoma_lab.transport.ray import RayTransport
 
         ray_network.ensure_ray(ray_address)
-        relay = start_relay()
         runner = LoopThread("atoma-lab-ray")
         transport.register(PROXY_ADDRESS, proxy.handle)
-        runner.spawn(serve_relay(relay, transport, PROXY_ADDRESS))
         try:
+            relay = ray_network.start_proxy_relay(runner, transport, PROXY_ADDRESS)
             node_services = ray_network.start_nodes(
                 nodes, embedders=embedders, tee_seed=tee_seed, relay=relay,
                 proxy_address=PROXY_ADDRESS, num_gpus=num_gpus, actor_options=ray_actor_options,
@@ -449,7 +452,8 @@ def build_network(
                 replay_protection=replay_protection, metrics_token=metrics_token)
         except BaseException:
             runner.stop()
-            ray_network.stop_actors([relay])
+            if relay is not None:
+                ray_network.stop_actors([relay])
             ledger.close()
             raise
         actors = RayTransport(timeout_s=node_timeout_s)
@@ -478,7 +482,7 @@ def build_network(
         base_url, node_urls = urls[0], urls[1:]
     for node, url, price in zip(node_services, node_urls, prices, strict=True):
         proxy.register_node(node.node_small_id, address=url, sui_address=node.sui_address,
-                            models=list(_node_models(node)),
+                            models=list(node.models),
                             price_per_one_million_compute_units=price)
     user_id = ledger.user_id("default")
     if api_key is None:

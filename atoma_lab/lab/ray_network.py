@@ -26,7 +26,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from atoma_lab.crypto.attestation import AttestationEvidence, SimulatedTEE, evidence_from_json
-from atoma_lab.crypto.hashing import blake2b_256
 from atoma_lab.crypto.signing import SuiSigner
 from atoma_lab.errors import AtomaLabError
 from atoma_lab.services.node import PROFILES, NodeService, ProxyStackDirectory
@@ -127,7 +126,7 @@ class NodeActor:
 
         ctx = ray.get_runtime_context()
         return {"node_small_id": self.node.node_small_id, "sui_address": self.node.sui_address,
-                "models": list(self.node.embedder.models), "profiles": list(self.node.profiles),
+                "models": list(self.node.models), "profiles": list(self.node.profiles),
                 "replay_protection": self.node.replay_protection,
                 # the fake engine's modelled device capacity (None: a real engine, or no model)
                 "tokens_per_s": getattr(getattr(self.node.embedder, "engine", None),
@@ -148,8 +147,7 @@ class NodeActor:
     async def announcement(self) -> tuple[bytes, str]:
         """The current key's evidence and the node's signature over it, for the proxy's
         ``POST /v1/nodes/attestation``."""
-        body = self.node.evidence.to_json()
-        return body, self.node.signer.sign(blake2b_256(body)).to_base64()
+        return self.node.announcement()
 
     async def serve_http(self, host: str = "127.0.0.1") -> str:
         """Also serve this node over HTTP on ``host`` (a free port); returns its URL. For
@@ -266,9 +264,7 @@ def start_nodes(count: int, *, embedders: Sequence[Any], tee_seed: bytes, relay:
     try:
         infos = ray.get([a.info.remote() for a in actors], timeout=start_timeout_s)
     except BaseException as exc:
-        for actor in actors:
-            with contextlib.suppress(Exception):
-                ray.kill(actor, no_restart=True)
+        stop_actors(actors)
         if isinstance(exc, ray.exceptions.GetTimeoutError):
             raise RuntimeError(
                 f"{count} node actor(s) did not start within {start_timeout_s} s: does the cluster "
@@ -315,19 +311,15 @@ def stop_actors(actors: Sequence[Any]) -> None:
             ray.kill(actor, no_restart=True)
 
 
-def network_relay(net: Any) -> Any:
-    """The relay through which actors reach ``net``'s proxy: a Ray network's own, or for an
-    in-process network one started now (served from the network's event loop until it closes)."""
-    if net.relay is None:
-        if net.transport is None:
-            raise ValueError("an HTTP network is reached at its base_url, not through a relay")
-        from atoma_lab.lab.network import PROXY_ADDRESS
-        from atoma_lab.transport.ray import serve_relay, start_relay
+def start_proxy_relay(runner: Any, transport: Any, address: str) -> Any:
+    """A relay actor through which actors reach ``address`` on ``transport``, served from
+    ``runner``'s event loop (a :class:`~atoma_lab.transport.loop.LoopThread`) until it stops;
+    :func:`stop_actors` kills the relay."""
+    from atoma_lab.transport.ray import serve_relay, start_relay
 
-        net.relay = start_relay()
-        net._runner.spawn(serve_relay(net.relay, net.transport, PROXY_ADDRESS))
-        net._cleanups.append(functools.partial(stop_actors, [net.relay]))
-    return net.relay
+    relay = start_relay()
+    runner.spawn(serve_relay(relay, transport, address))
+    return relay
 
 
 def require_real_clock(clock: Callable[[], float]) -> None:
@@ -342,9 +334,9 @@ __all__ = [
     "RayNode",
     "ensure_ray",
     "gpus_per_node",
-    "network_relay",
     "node_embedders",
     "ray_vendor",
     "start_nodes",
+    "start_proxy_relay",
     "stop_actors",
 ]

@@ -283,6 +283,17 @@ class NodeService:
         assert evidence is not None  # every key of a node is attested when it is made
         return evidence
 
+    def announcement(self) -> tuple[bytes, str]:
+        """The current key's evidence and this node's signature over it (base64), the body and
+        ``x-signature`` of the proxy's ``POST /v1/nodes/attestation``."""
+        body = self.evidence.to_json()
+        return body, self.signer.sign(blake2b_256(body)).to_base64()
+
+    @property
+    def models(self) -> Sequence[str]:
+        """The models this node serves (its embedder's)."""
+        return self.embedder.models
+
     @property
     def sui_address(self) -> str:
         return self.signer.address

@@ -165,8 +165,11 @@ def test_the_ledger_as_frames(net: Network, client: AtomaLabClient) -> None:
     locks = net.ledger.to_frame("locks")
     assert list(locks.columns) == ["stack_small_id", "user_id", "max_num_tokens", "expires_at",
                                    "state"]
-    for table in LEDGER_TABLES:
-        assert net.ledger.rows(table) is not None
+    for table in LEDGER_TABLES:  # the plain rows are the frame's, row for row, column for column
+        rows, frame = net.ledger.rows(table), net.ledger.to_frame(table)
+        assert all(set(row) == {frame.index.name, *frame.columns} for row in rows), table
+        assert [row[frame.index.name] for row in rows] == list(frame.index), table
+        assert table == "locks" or rows, table  # locks: the request above settled its own
     with pytest.raises(ValueError, match="table must be one of"):
         net.ledger.to_frame("api_tokens")
 

@@ -88,10 +88,28 @@ def test_run_load_reports_failures_per_request(kind: str) -> None:
 @pytest.mark.parametrize("kind", ["threads", "coroutines"])
 def test_run_load_makes_one_client_per_worker_and_closes_them(kind: str) -> None:
     made: list[Any] = []
+    closed: list[Any] = []
     with network(nodes=1) as net:
         def make() -> Any:
-            made.append(_factory(net, kind)())
-            return made[-1]
+            client = _factory(net, kind)()
+            if isinstance(client, AsyncAtomaLabClient):
+                aclose = client.aclose
+
+                async def recorded_aclose() -> None:
+                    closed.append(client)
+                    await aclose()
+
+                client.aclose = recorded_aclose  # type: ignore[method-assign]
+            else:
+                close = client.close
+
+                def recorded_close() -> None:
+                    closed.append(client)
+                    close()
+
+                client.close = recorded_close
+            made.append(client)
+            return client
 
         result = run_load(make, [f"text {i}" for i in range(12)], concurrency=3, model=MODEL,
                           show_progress=False)
@@ -102,6 +120,7 @@ def test_run_load_makes_one_client_per_worker_and_closes_them(kind: str) -> None
             assert all(isinstance(c, AsyncAtomaLabClient) for c in made)
         else:
             assert all(isinstance(c, AtomaLabClient) for c in made)
+        assert sorted(map(id, closed)) == sorted(map(id, made))  # each closed, once
 
 
 def test_run_load_from_a_running_event_loop() -> None:

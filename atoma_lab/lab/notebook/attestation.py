@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import calendar
 import json
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from atoma_lab.crypto.attestation.tdx import TdxCollateral, TdxQuote
+from atoma_lab.crypto.attestation.tdx import TdxCollateral, TdxQuote, iso_utc_to_unix
 from atoma_lab.errors import AttestationError
 from atoma_lab.lab.notebook.sdk import repo_root
 
@@ -28,18 +26,16 @@ class TdxSample:
     source: str
 
 
-def _unix(iso: str) -> float:
-    return float(calendar.timegm(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ")))
-
-
 def tdx_sample(name: str = "v4_td10") -> TdxSample:
-    """A sample from ``tests/vectors/tdx_quotes.json`` of this checkout."""
-    vectors = repo_root() / "tests" / "vectors"
-    doc = json.loads((vectors / "tdx_quotes.json").read_text())
+    """A sample from :data:`TDX_SAMPLES` of this checkout."""
+    samples = repo_root() / TDX_SAMPLES
+    vectors = samples.parent
+    doc = json.loads(samples.read_text())
     (v,) = [v for v in doc["vectors"] if v["name"] == name]
     return TdxSample(name, (vectors / v["quote"]).read_bytes(),
                      TdxCollateral.from_json((vectors / v["collateral"]).read_text()),
-                     _unix(v["verify_at"]), _unix(v["expired_at"]), doc["source"])
+                     float(iso_utc_to_unix(v["verify_at"])),
+                     float(iso_utc_to_unix(v["expired_at"])), doc["source"])
 
 
 def flip_sweep(verifier: Any, quote: bytes, *, now: float,
