@@ -49,6 +49,17 @@ def test_types_are_marked_and_shipped() -> None:
     assert "Typing :: Typed" in PROJECT["classifiers"]
 
 
+def test_the_attention_kernel_source_is_shipped() -> None:
+    """The C source the engine compiles on first use is package data (a wheel without it would
+    fall back to SDPA on every AMX machine)."""
+    from atoma_lab.inference.native_attention import SOURCE
+
+    assert SOURCE.is_file()
+    patterns = PYPROJECT["tool"]["setuptools"]["package-data"]["atoma_lab"]
+    relative = SOURCE.relative_to(Path(atoma_lab.__file__).parent).as_posix()
+    assert any(Path(relative).match(p) for p in patterns)
+
+
 def test_project_urls_and_classifiers_are_declared() -> None:
     assert PROJECT["urls"] and all(u.startswith("https://") for u in PROJECT["urls"].values())
     assert "Programming Language :: Python :: 3.11" in PROJECT["classifiers"]

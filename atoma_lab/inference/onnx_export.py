@@ -122,7 +122,7 @@ def _read_manifest(folder: Path) -> dict[str, Any] | None:
 
 
 @contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
+def locked(lock_path: Path) -> Iterator[None]:
     """An exclusive advisory lock on ``lock_path`` (a no-op where ``fcntl`` does not exist)."""
     try:
         import fcntl
@@ -161,7 +161,7 @@ def cached_export(folder: Path, *, fingerprint: str, exporter: str, variant: Var
     except OSError as exc:
         raise ModelLoadError(f"cannot create the ONNX cache folder {final.parent} ({exc}); set "
                              f"{CACHE_ENV} to a writable folder") from exc
-    with _locked(final.parent / f".{final.name}.lock"):
+    with locked(final.parent / f".{final.name}.lock"):
         manifest = _read_manifest(final)
         if manifest is not None:  # another process finished it while we waited
             return OnnxExport(final / MODEL_FILE, variant, str(manifest.get("exporter", exporter)),

@@ -89,9 +89,12 @@ from atoma_lab.inference.selection import (
 if TYPE_CHECKING:
     import torch
 
+    from atoma_lab.inference.native_attention import NativeAttention
     from atoma_lab.inference.onnx_export import OnnxExport
 
 DTypeName = Literal["float32", "float16", "bfloat16"]
+AttentionName = Literal["auto", "sdpa", "native"]
+_ATTENTIONS = ("auto", "sdpa", "native")
 _DTYPES = ("float32", "float16", "bfloat16")
 _FUSED_MODEL_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "camembert"})
 _ROBERTA_LIKE = frozenset({"roberta", "xlm-roberta", "camembert"})
@@ -108,7 +111,7 @@ _TIMING_ROUNDS = 5
 _RETRIEVAL_TOP_K = 10
 # Bumped when a path's implementation changes what it measures: recorded choices made before
 # are then measured again.
-_PATHS_VERSION = 4  # 4: the packed bf16 path buckets its GEMM row counts
+_PATHS_VERSION = 5  # 4: the packed bf16 path buckets its GEMM row counts; 5: native attention
 _tokenizer_pool: ThreadPoolExecutor | None = None
 _tokenizer_pool_lock = threading.Lock()
 logger = logging.getLogger("atoma_lab.inference")
@@ -342,17 +345,31 @@ class _FusedEncoder:
             return self._linear("up", x, p, reuse, post=self.activation)
         return self._act(self._linear("up", x, p, reuse))
 
+    def native_attention_fits(self, gemm_dtype: Any) -> bool:
+        """Whether :mod:`~atoma_lab.inference.native_attention`'s kernel can take this model's
+        attention on the ``gemm_dtype`` path (packed bfloat16 on a CPU, its head size)."""
+        from atoma_lab.inference.native_attention import HEAD_DIM
+
+        return self.head_dim == HEAD_DIM and self.packs(gemm_dtype)
+
     def __call__(self, ids: torch.Tensor, mask: torch.Tensor | None, *,
-                 reuse_buffers: bool = False, gemm_dtype: Any = None) -> torch.Tensor:
+                 reuse_buffers: bool = False, gemm_dtype: Any = None,
+                 lengths: torch.Tensor | None = None,
+                 native_attention: NativeAttention | None = None) -> torch.Tensor:
         """Hidden states of ``ids``. ``reuse_buffers``: see the class docstring.
         ``gemm_dtype`` (``torch.bfloat16``) runs everything after the embeddings in that dtype on
         weights cast (and on a CPU packed) once, layer-norm parameters and statistics in float32,
         as a bfloat16 model does (sentence-transformers' ``.bfloat16()``): autocast instead casts
         every GEMM's input and weights on every call (a profile of the forward on an AMX CPU is
-        in docs/benchmarks.md)."""
+        in docs/benchmarks.md). ``native_attention`` (with ``lengths``, int64 on the CPU) runs
+        attention in that kernel instead of SDPA where :meth:`native_attention_fits`."""
         torch = _torch()
         reuse = reuse_buffers
         layers = self.layers if gemm_dtype is None else self._low_precision_layers(gemm_dtype)
+        native = native_attention if (
+            native_attention is not None and self.native_attention_fits(gemm_dtype)) else None
+        if native is not None and lengths is None:
+            raise ValueError("native attention needs the sequences' lengths")
 
 
         f = torch.nn.functional
@@ -373,18 +390,29 @@ class _FusedEncoder:
         padded = bucket_rows(rows) if gemm_dtype is not None and self.packs(gemm_dtype) else rows
         if padded != rows:
             x = f.pad(x, (0, 0, 0, padded - rows))
+        if padded != rows or native is not None:
             ctx_rows = self._rows_buffer("ctx", x, hidden, zeros=True)
-        attn_mask = None if mask is None else mask.bool()[:, None, None, :]
+        attn_mask = None if mask is None or native is not None else mask.bool()[:, None, None, :]
+        threads = torch.get_num_threads()
         for p in layers:
-            qkv = self._linear("qkv", x, p, reuse)[:rows].view(
-                batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-            ctx = f.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=attn_mask)
-            if ctx_rows is None:
-                ctx = ctx.transpose(1, 2).reshape(rows, hidden)
-            else:
-                ctx_rows[:rows].view(batch, length, self.heads, self.head_dim).copy_(
-                    ctx.transpose(1, 2))
+            qkv_rows = self._linear("qkv", x, p, reuse)
+            if native is not None:
+                # Reads the heads from the Q/K/V rows and writes the context rows in place.
+                assert lengths is not None
+                native.run(qkv_rows.data_ptr(), qkv_rows.stride(0), ctx_rows.data_ptr(),
+                           ctx_rows.stride(0), lengths.data_ptr(), batch=batch, length=length,
+                           heads=self.heads, scale=self.head_dim ** -0.5, threads=threads)
                 ctx = ctx_rows
+            else:
+                qkv = qkv_rows[:rows].view(
+                    batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+                ctx = f.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=attn_mask)
+                if ctx_rows is None:
+                    ctx = ctx.transpose(1, 2).reshape(rows, hidden)
+                else:
+                    ctx_rows[:rows].view(batch, length, self.heads, self.head_dim).copy_(
+                        ctx.transpose(1, 2))
+                    ctx = ctx_rows
             a = self._linear("o", ctx, p, reuse)
             a = a.add_(x) if a.dtype == x.dtype else a + x
             x = f.layer_norm(a, (hidden,), *p["ln1"][:2], p["ln1"][2])
@@ -423,6 +451,27 @@ class _TorchPath:
         self._reuse = engine._weights_dtype == "float32" and self._autocast is None
         self.packed = (self._gemm_dtype is not None and engine._fused is not None
                        and engine._fused.packs(self._gemm_dtype))
+        self.native_attention: NativeAttention | None = None
+        self.attention, self.attention_reason = "sdpa", "torch's scaled_dot_product_attention"
+        if engine._fused is not None and engine._fused.native_attention_fits(self._gemm_dtype):
+            self._resolve_attention(engine.attention_requested)
+
+    def _resolve_attention(self, requested: AttentionName) -> None:
+        """Use the native kernel where asked (``"native"``: or fail) or where it runs
+        (``"auto"``); the reason goes to ``describe()``."""
+        from atoma_lab.inference.native_attention import load_native_attention
+
+        if requested == "sdpa":
+            self.attention_reason = "attention='sdpa' asked for"
+            return
+        kernel, why = load_native_attention(self.engine.cache_dir)
+        if kernel is None:
+            if requested == "native":
+                raise ModelLoadError(f"attention='native' asked for, but the kernel cannot run "
+                                     f"here: {why}")
+            self.attention_reason = f"native kernel not used: {why}"
+            return
+        self.native_attention, self.attention, self.attention_reason = kernel, "native-amx", why
 
     @contextlib.contextmanager
     def _context(self) -> Iterator[None]:
@@ -446,7 +495,8 @@ class _TorchPath:
         with self._context():
             if eng._fused is not None:
                 hidden = eng._fused(ids_t, mask_t if padded else None, reuse_buffers=self._reuse,
-                                    gemm_dtype=self._gemm_dtype)
+                                    gemm_dtype=self._gemm_dtype, lengths=lengths_t,
+                                    native_attention=self.native_attention)
             else:
                 kwargs: dict[str, Any] = {"input_ids": ids_t, "attention_mask": mask_t}
                 if eng._accepts_token_types:
@@ -513,6 +563,10 @@ class TransformersEngine(EmbeddingEngine):
     * ``normalize``: L2-normalise vectors (default ``True``, OpenAI semantics).
     * ``cache_dir``: where ONNX exports and recorded choices live (default
       :func:`~atoma_lab.inference.onnx_export.default_cache_dir`).
+    * ``attention``: on the packed bfloat16 CPU path (fast mode on a CPU with AMX), ``"auto"``
+      (default) runs attention in :mod:`~atoma_lab.inference.native_attention`'s AMX kernel where
+      it builds and passes its check, else torch's SDPA; ``"sdpa"`` always SDPA; ``"native"``
+      the kernel or :class:`ModelLoadError`. ``describe()`` says which runs and why.
     * ``remeasure``: measure the candidate paths again even where a choice is recorded for this
       model, machine and libraries, and record the new outcome in its place (a choice measured
       while other work loaded the machine stays recorded until then).
@@ -537,8 +591,12 @@ class TransformersEngine(EmbeddingEngine):
         normalize: bool = True,
         cache_dir: Path | str | None = None,
         remeasure: bool = False,
+        attention: AttentionName = "auto",
     ) -> None:
         self.remeasure = remeasure
+        if attention not in _ATTENTIONS:
+            raise ValueError(f"attention must be one of {_ATTENTIONS}")
+        self.attention_requested: AttentionName = attention
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         if runtime not in RUNTIMES:
@@ -803,6 +861,7 @@ class TransformersEngine(EmbeddingEngine):
                 "threads": self.num_threads or torch.get_num_threads(),
                 "torch": torch.__version__, "onnxruntime": onnxruntime_version(),
                 "recipe": RECIPE_VERSION, "paths": _PATHS_VERSION,
+                "attention": self.attention_requested,
                 "micro_batch_tokens": self._micro_batch_tokens_option,
                 "max_batch_size": self.max_batch_size,
                 "candidates": [c.name for c in candidates]}
@@ -951,6 +1010,9 @@ class TransformersEngine(EmbeddingEngine):
             "cpu_flags": list(self.cpu.relevant_flags),
             "native_bf16": self.cpu.native_bf16,
             "fused": self.fused,
+            "attention": getattr(self._path, "attention", "onnxruntime"),
+            "attention_reason": getattr(self._path, "attention_reason",
+                                        "inside the ONNX Runtime graph"),
             "notes": list(self._notes),
             "measured": {k: {"speed_vs_exact": round(m.speed, 4), "seconds": round(m.seconds, 4),
                              "min_cosine": round(m.min_cosine, 6), "eligible": m.eligible}

@@ -209,7 +209,7 @@ def test_a_lost_rename_race_keeps_the_winner(tmp_path: Path, monkeypatch: Any) -
     second process discards its copy instead of failing or mixing files."""
     import contextlib
 
-    monkeypatch.setattr(ox, "_locked", lambda path: contextlib.nullcontext())
+    monkeypatch.setattr(ox, "locked", lambda path: contextlib.nullcontext())
     barrier = threading.Barrier(2)
     results: list[ox.OnnxExport] = []
 

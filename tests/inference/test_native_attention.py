@@ -1,0 +1,313 @@
+"""The AMX attention kernel of the packed bfloat16 path: its numbers, its build cache, its
+fallbacks, and the engine that uses it.
+
+The kernel's own tests run where it can (Linux x86-64 with AMX-BF16 and a C compiler) and are
+skipped elsewhere with the reason :func:`load_native_attention` gives; the reference, the
+fallbacks and the requirement checks run everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from atoma_lab.errors import ModelLoadError
+from atoma_lab.inference import native_attention as na
+from atoma_lab.inference.corpus import min_cosine
+from atoma_lab.inference.hardware import CpuInfo
+from atoma_lab.inference.transformers_engine import TransformersEngine
+from tests.inference.conftest import MIXED_CORPUS
+
+SCALE = 32 ** -0.5
+
+
+@pytest.fixture(autouse=True)
+def _fresh_loads() -> Any:
+    """Each test sees the loader anew (it caches per process and cache folder)."""
+    na._load_cached.cache_clear()
+    yield
+    na._load_cached.cache_clear()
+
+
+def _kernel() -> na.NativeAttention:
+    kernel, why = na.load_native_attention()
+    if kernel is None:
+        pytest.skip(f"native attention cannot run here: {why}")
+    return kernel
+
+
+def _random_case(rng: np.random.Generator, batch: int, length: int, heads: int, *,
+                 extra_columns: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    width = 3 * heads * 32 + extra_columns
+    qkv = na.to_bf16_bits(rng.standard_normal((batch * length, width)).astype(np.float32) * 2)
+    lengths = rng.integers(1, length + 1, size=batch).astype(np.int64)
+    lengths[0] = length
+    return qkv, lengths
+
+
+def test_reference_matches_torch_sdpa() -> None:
+    """The numpy reference the kernel is checked against is torch's attention in float32."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    batch, length, heads = 4, 23, 3
+    qkv = rng.standard_normal((batch * length, 3 * heads * 32)).astype(np.float32)
+    lengths = np.array([23, 5, 1, 17], dtype=np.int64)
+    got = na.reference_attention(qkv, lengths, batch=batch, length=length, heads=heads,
+                                 scale=SCALE)
+    t = torch.from_numpy(qkv).view(batch, length, 3, heads, 32).permute(2, 0, 3, 1, 4)
+    mask = (torch.arange(length)[None, :] < torch.from_numpy(lengths)[:, None])[:, None, None]
+    want = torch.nn.functional.scaled_dot_product_attention(t[0], t[1], t[2], attn_mask=mask)
+    want = want.transpose(1, 2).reshape(batch * length, heads * 32).numpy()
+    valid = (np.arange(length)[None, :] < lengths[:, None]).reshape(-1)
+    np.testing.assert_allclose(got[valid], want[valid], atol=1e-5)
+    assert not got[~valid].any()
+
+
+def test_bf16_bits_round_to_nearest_even() -> None:
+    torch = pytest.importorskip("torch")
+    values = np.random.default_rng(1).standard_normal(4096).astype(np.float32) * 100
+    values[:4] = [1.0 + 2 ** -8, 1.0 + 3 * 2 ** -8, -0.0, 65504.0]  # ties either way
+    want = torch.from_numpy(values).bfloat16().view(torch.int16).numpy().view(np.uint16)
+    np.testing.assert_array_equal(na.to_bf16_bits(values), want)
+    np.testing.assert_array_equal(na.from_bf16_bits(want),
+                                  torch.from_numpy(want.view(np.int16)).view(torch.bfloat16)
+                                  .float().numpy())
+
+
+@pytest.mark.parametrize(("batch", "length", "heads"),
+                         [(1, 1, 1), (3, 7, 2), (2, 16, 12), (2, 33, 4), (4, 157, 12),
+                          (1, 512, 2), (17, 10, 12)])
+def test_kernel_matches_float32_reference(batch: int, length: int, heads: int) -> None:
+    kernel = _kernel()
+    rng = np.random.default_rng(batch * 1000 + length)
+    qkv, lengths = _random_case(rng, batch, length, heads)
+    out = np.full((batch * length, heads * 32), 0x7FC0, dtype=np.uint16)  # NaN everywhere
+    kernel.run_arrays(qkv, out, lengths, batch=batch, length=length, heads=heads, scale=SCALE,
+                      threads=2)
+    want = na.reference_attention(na.from_bf16_bits(qkv), lengths, batch=batch, length=length,
+                                  heads=heads, scale=SCALE)
+    got = na.from_bf16_bits(out)
+    valid = (np.arange(length)[None, :] < lengths[:, None]).reshape(-1)
+    assert np.isfinite(got).all()
+    # bfloat16 outputs (8 bits of mantissa) of values up to ~6, probabilities in bfloat16
+    assert np.abs(got[valid] - want[valid]).max() <= 0.06
+    assert np.abs(got[valid] - want[valid]).mean() <= 0.01
+    assert not got[~valid].any()  # rows past a sequence's length: zeros
+
+
+def test_kernel_reads_and_writes_strided_rows_only_where_told() -> None:
+    """Row strides wider than the heads (the GEMM buffers' layout): the columns past the heads
+    are neither read into the result nor written."""
+    kernel = _kernel()
+    rng = np.random.default_rng(5)
+    batch, length, heads = 3, 21, 4
+    qkv, lengths = _random_case(rng, batch, length, heads, extra_columns=40)
+    out = np.full((batch * length, heads * 32 + 24), 0x1234, dtype=np.uint16)
+    kernel.run_arrays(qkv, out, lengths, batch=batch, length=length, heads=heads, scale=SCALE,
+                      threads=2)
+    assert (out[:, heads * 32:] == 0x1234).all()
+    narrow = np.ascontiguousarray(qkv[:, :3 * heads * 32])
+    out2 = np.zeros((batch * length, heads * 32), dtype=np.uint16)
+    kernel.run_arrays(narrow, out2, lengths, batch=batch, length=length, heads=heads,
+                      scale=SCALE, threads=2)
+    np.testing.assert_array_equal(out[:, :heads * 32], out2)
+
+
+def test_kernel_result_does_not_depend_on_thread_count() -> None:
+    kernel = _kernel()
+    rng = np.random.default_rng(9)
+    batch, length, heads = 5, 40, 12
+    qkv, lengths = _random_case(rng, batch, length, heads)
+    outs = []
+    for threads in (1, 2, 3, 64):
+        out = np.zeros((batch * length, heads * 32), dtype=np.uint16)
+        kernel.run_arrays(qkv, out, lengths, batch=batch, length=length, heads=heads,
+                          scale=SCALE, threads=threads)
+        outs.append(out)
+    for other in outs[1:]:
+        np.testing.assert_array_equal(outs[0], other)
+
+
+def test_kernel_refuses_bad_arguments() -> None:
+    kernel = _kernel()
+    qkv = np.zeros((8, 3 * 32), dtype=np.uint16)
+    out = np.zeros((8, 32), dtype=np.uint16)
+    lengths = np.array([4, 4], dtype=np.int64)
+    with pytest.raises(ValueError, match="qkv"):  # too few rows for 2 x 8
+        kernel.run_arrays(qkv, out, lengths, batch=2, length=8, heads=1, scale=SCALE, threads=1)
+    with pytest.raises(ValueError, match="out"):  # too narrow for two heads
+        kernel.run_arrays(np.zeros((8, 6 * 32), dtype=np.uint16), out, lengths[:1], batch=1,
+                          length=8, heads=2, scale=SCALE, threads=1)
+    with pytest.raises(ValueError, match="lengths"):
+        kernel.run_arrays(qkv, out, lengths.astype(np.int32), batch=2, length=4, heads=1,
+                          scale=SCALE, threads=1)
+    with pytest.raises(na.NativeAttentionError, match="bad arguments"):  # the C side's check
+        kernel.run(qkv.ctypes.data, 3 * 32, out.ctypes.data, 32, lengths.ctypes.data, batch=0,
+                   length=4, heads=1, scale=SCALE, threads=1)
+
+
+def test_requirements_name_what_is_missing() -> None:
+    amx = CpuInfo("Xeon", frozenset(na.REQUIRED_FLAGS), 2)
+    if na.missing_requirements(amx) is not None:
+        pytest.skip(str(na.missing_requirements(amx)))  # not Linux on x86-64
+    why = na.missing_requirements(CpuInfo("AMD EPYC", frozenset({"avx2", "fma"}), 2))
+    assert why is not None and all(flag in why for flag in na.REQUIRED_FLAGS)
+    partial = na.missing_requirements(
+        CpuInfo("Xeon", frozenset({"amx_tile", "avx512f", "avx512_bf16"}), 2))
+    assert partial == "the CPU lacks amx_bf16"
+
+
+def test_turned_off_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(na.DISABLE_ENV, "0")
+    kernel, why = na.load_native_attention()
+    assert kernel is None and na.DISABLE_ENV in why
+
+
+def test_no_compiler_is_a_reason_not_an_error(monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
+    if na.missing_requirements() is not None:
+        pytest.skip(str(na.missing_requirements()))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    kernel, why = na.load_native_attention(tmp_path)
+    assert kernel is None and "no-such-cc" in why
+    assert not (tmp_path / "kernels").exists()
+
+
+def test_build_is_cached_and_keyed_by_the_source(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    _kernel()  # skips where it cannot build
+    kernel, _ = na.load_native_attention(tmp_path)
+    assert kernel is not None and kernel.library.parent == tmp_path / "kernels"
+    built = kernel.library.stat().st_mtime_ns
+    na._load_cached.cache_clear()
+    again, _ = na.load_native_attention(tmp_path)
+    assert again is not None and again.library == kernel.library
+    assert again.library.stat().st_mtime_ns == built  # a cache hit: not compiled again
+    changed = tmp_path / "attention_amx.c"
+    changed.write_text(na.SOURCE.read_text() + "\n/* changed */\n")
+    monkeypatch.setattr(na, "SOURCE", changed)
+    na._load_cached.cache_clear()
+    other, _ = na.load_native_attention(tmp_path)
+    assert other is not None and other.library != kernel.library
+    assert sorted(p.name for p in (tmp_path / "kernels").glob("*.so")) == sorted(
+        [kernel.library.name, other.library.name])  # no temporary files left
+
+
+def test_a_kernel_that_fails_its_check_is_not_used(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build whose numbers are wrong (here: the softmax scale doubled) is refused."""
+    _kernel()
+    broken = tmp_path / "attention_amx.c"
+    source = na.SOURCE.read_text()
+    assert "_mm512_set1_ps(jb->scale)" in source
+    broken.write_text(source.replace("_mm512_set1_ps(jb->scale)", "_mm512_set1_ps(2 * jb->scale)"))
+    monkeypatch.setattr(na, "SOURCE", broken)
+    kernel, why = na.load_native_attention(tmp_path)
+    assert kernel is None and "failed its check" in why
+
+
+def test_two_processes_building_at_once_end_with_one_library(tmp_path: Path) -> None:
+    _kernel()
+    code = ("from atoma_lab.inference.native_attention import load_native_attention as l;"
+            "k, why = l(); assert k is not None, why; print(k.library)")
+    env = {**os.environ, "ATOMA_LAB_CACHE_DIR": str(tmp_path)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=240) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [r[1][-500:] for r in results]
+    assert results[0][0] == results[1][0]
+    assert [p.name for p in (tmp_path / "kernels").iterdir() if not p.name.startswith(".")] == [
+        Path(results[0][0].strip()).name]
+    assert not [p for p in (tmp_path / "kernels").glob(".*.so")]  # no half-written file left
+
+
+# ------------------------------------------------------------------ the engine
+
+
+@pytest.fixture(scope="module")
+def fast_pair(minilm_path: Path) -> tuple[TransformersEngine, TransformersEngine]:
+    """Fast mode's packed bfloat16 path with the kernel and with SDPA (paths built directly:
+    whether bfloat16 wins the measurement on this machine is not what these tests are about)."""
+    from atoma_lab.inference.selection import PathSpec
+
+    if na.load_native_attention()[0] is None:
+        pytest.skip(f"native attention cannot run here: {na.load_native_attention()[1]}")
+    engines = []
+    for attention in ("native", "sdpa"):
+        engine = TransformersEngine(minilm_path, device="cpu", attention=attention)  # type: ignore[arg-type]
+        path = engine._build_path(PathSpec("torch", "bfloat16"))
+        if not getattr(path, "packed", False):
+            pytest.skip("no packed bfloat16 GEMMs on this CPU/torch")
+        engine._path = path
+        engines.append(engine)
+    return engines[0], engines[1]
+
+
+def test_engine_runs_the_kernel_and_stays_with_sdpa(fast_pair: Any, engine: Any,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    native, sdpa = fast_pair
+    assert native._path.attention == "native-amx" and sdpa._path.attention == "sdpa"
+    calls: list[tuple[int, int]] = []
+    run = na.NativeAttention.run
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> None:
+        calls.append((kwargs["batch"], kwargs["length"]))
+        run(self, *args, **kwargs)
+
+    monkeypatch.setattr(na.NativeAttention, "run", spy)
+    got = native.embed(MIXED_CORPUS).vectors
+    layers = len(native._fused.layers)
+    assert calls and len(calls) % layers == 0
+    assert sum(b for b, _ in calls) == len(MIXED_CORPUS) * layers
+    calls.clear()
+    want = sdpa.embed(MIXED_CORPUS).vectors
+    assert not calls
+    exact = engine.embed(MIXED_CORPUS).vectors
+    assert min_cosine(got, want) >= 0.9999
+    assert min_cosine(got, exact) >= 0.999
+
+
+def test_engine_vectors_do_not_depend_on_padding(fast_pair: Any) -> None:
+    """A text embedded alone equals the same text in a padded micro-batch of longer ones: the
+    kernel masks the keys past each sequence's length."""
+    native, _ = fast_pair
+    texts = ["short", "a somewhat longer sentence about attention kernels and tiles " * 3,
+             "mid-length text here", "x"]
+    together = native.embed(texts).vectors
+    alone = np.stack([native.embed([t]).vectors[0] for t in texts])
+    assert min_cosine(together, alone) >= 0.9999
+
+
+def test_engine_describes_the_attention_it_runs(fast_pair: Any) -> None:
+    native, sdpa = fast_pair
+    native._choice = sdpa._choice = native.choice  # describe() reads the path, not the choice
+    assert native.describe()["attention"] == "native-amx"
+    assert "checked" in native.describe()["attention_reason"]
+    assert sdpa.describe()["attention"] == "sdpa"
+    assert "attention='sdpa'" in sdpa.describe()["attention_reason"]
+
+
+def test_engine_falls_back_or_refuses_where_the_kernel_cannot_run(
+        minilm_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from atoma_lab.inference.selection import PathSpec
+
+    monkeypatch.setenv(na.DISABLE_ENV, "0")
+    engine = TransformersEngine(minilm_path, device="cpu")
+    path = engine._build_path(PathSpec("torch", "bfloat16"))
+    if not getattr(path, "packed", False):
+        pytest.skip("no packed bfloat16 GEMMs on this CPU/torch")
+    assert path.attention == "sdpa" and na.DISABLE_ENV in path.attention_reason
+    strict = TransformersEngine(minilm_path, device="cpu", attention="native")
+    with pytest.raises(ModelLoadError, match="attention='native'"):
+        strict._build_path(PathSpec("torch", "bfloat16"))
+
+
+def test_engine_refuses_an_unknown_attention(minilm_path: Path) -> None:
+    with pytest.raises(ValueError, match="attention"):
+        TransformersEngine(minilm_path, device="cpu", attention="flash")  # type: ignore[arg-type]
