@@ -6,7 +6,8 @@ docs/benchmarks.md): its blocks are sized for long sequences, and the heads are 
 strided views of the fused Q/K/V output and written back through a transposing copy. The kernel
 in ``kernels/attention_amx.c`` reads each head's queries, keys and values straight from the
 Q/K/V GEMM's output rows, computes a 16-query block's scores for all keys in AMX tiles
-(``TDPBF16PS``: a 16 x 32 bfloat16 tile is exactly one head of 16 rows), the softmax in float32
+(``TDPBF16PS``: a 16 x 32 bfloat16 tile holds 16 rows of a head of 32, two of a head of
+64), the softmax in float32
 with AVX-512 (masked past each sequence's length), the probabilities rounded to bfloat16 for the
 P.V product as torch's kernel does, and writes the context into the output projection's input
 rows. Heads are shared among the threads (the caller's plus ``threads - 1`` started per call).
@@ -44,7 +45,7 @@ from atoma_lab.inference.hardware import CpuInfo
 DISABLE_ENV = "ATOMA_LAB_NATIVE_ATTENTION"
 SOURCE = Path(__file__).with_name("kernels") / "attention_amx.c"
 REQUIRED_FLAGS: tuple[str, ...] = ("amx_tile", "amx_bf16", "avx512f", "avx512_bf16")
-HEAD_DIM = 32
+HEAD_DIMS: tuple[int, ...] = (32, 64)
 COMPILE_FLAGS: tuple[str, ...] = (
     "-O3", "-fPIC", "-shared", "-fopenmp", "-mavx512f", "-mavx512vl", "-mavx512bf16", "-mfma",
     "-mamx-tile", "-mamx-bf16",
@@ -66,25 +67,29 @@ class NativeAttention:
     _fn: Any  # the ctypes function
 
     def run(self, qkv: int, qkv_stride: int, out: int, out_stride: int, lengths: int, *,
-            batch: int, length: int, heads: int, scale: float, threads: int) -> None:
+            batch: int, length: int, heads: int, head_dim: int, scale: float,
+            threads: int) -> None:
         """Attention of ``batch`` right-padded sequences of ``length`` rows.
 
         ``qkv``: address of bfloat16 rows (``batch * length`` of them, ``qkv_stride`` elements
-        apart) holding ``[queries | keys | values]``, each ``heads`` x 32; ``out``: address of
-        bfloat16 rows (``out_stride`` apart) that receive each row's ``heads`` x 32 context (zeros
-        for rows past a sequence's length); ``lengths``: address of ``batch`` int64 lengths.
-        The caller guarantees the buffers' sizes (:meth:`run_arrays` checks them)."""
+        apart) holding ``[queries | keys | values]``, each ``heads`` x ``head_dim`` (one of
+        :data:`HEAD_DIMS`); ``out``: address of bfloat16 rows (``out_stride`` apart) that
+        receive each row's ``heads`` x ``head_dim`` context (zeros for rows past a sequence's
+        length); ``lengths``: address of ``batch`` int64 lengths. The caller guarantees the
+        buffers' sizes (:meth:`run_arrays` checks them)."""
         status = self._fn(qkv, qkv_stride, out, out_stride, lengths, batch, length, heads,
-                          HEAD_DIM, scale, threads)
+                          head_dim, scale, threads)
         if status != 0:
             raise NativeAttentionError(
                 f"native attention failed: {_STATUS.get(status, f'status {status}')}")
 
     def run_arrays(self, qkv: np.ndarray, out: np.ndarray, lengths: np.ndarray, *,
-                   batch: int, length: int, heads: int, scale: float, threads: int) -> None:
+                   batch: int, length: int, heads: int, head_dim: int, scale: float,
+                   threads: int) -> None:
         """:meth:`run` on numpy arrays of bfloat16 bits (``uint16``), sizes checked."""
         rows = batch * length
-        for name, arr, width in (("qkv", qkv, 3 * heads * HEAD_DIM), ("out", out, heads * HEAD_DIM)):
+        for name, arr, width in (("qkv", qkv, 3 * heads * head_dim),
+                                 ("out", out, heads * head_dim)):
             if (arr.dtype != np.uint16 or arr.ndim != 2 or arr.shape[0] < rows
                     or arr.shape[1] < width or arr.strides[1] != 2):
                 raise ValueError(f"{name}: need uint16 rows ({rows} x >= {width}), got "
@@ -94,8 +99,8 @@ class NativeAttention:
         if lengths.dtype != np.int64 or lengths.shape != (batch,) or not lengths.flags.c_contiguous:
             raise ValueError(f"lengths: need {batch} contiguous int64")
         self.run(qkv.ctypes.data, qkv.strides[0] // 2, out.ctypes.data, out.strides[0] // 2,
-                 lengths.ctypes.data, batch=batch, length=length, heads=heads, scale=scale,
-                 threads=threads)
+                 lengths.ctypes.data, batch=batch, length=length, heads=heads,
+                 head_dim=head_dim, scale=scale, threads=threads)
 
 
 def missing_requirements(cpu: CpuInfo | None = None) -> str | None:
@@ -171,10 +176,10 @@ def from_bf16_bits(bits: np.ndarray) -> np.ndarray:
 
 
 def reference_attention(qkv: np.ndarray, lengths: np.ndarray, *, batch: int, length: int,
-                        heads: int, scale: float) -> np.ndarray:
+                        heads: int, head_dim: int, scale: float) -> np.ndarray:
     """What the kernel computes, in float32 numpy: ``qkv`` float32 rows ``[q | k | v]``; rows
     past a sequence's length are zero."""
-    d = HEAD_DIM
+    d = head_dim
     x = qkv[:batch * length, :3 * heads * d].reshape(batch, length, 3, heads, d)
     out = np.zeros((batch, length, heads, d), dtype=np.float32)
     for b in range(batch):
@@ -191,20 +196,22 @@ def reference_attention(qkv: np.ndarray, lengths: np.ndarray, *, batch: int, len
 
 def self_check(kernel: NativeAttention, *, threads: int = 2, seed: int = 0) -> float:
     """The kernel's max abs difference to :func:`reference_attention` on random heads in a few
-    shapes (padding, one token, more than one key block, an odd length)."""
+    shapes (padding, one token, more than one key block, an odd length) and every head size."""
     rng = np.random.default_rng(seed)
     worst = 0.0
-    for batch, length, heads in ((3, 37, 2), (1, 1, 1), (2, 70, 3), (5, 16, 2)):
-        values = rng.standard_normal((batch * length, 3 * heads * HEAD_DIM)).astype(np.float32)
+    cases = [(3, 37, 2, 32), (1, 1, 1, 32), (2, 70, 3, 32), (5, 16, 2, 32), (3, 37, 2, 64),
+             (2, 49, 1, 64)]
+    for batch, length, heads, head_dim in cases:
+        values = rng.standard_normal((batch * length, 3 * heads * head_dim)).astype(np.float32)
         bits = to_bf16_bits(values)
         lengths = rng.integers(1, length + 1, size=batch).astype(np.int64)
         lengths[0] = length
-        out = np.full((batch * length, heads * HEAD_DIM), 0x7FC0, dtype=np.uint16)  # NaN bits
-        scale = float(HEAD_DIM) ** -0.5
+        out = np.full((batch * length, heads * head_dim), 0x7FC0, dtype=np.uint16)  # NaN bits
+        scale = float(head_dim) ** -0.5
         kernel.run_arrays(bits, out, lengths, batch=batch, length=length, heads=heads,
-                          scale=scale, threads=threads)
+                          head_dim=head_dim, scale=scale, threads=threads)
         want = reference_attention(from_bf16_bits(bits), lengths, batch=batch, length=length,
-                                   heads=heads, scale=scale)
+                                   heads=heads, head_dim=head_dim, scale=scale)
         got = from_bf16_bits(out)
         diff = float(np.nanmax(np.abs(got - want))) if np.isfinite(got).all() else float("inf")
         worst = max(worst, diff)
@@ -257,7 +264,7 @@ def load_native_attention(cache_dir: Path | str | None = None) -> tuple[NativeAt
 
 __all__ = [
     "DISABLE_ENV",
-    "HEAD_DIM",
+    "HEAD_DIMS",
     "NativeAttention",
     "NativeAttentionError",
     "from_bf16_bits",

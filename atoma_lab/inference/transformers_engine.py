@@ -348,9 +348,9 @@ class _FusedEncoder:
     def native_attention_fits(self, gemm_dtype: Any) -> bool:
         """Whether :mod:`~atoma_lab.inference.native_attention`'s kernel can take this model's
         attention on the ``gemm_dtype`` path (packed bfloat16 on a CPU, its head size)."""
-        from atoma_lab.inference.native_attention import HEAD_DIM
+        from atoma_lab.inference.native_attention import HEAD_DIMS
 
-        return self.head_dim == HEAD_DIM and self.packs(gemm_dtype)
+        return self.head_dim in HEAD_DIMS and self.packs(gemm_dtype)
 
     def __call__(self, ids: torch.Tensor, mask: torch.Tensor | None, *,
                  reuse_buffers: bool = False, gemm_dtype: Any = None,
@@ -401,7 +401,8 @@ class _FusedEncoder:
                 assert lengths is not None
                 native.run(qkv_rows.data_ptr(), qkv_rows.stride(0), ctx_rows.data_ptr(),
                            ctx_rows.stride(0), lengths.data_ptr(), batch=batch, length=length,
-                           heads=self.heads, scale=self.head_dim ** -0.5, threads=threads)
+                           heads=self.heads, head_dim=self.head_dim,
+                           scale=self.head_dim ** -0.5, threads=threads)
                 ctx = ctx_rows
             else:
                 qkv = qkv_rows[:rows].view(

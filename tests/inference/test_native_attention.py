@@ -43,8 +43,8 @@ def _kernel() -> na.NativeAttention:
 
 
 def _random_case(rng: np.random.Generator, batch: int, length: int, heads: int, *,
-                 extra_columns: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    width = 3 * heads * 32 + extra_columns
+                 head_dim: int = 32, extra_columns: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    width = 3 * heads * head_dim + extra_columns
     qkv = na.to_bf16_bits(rng.standard_normal((batch * length, width)).astype(np.float32) * 2)
     lengths = rng.integers(1, length + 1, size=batch).astype(np.int64)
     lengths[0] = length
@@ -59,7 +59,7 @@ def test_reference_matches_torch_sdpa() -> None:
     qkv = rng.standard_normal((batch * length, 3 * heads * 32)).astype(np.float32)
     lengths = np.array([23, 5, 1, 17], dtype=np.int64)
     got = na.reference_attention(qkv, lengths, batch=batch, length=length, heads=heads,
-                                 scale=SCALE)
+                                 head_dim=32, scale=SCALE)
     t = torch.from_numpy(qkv).view(batch, length, 3, heads, 32).permute(2, 0, 3, 1, 4)
     mask = (torch.arange(length)[None, :] < torch.from_numpy(lengths)[:, None])[:, None, None]
     want = torch.nn.functional.scaled_dot_product_attention(t[0], t[1], t[2], attn_mask=mask)
@@ -80,18 +80,20 @@ def test_bf16_bits_round_to_nearest_even() -> None:
                                   .float().numpy())
 
 
-@pytest.mark.parametrize(("batch", "length", "heads"),
-                         [(1, 1, 1), (3, 7, 2), (2, 16, 12), (2, 33, 4), (4, 157, 12),
-                          (1, 512, 2), (17, 10, 12)])
-def test_kernel_matches_float32_reference(batch: int, length: int, heads: int) -> None:
+@pytest.mark.parametrize(("batch", "length", "heads", "head_dim"),
+                         [(1, 1, 1, 32), (3, 7, 2, 32), (2, 16, 12, 32), (2, 33, 4, 32),
+                          (4, 157, 12, 32), (1, 512, 2, 32), (17, 10, 12, 32), (1, 1, 1, 64),
+                          (3, 45, 16, 64), (2, 130, 4, 64)])
+def test_kernel_matches_float32_reference(batch: int, length: int, heads: int,
+                                          head_dim: int) -> None:
     kernel = _kernel()
     rng = np.random.default_rng(batch * 1000 + length)
-    qkv, lengths = _random_case(rng, batch, length, heads)
-    out = np.full((batch * length, heads * 32), 0x7FC0, dtype=np.uint16)  # NaN everywhere
-    kernel.run_arrays(qkv, out, lengths, batch=batch, length=length, heads=heads, scale=SCALE,
-                      threads=2)
+    qkv, lengths = _random_case(rng, batch, length, heads, head_dim=head_dim)
+    out = np.full((batch * length, heads * head_dim), 0x7FC0, dtype=np.uint16)  # NaN everywhere
+    kernel.run_arrays(qkv, out, lengths, batch=batch, length=length, heads=heads,
+                      head_dim=head_dim, scale=head_dim ** -0.5, threads=2)
     want = na.reference_attention(na.from_bf16_bits(qkv), lengths, batch=batch, length=length,
-                                  heads=heads, scale=SCALE)
+                                  heads=heads, head_dim=head_dim, scale=head_dim ** -0.5)
     got = na.from_bf16_bits(out)
     valid = (np.arange(length)[None, :] < lengths[:, None]).reshape(-1)
     assert np.isfinite(got).all()
@@ -109,13 +111,13 @@ def test_kernel_reads_and_writes_strided_rows_only_where_told() -> None:
     batch, length, heads = 3, 21, 4
     qkv, lengths = _random_case(rng, batch, length, heads, extra_columns=40)
     out = np.full((batch * length, heads * 32 + 24), 0x1234, dtype=np.uint16)
-    kernel.run_arrays(qkv, out, lengths, batch=batch, length=length, heads=heads, scale=SCALE,
-                      threads=2)
+    kernel.run_arrays(qkv, out, lengths, batch=batch, length=length, heads=heads, head_dim=32,
+                      scale=SCALE, threads=2)
     assert (out[:, heads * 32:] == 0x1234).all()
     narrow = np.ascontiguousarray(qkv[:, :3 * heads * 32])
     out2 = np.zeros((batch * length, heads * 32), dtype=np.uint16)
     kernel.run_arrays(narrow, out2, lengths, batch=batch, length=length, heads=heads,
-                      scale=SCALE, threads=2)
+                      head_dim=32, scale=SCALE, threads=2)
     np.testing.assert_array_equal(out[:, :heads * 32], out2)
 
 
@@ -128,7 +130,7 @@ def test_kernel_result_does_not_depend_on_thread_count() -> None:
     for threads in (1, 2, 3, 64):
         out = np.zeros((batch * length, heads * 32), dtype=np.uint16)
         kernel.run_arrays(qkv, out, lengths, batch=batch, length=length, heads=heads,
-                          scale=SCALE, threads=threads)
+                          head_dim=32, scale=SCALE, threads=threads)
         outs.append(out)
     for other in outs[1:]:
         np.testing.assert_array_equal(outs[0], other)
@@ -140,16 +142,18 @@ def test_kernel_refuses_bad_arguments() -> None:
     out = np.zeros((8, 32), dtype=np.uint16)
     lengths = np.array([4, 4], dtype=np.int64)
     with pytest.raises(ValueError, match="qkv"):  # too few rows for 2 x 8
-        kernel.run_arrays(qkv, out, lengths, batch=2, length=8, heads=1, scale=SCALE, threads=1)
+        kernel.run_arrays(qkv, out, lengths, batch=2, length=8, heads=1, head_dim=32,
+                          scale=SCALE, threads=1)
     with pytest.raises(ValueError, match="out"):  # too narrow for two heads
         kernel.run_arrays(np.zeros((8, 6 * 32), dtype=np.uint16), out, lengths[:1], batch=1,
-                          length=8, heads=2, scale=SCALE, threads=1)
+                          length=8, heads=2, head_dim=32, scale=SCALE, threads=1)
     with pytest.raises(ValueError, match="lengths"):
         kernel.run_arrays(qkv, out, lengths.astype(np.int32), batch=2, length=4, heads=1,
-                          scale=SCALE, threads=1)
-    with pytest.raises(na.NativeAttentionError, match="bad arguments"):  # the C side's check
-        kernel.run(qkv.ctypes.data, 3 * 32, out.ctypes.data, 32, lengths.ctypes.data, batch=0,
-                   length=4, heads=1, scale=SCALE, threads=1)
+                          head_dim=32, scale=SCALE, threads=1)
+    for batch, head_dim in ((0, 32), (1, 48)):  # the C side's checks
+        with pytest.raises(na.NativeAttentionError, match="bad arguments"):
+            kernel.run(qkv.ctypes.data, 3 * 64, out.ctypes.data, 64, lengths.ctypes.data,
+                       batch=batch, length=4, heads=1, head_dim=head_dim, scale=SCALE, threads=1)
 
 
 def test_requirements_name_what_is_missing() -> None:

@@ -1,4 +1,5 @@
-/* Scaled dot-product attention for BERT-family encoders on AMX (bfloat16 tiles), head size 32.
+/* Scaled dot-product attention for BERT-family encoders on AMX (bfloat16 tiles), head size 32
+ * or 64.
  *
  * Reads queries, keys and values straight from the fused Q/K/V GEMM's output rows
  * (row b*L + i: [q heads | k heads | v heads], each head `d` contiguous bfloat16) and writes
@@ -18,7 +19,6 @@
 
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
-#define D 32
 
 typedef struct {
     uint8_t palette_id;
@@ -54,13 +54,14 @@ typedef struct {
     uint16_t *out;
     int64_t out_stride;
     const int64_t *lengths;
-    int64_t batch, length, heads;
+    int64_t batch, length, heads, head_dim;
     float scale;
 } job;
 
 static void one_head(const job *jb, int64_t b, int64_t h, float *S, uint16_t *P,
                      uint32_t *kv, uint32_t *vv, uint16_t *qb, float *C) {
-    const int64_t L = jb->length, H = jb->heads;
+    const int64_t L = jb->length, H = jb->heads, D = jb->head_dim;
+    const int64_t chunks = D / 32; /* 32-wide slices of a head: 1 or 2 */
     int64_t n = jb->lengths[b];
     if (n > L) n = L;
     if (n < 0) n = 0;
@@ -68,38 +69,45 @@ static void one_head(const job *jb, int64_t b, int64_t h, float *S, uint16_t *P,
     const uint16_t *base = jb->qkv + b * L * jb->qkv_stride;
     const int64_t koff = H * D + h * D, voff = 2 * H * D + h * D, qoff = h * D;
 
-    /* K^T in the tile layout: block of 16 keys -> [16 pairs of d][16 keys] 32-bit words */
+    /* K^T in the tile layout: per block of 16 keys and 32-wide slice c of the head, one tile
+       [16 pairs of d][16 keys] of 32-bit words */
     for (int64_t j0 = 0; j0 < nk; j0 += 16) {
-        uint32_t *blk = kv + (j0 / 16) * 256;
-        for (int64_t jj = 0; jj < 16; ++jj) {
-            int64_t j = j0 + jj;
-            if (j < n) {
-                const uint32_t *krow = (const uint32_t *)(base + j * jb->qkv_stride + koff);
-                for (int t = 0; t < 16; ++t) blk[t * 16 + jj] = krow[t];
-            } else {
-                for (int t = 0; t < 16; ++t) blk[t * 16 + jj] = 0;
+        for (int64_t c = 0; c < chunks; ++c) {
+            uint32_t *blk = kv + ((j0 / 16) * chunks + c) * 256;
+            for (int64_t jj = 0; jj < 16; ++jj) {
+                int64_t j = j0 + jj;
+                if (j < n) {
+                    const uint32_t *krow =
+                        (const uint32_t *)(base + j * jb->qkv_stride + koff + c * 32);
+                    for (int t = 0; t < 16; ++t) blk[t * 16 + jj] = krow[t];
+                } else {
+                    for (int t = 0; t < 16; ++t) blk[t * 16 + jj] = 0;
+                }
             }
         }
     }
-    /* V in the tile layout: block of 32 keys -> two tiles (d 0-15, 16-31) of
+    /* V in the tile layout: per block of 32 keys, D/16 tiles (d 0-15, 16-31, ...) of
        [16 key pairs][16 d] 32-bit words holding (V[2t][d], V[2t+1][d]) */
     for (int64_t k0 = 0; k0 < nk; k0 += 32) {
-        uint32_t *blk = vv + (k0 / 32) * 512;
-        for (int t = 0; t < 16; ++t) {
-            int64_t k = k0 + 2 * t;
-            __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
-            if (k < n) lo = _mm512_loadu_si512(base + k * jb->qkv_stride + voff);
-            if (k + 1 < n) hi = _mm512_loadu_si512(base + (k + 1) * jb->qkv_stride + voff);
-            /* interleave 16-bit elements: d 0-7,16-23 from unpacklo; arrange with permutes */
-            __m512i a = _mm512_unpacklo_epi16(lo, hi); /* per 128-bit lane: d 0-3 pairs */
-            __m512i c = _mm512_unpackhi_epi16(lo, hi); /* per 128-bit lane: d 4-7 pairs */
-            /* lanes: a = [d0-3, d8-11, d16-19, d24-27], c = [d4-7, d12-15, d20-23, d28-31] */
-            __m512i first = _mm512_permutex2var_epi64(
-                a, _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0), c);  /* d0-3,4-7,8-11,12-15 */
-            __m512i second = _mm512_permutex2var_epi64(
-                a, _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4), c); /* d16-19,...,28-31 */
-            _mm512_storeu_si512(blk + t * 16, first);
-            _mm512_storeu_si512(blk + 256 + t * 16, second);
+        uint32_t *blk = vv + (k0 / 32) * (D / 16) * 256;
+        for (int64_t c = 0; c < chunks; ++c) {
+            for (int t = 0; t < 16; ++t) {
+                int64_t k = k0 + 2 * t;
+                __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+                if (k < n) lo = _mm512_loadu_si512(base + k * jb->qkv_stride + voff + c * 32);
+                if (k + 1 < n)
+                    hi = _mm512_loadu_si512(base + (k + 1) * jb->qkv_stride + voff + c * 32);
+                /* per 128-bit lane, pairs (lo[d], hi[d]): a = [d0-3, d8-11, d16-19, d24-27],
+                   e = [d4-7, d12-15, d20-23, d28-31] */
+                __m512i a = _mm512_unpacklo_epi16(lo, hi);
+                __m512i e = _mm512_unpackhi_epi16(lo, hi);
+                __m512i first = _mm512_permutex2var_epi64(
+                    a, _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0), e);  /* d0-15 */
+                __m512i second = _mm512_permutex2var_epi64(
+                    a, _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4), e); /* d16-31 */
+                _mm512_storeu_si512(blk + (2 * c) * 256 + t * 16, first);
+                _mm512_storeu_si512(blk + (2 * c + 1) * 256 + t * 16, second);
+            }
         }
     }
 
@@ -120,12 +128,18 @@ static void one_head(const job *jb, int64_t b, int64_t h, float *S, uint16_t *P,
             else
                 memset(qb + r * D, 0, D * 2);
         }
-        _tile_loadd(3, qb, D * 2);
+        /* scores: tile 4 accumulates, queries' slices in tiles 5 and 7, keys in tile 6 */
+        _tile_loadd(5, qb, D * 2);
+        if (chunks == 2) _tile_loadd(7, qb + 32, D * 2);
         for (int64_t j0 = 0; j0 < nk; j0 += 16) {
-            _tile_zero(2);
-            _tile_loadd(4, kv + (j0 / 16) * 256, 64);
-            _tile_dpbf16ps(2, 3, 4);
-            _tile_stored(2, S + j0, nk * 4);
+            _tile_zero(4);
+            _tile_loadd(6, kv + (j0 / 16) * chunks * 256, 64);
+            _tile_dpbf16ps(4, 5, 6);
+            if (chunks == 2) {
+                _tile_loadd(6, kv + ((j0 / 16) * 2 + 1) * 256, 64);
+                _tile_dpbf16ps(4, 7, 6);
+            }
+            _tile_stored(4, S + j0, nk * 4);
         }
         float sums[16];
         for (int64_t r = 0; r < 16; ++r) {
@@ -155,17 +169,33 @@ static void one_head(const job *jb, int64_t b, int64_t h, float *S, uint16_t *P,
             }
             sums[r] = _mm512_reduce_add_ps(acc);
         }
+        /* context: tiles 0-1 (and 2-3 for D = 64) accumulate, P in tile 5, V in tiles 6/7 */
         _tile_zero(0);
         _tile_zero(1);
+        if (chunks == 2) {
+            _tile_zero(2);
+            _tile_zero(3);
+        }
         for (int64_t k0 = 0; k0 < nk; k0 += 32) {
+            const uint32_t *vb = vv + (k0 / 32) * (D / 16) * 256;
             _tile_loadd(5, P + k0, nk * 2);
-            _tile_loadd(6, vv + (k0 / 32) * 512, 64);
-            _tile_loadd(7, vv + (k0 / 32) * 512 + 256, 64);
+            _tile_loadd(6, vb, 64);
+            _tile_loadd(7, vb + 256, 64);
             _tile_dpbf16ps(0, 5, 6);
             _tile_dpbf16ps(1, 5, 7);
+            if (chunks == 2) {
+                _tile_loadd(6, vb + 512, 64);
+                _tile_loadd(7, vb + 768, 64);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+            }
         }
         _tile_stored(0, C, D * 4);
         _tile_stored(1, C + 16, D * 4);
+        if (chunks == 2) {
+            _tile_stored(2, C + 32, D * 4);
+            _tile_stored(3, C + 48, D * 4);
+        }
         for (int64_t r = 0; r < rows; ++r) {
             uint16_t *orow = jb->out + (b * L + i0 + r) * jb->out_stride + h * D;
             if (r >= valid) {
@@ -173,21 +203,21 @@ static void one_head(const job *jb, int64_t b, int64_t h, float *S, uint16_t *P,
                 continue;
             }
             __m512 inv = _mm512_set1_ps(1.0f / sums[r]);
-            __m256bh o0 = _mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(C + r * D), inv));
-            __m256bh o1 = _mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(C + r * D + 16), inv));
-            _mm256_storeu_si256((__m256i *)orow, (__m256i)o0);
-            _mm256_storeu_si256((__m256i *)(orow + 16), (__m256i)o1);
+            for (int64_t c = 0; c < D; c += 16) {
+                __m256bh o = _mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(C + r * D + c), inv));
+                _mm256_storeu_si256((__m256i *)(orow + c), (__m256i)o);
+            }
         }
     }
 }
 
 /* One thread's share: heads thread, thread + threads, ... of the batch's batch x heads. */
 static int run_share(const job *jb, int thread, int threads) {
-    const int64_t nk = (jb->length + 31) & ~(int64_t)31;
+    const int64_t nk = (jb->length + 31) & ~(int64_t)31, D = jb->head_dim;
     float *S = aligned_alloc(64, 16 * nk * 4);
     uint16_t *P = aligned_alloc(64, 16 * nk * 2);
-    uint32_t *kv = aligned_alloc(64, nk * 64);
-    uint32_t *vv = aligned_alloc(64, nk * 64);
+    uint32_t *kv = aligned_alloc(64, nk * D * 2);
+    uint32_t *vv = aligned_alloc(64, nk * D * 2);
     uint16_t *qb = aligned_alloc(64, 16 * D * 2);
     float *C = aligned_alloc(64, 16 * D * 4);
     int status = 0;
@@ -219,11 +249,11 @@ int atoma_attention_bf16(const uint16_t *qkv, int64_t qkv_stride, uint16_t *out,
                          int64_t out_stride, const int64_t *lengths, int64_t batch,
                          int64_t length, int64_t heads, int64_t head_dim, float scale,
                          int threads) {
-    if (head_dim != D || batch < 1 || length < 1 || heads < 1 || threads < 1
-        || qkv_stride < 3 * heads * D || out_stride < heads * D)
+    if ((head_dim != 32 && head_dim != 64) || batch < 1 || length < 1 || heads < 1
+        || threads < 1 || qkv_stride < 3 * heads * head_dim || out_stride < heads * head_dim)
         return -1;
     if (threads > batch * heads) threads = (int)(batch * heads);
-    job jb = {qkv, qkv_stride, out, out_stride, lengths, batch, length, heads, scale};
+    job jb = {qkv, qkv_stride, out, out_stride, lengths, batch, length, heads, head_dim, scale};
     int status = 0;
 #pragma omp parallel num_threads(threads) reduction(min : status)
     {
