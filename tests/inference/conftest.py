@@ -98,7 +98,8 @@ def make_tiny_model(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path,
     """Build a tiny random encoder folder in sentence-transformers layout.
 
     ``make_tiny_model(name, model_type="bert"|"roberta", pooling="mean"|[...], hidden_act=...,
-    max_seq_length=..., prompts=..., default_prompt_name=..., include_prompt=...)``. The
+    max_seq_length=..., prompts=..., default_prompt_name=..., include_prompt=..., heads=4)``
+    (hidden size 64: ``heads`` 2 and 1 give head sizes 32 and 64). The
     tokenizer is MiniLM's (BERT uncased); the weights are seeded, so a folder is reproducible.
     """
     import torch
@@ -109,12 +110,12 @@ def make_tiny_model(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path,
     def make(name: str, *, model_type: str = "bert", pooling: str | list[str] = "mean",
              hidden_act: str = "gelu", max_seq_length: int | None = 48,
              prompts: dict[str, str] | None = None, default_prompt_name: str | None = None,
-             include_prompt: bool = True, normalize: bool = True) -> Path:
+             include_prompt: bool = True, normalize: bool = True, heads: int = 4) -> Path:
         folder = root / name
         if folder.exists():
             return folder
         common: dict[str, Any] = dict(vocab_size=30522, hidden_size=64, num_hidden_layers=2,
-                                      num_attention_heads=4, intermediate_size=128,
+                                      num_attention_heads=heads, intermediate_size=128,
                                       hidden_act=hidden_act, max_position_embeddings=96)
         torch.manual_seed(1234)
         model: Any

@@ -312,6 +312,37 @@ def test_engine_falls_back_or_refuses_where_the_kernel_cannot_run(
         strict._build_path(PathSpec("torch", "bfloat16"))
 
 
+@pytest.mark.parametrize(("model_type", "heads"), [("bert", 2), ("bert", 1), ("roberta", 1)])
+def test_tiny_models_run_the_kernel_at_each_head_size(make_tiny_model: Any, model_type: str,
+                                                      heads: int,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Head sizes 32 (two heads of 64) and 64 (one): the kernel runs in the engine and its
+    vectors equal SDPA's up to bfloat16 rounding."""
+    from atoma_lab.inference.selection import PathSpec
+
+    if na.load_native_attention()[0] is None:
+        pytest.skip(f"native attention cannot run here: {na.load_native_attention()[1]}")
+    folder = make_tiny_model(f"tiny-{model_type}-heads{heads}", model_type=model_type,
+                             heads=heads)
+    vectors = {}
+    calls: list[int] = []
+    run = na.NativeAttention.run
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> None:
+        calls.append(kwargs["head_dim"])
+        run(self, *args, **kwargs)
+
+    monkeypatch.setattr(na.NativeAttention, "run", spy)
+    for attention in ("native", "sdpa"):
+        engine = TransformersEngine(folder, device="cpu", attention=attention)  # type: ignore[arg-type]
+        path = engine._build_path(PathSpec("torch", "bfloat16"))
+        if not getattr(path, "packed", False):
+            pytest.skip("no packed bfloat16 GEMMs on this CPU/torch")
+        vectors[attention] = engine._run(engine.tokenize(MIXED_CORPUS).sequences, path)
+    assert calls and set(calls) == {64 // heads}
+    assert min_cosine(vectors["native"], vectors["sdpa"]) >= 0.999
+
+
 def test_engine_refuses_an_unknown_attention(minilm_path: Path) -> None:
     with pytest.raises(ValueError, match="attention"):
         TransformersEngine(minilm_path, device="cpu", attention="flash")  # type: ignore[arg-type]
