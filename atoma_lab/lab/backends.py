@@ -63,9 +63,12 @@ def timed(fn: Callable[[], Any]) -> Callable[[], float]:
 
 def engine_backend(name: str, engine: Any, texts: Sequence[str]) -> Backend:
     """The engine (a :class:`~atoma_lab.inference.TransformersEngine`) embedding ``texts``;
-    the note says which path it runs and why (:meth:`describe`)."""
+    the note says which path it runs and why (:meth:`describe`), and the attention kernel where
+    it is not the runtime's own."""
     about = engine.describe() if hasattr(engine, "describe") else {}
     note = f"{about['path']}: {about['reason']}" if about else ""
+    if about.get("attention") not in (None, "sdpa", "onnxruntime"):
+        note += f"; attention: {about['attention']}"
     items = list(texts)
     return Backend(name, "ours", timed(lambda: engine.embed(items)),
                    lambda: engine.embed(items).vectors, note)

@@ -88,3 +88,24 @@ def test_bad_tables_are_refused() -> None:
         measure_backends([b], baseline="a", texts=1, rounds=1, threads=1).row("nope")
     assert quality_of(1e-6, 1.0) == "exact" and quality_of(1e-3, 0.9995) == "cos>=0.999"
     assert quality_of(1e-1, 0.98) == "lossy"
+
+
+class _DescribedEngine:
+    def __init__(self, attention: str) -> None:
+        self.attention = attention
+
+    def describe(self) -> dict[str, Any]:
+        return {"path": "torch-bfloat16", "reason": "measured fastest",
+                "attention": self.attention}
+
+    def embed(self, texts: list[str]) -> Any:
+        raise AssertionError("not called by these tests")
+
+
+def test_engine_rows_name_their_path_and_a_kernel_of_their_own() -> None:
+    from atoma_lab.lab.backends import engine_backend
+
+    native = engine_backend("fast", _DescribedEngine("native-amx"), ["a"])
+    assert native.note == "torch-bfloat16: measured fastest; attention: native-amx"
+    assert engine_backend("fast", _DescribedEngine("sdpa"), ["a"]).note == (
+        "torch-bfloat16: measured fastest")
