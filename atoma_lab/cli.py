@@ -98,12 +98,12 @@ def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
 
     names = (("runtime", "runtime"), ("device", "device"), ("dtype", "dtype"),
              ("mode", "engine_mode"), ("max_batch_tokens", "batch_tokens"),
-             ("remeasure", "remeasure"))
+             ("remeasure", "remeasure"), ("attention", "attention"))
     options = {k: getattr(args, a) for k, a in names if getattr(args, a, None) is not None}
     engine_only = {k: v for k, v in options.items() if k != "max_batch_tokens"}
     if engine_only and getattr(args, "model", None) == FAKE_MODEL:
-        raise SystemExit("atoma-lab: --runtime, --device, --dtype, --engine-mode and --remeasure "
-                         f"choose how a real model runs; {FAKE_MODEL} has no weights")
+        raise SystemExit("atoma-lab: --runtime, --device, --dtype, --engine-mode, --remeasure and "
+                         f"--attention choose how a real model runs; {FAKE_MODEL} has no weights")
     return options
 
 
@@ -122,6 +122,10 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--remeasure", action="store_true", default=None,
                    help="measure the paths again (runtime auto, fast mode) instead of taking the "
                         "choice recorded for this model and machine, and record the new one")
+    g.add_argument("--attention", choices=["auto", "sdpa", "native"], default=None,
+                   help="attention on fast mode's bf16 CPU path: auto (default: the AMX kernel "
+                        "where it builds and passes its check, else torch's SDPA), sdpa, or "
+                        "native (the kernel or an error)")
     g.add_argument("--batch-tokens", type=int, default=None,
                    help="token budget of one batch the node's batcher forms (default "
                         "atoma_lab.inference.DEFAULT_MAX_BATCH_TOKENS)")

@@ -111,9 +111,15 @@ def test_node_engine_options() -> None:
     assert _engine_options(parser.parse_args(["serve", "--engine-mode", "fast",
                                               "--remeasure"])) == {"mode": "fast",
                                                                    "remeasure": True}
-    with pytest.raises(SystemExit, match="--remeasure"):
-        _engine_options(parser.parse_args(["serve", "--model", "atoma-lab/fake-embedder",
-                                           "--remeasure"]))
+    assert _engine_options(parser.parse_args(["node", "--proxy", "x", "--engine-mode", "fast",
+                                              "--attention", "sdpa"])) == {"mode": "fast",
+                                                                           "attention": "sdpa"}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--attention", "flash"])
+    for flag in (["--remeasure"], ["--attention", "native"]):
+        with pytest.raises(SystemExit, match=flag[0]):
+            _engine_options(parser.parse_args(["serve", "--model", "atoma-lab/fake-embedder",
+                                               *flag]))
     with pytest.raises(SystemExit):
         parser.parse_args(["node", "--proxy", "x", "--dtype", "int4"])
     backend = parser.parse_args(["node", "--proxy", "x", "--backend", "http://127.0.0.1:9",

@@ -15,7 +15,9 @@ normalisation. What makes it faster:
   (:func:`~atoma_lab.inference.batching.plan_micro_batches`): little padding, cache-sized
   activations;
 * on torch, for BERT, RoBERTa and XLM-RoBERTa encoders a fused forward (:class:`_FusedEncoder`):
-  one GEMM for Q, K and V, SDPA attention without a mask when a micro-batch has no padding,
+  one GEMM for Q, K and V, SDPA attention without a mask when a micro-batch has no padding
+  (on the packed bfloat16 path of an AMX CPU, attention in
+  :mod:`~atoma_lab.inference.native_attention`'s kernel instead),
   in-place residual adds and activation, GEMM outputs written into buffers reused across calls
   (float32), no unused pooler; other architectures run through ``AutoModel`` with SDPA;
 * on ONNX Runtime (``runtime="onnx"``), the model exported once into a cache
