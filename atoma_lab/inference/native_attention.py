@@ -1,25 +1,36 @@
-"""Attention on AMX tiles for the packed bfloat16 CPU path: a small C kernel, compiled on first use.
+"""Attention for the packed bfloat16 CPU path: a small C kernel, compiled on first use.
 
 At MiniLM's head size (32) and the 8-170 tokens of typical inputs, torch's CPU flash attention
 does about a twentieth of a forward's arithmetic in about a third of its time (profile in
 docs/benchmarks.md): its blocks are sized for long sequences, and the heads are read through
 strided views of the fused Q/K/V output and written back through a transposing copy. The kernel
 in ``kernels/attention_amx.c`` reads each head's queries, keys and values straight from the
-Q/K/V GEMM's output rows, computes a 16-query block's scores for all keys in AMX tiles
-(``TDPBF16PS``: a 16 x 32 bfloat16 tile holds 16 rows of a head of 32, two of a head of
-64), the softmax in float32
-with AVX-512 (masked past each sequence's length), the probabilities rounded to bfloat16 for the
-P.V product as torch's kernel does, and writes the context into the output projection's input
-rows. Heads are shared among the threads (the caller's plus ``threads - 1`` started per call).
+Q/K/V GEMM's output rows (head sizes 32 and 64), computes a 16-query block's scores for all
+keys, the softmax in float32 with AVX-512 (masked past each sequence's length), the
+probabilities rounded to bfloat16 for the P.V product as torch's kernel does, and writes the
+context into the output projection's input rows. Its two matrix products run in one of two
+variants over the same packed operands:
 
-Where it runs: Linux on x86-64 with ``amx_tile``, ``amx_bf16``, ``avx512f`` and ``avx512_bf16``
-(Sapphire Rapids and later), a C compiler (``$CC``, else ``cc``/``gcc``/``clang``), and the
-kernel's permission to use AMX tile data (``arch_prctl``). It is compiled once into the cache
-folder (:func:`~atoma_lab.inference.onnx_export.default_cache_dir`, never site-packages), keyed by
-the source, the compiler and its flags; a process compiles into a private file and renames it
-into place, under a lock, so two processes compiling at once end with one whole library. Before
-first use it is checked against a float32 reference computed in numpy on random heads; a kernel
-that fails the check is not used. ``ATOMA_LAB_NATIVE_ATTENTION=0`` turns it off.
+* ``"amx"``: AMX tiles (``TDPBF16PS``; a 16 x 32 bfloat16 tile holds 16 rows of a head of 32),
+  on CPUs with ``amx_tile`` and ``amx_bf16`` (Intel Sapphire Rapids and later), after asking the
+  kernel for tile data (``arch_prctl``);
+* ``"avx512-bf16"``: ``VDPBF16PS`` dot products, on CPUs with ``avx512f`` and ``avx512_bf16``
+  and no AMX (AMD Zen 4 and 5, Intel Cooper Lake).
+
+Heads are shared among OpenMP threads: in a process that has loaded torch, torch's own runtime
+(the same ``libgomp.so.1``), so the kernel runs on the threads torch's GEMMs just ran on instead
+of competing with them for the cores. The engine measures the kernel against SDPA at a few
+sequence lengths when it loads (``TransformersEngine._resolve_attention``) and uses it only as
+far as it measured faster.
+
+Where it runs: Linux on x86-64 with the flags above and a C compiler (``$CC``, else
+``cc``/``gcc``/``clang``). It is compiled once into the cache folder
+(:func:`~atoma_lab.inference.onnx_export.default_cache_dir`, never site-packages), keyed by the
+source, the compiler and its flags; a process compiles into a private file and renames it into
+place, under a lock, so two processes compiling at once end with one whole library. Before first
+use each variant is checked against a float32 reference computed in numpy on random heads; a
+kernel that fails the check is not used. ``ATOMA_LAB_NATIVE_ATTENTION=0`` turns it off;
+``=avx512-bf16`` (or ``=amx``) picks that variant instead of the CPU's best.
 :func:`load_native_attention` returns the kernel or the reason it is not available, which the
 engine's ``describe()`` shows.
 """
@@ -44,7 +55,9 @@ from atoma_lab.inference.hardware import CpuInfo
 
 DISABLE_ENV = "ATOMA_LAB_NATIVE_ATTENTION"
 SOURCE = Path(__file__).with_name("kernels") / "attention_amx.c"
-REQUIRED_FLAGS: tuple[str, ...] = ("amx_tile", "amx_bf16", "avx512f", "avx512_bf16")
+REQUIRED_FLAGS: tuple[str, ...] = ("avx512f", "avx512_bf16")  # the dot-product variant
+AMX_FLAGS: tuple[str, ...] = ("amx_tile", "amx_bf16")  # and the tile variant
+ISAS: tuple[str, ...] = ("amx", "avx512-bf16")
 HEAD_DIMS: tuple[int, ...] = (32, 64)
 COMPILE_FLAGS: tuple[str, ...] = (
     "-O3", "-fPIC", "-shared", "-fopenmp", "-mavx512f", "-mavx512vl", "-mavx512bf16", "-mfma",
@@ -61,10 +74,12 @@ class NativeAttentionError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class NativeAttention:
-    """The compiled kernel: :meth:`run` on raw buffers (the engine passes tensors' pointers)."""
+    """The compiled kernel: :meth:`run` on raw buffers (the engine passes tensors' pointers).
+    ``isa``: ``"amx"`` (tiles) or ``"avx512-bf16"`` (dot products), the variant it runs."""
 
     library: Path
     _fn: Any  # the ctypes function
+    isa: str = "amx"
 
     def run(self, qkv: int, qkv_stride: int, out: int, out_stride: int, lengths: int, *,
             batch: int, length: int, heads: int, head_dim: int, scale: float,
@@ -78,7 +93,7 @@ class NativeAttention:
         length); ``lengths``: address of ``batch`` int64 lengths. The caller guarantees the
         buffers' sizes (:meth:`run_arrays` checks them)."""
         status = self._fn(qkv, qkv_stride, out, out_stride, lengths, batch, length, heads,
-                          head_dim, scale, threads)
+                          head_dim, scale, threads, 1 if self.isa == "amx" else 0)
         if status != 0:
             raise NativeAttentionError(
                 f"native attention failed: {_STATUS.get(status, f'status {status}')}")
@@ -103,12 +118,20 @@ class NativeAttention:
                  head_dim=head_dim, scale=scale, threads=threads)
 
 
-def missing_requirements(cpu: CpuInfo | None = None) -> str | None:
-    """Why this machine cannot run the kernel (platform or CPU flags), or ``None``."""
+def best_isa(cpu: CpuInfo | None = None) -> str:
+    """The variant this CPU runs best: tiles where it has AMX-BF16, else dot products."""
+    flags = (cpu or CpuInfo.detect()).flags
+    return "amx" if all(f in flags for f in AMX_FLAGS) else "avx512-bf16"
+
+
+def missing_requirements(cpu: CpuInfo | None = None, isa: str = "avx512-bf16") -> str | None:
+    """Why this machine cannot run the kernel's ``isa`` variant (platform or CPU flags), or
+    ``None``."""
     if platform.system() != "Linux" or platform.machine().lower() not in ("x86_64", "amd64"):
         return f"needs Linux on x86-64 (this is {platform.system()} {platform.machine()})"
     flags = (cpu or CpuInfo.detect()).flags
-    lacking = [f for f in REQUIRED_FLAGS if f not in flags]
+    needed = REQUIRED_FLAGS + (AMX_FLAGS if isa == "amx" else ())
+    lacking = [f for f in needed if f not in flags]
     if lacking:
         return f"the CPU lacks {', '.join(lacking)}"
     return None
@@ -218,20 +241,20 @@ def self_check(kernel: NativeAttention, *, threads: int = 2, seed: int = 0) -> f
     return worst
 
 
-def _load(library: Path) -> NativeAttention:
+def _load(library: Path, isa: str) -> NativeAttention:
     lib = ctypes.CDLL(str(library))
-    if lib.atoma_amx_permit() != 0:
+    if isa == "amx" and lib.atoma_amx_permit() != 0:
         raise OSError("the operating system refused AMX tile data (arch_prctl)")
     fn = lib.atoma_attention_bf16
     fn.restype = ctypes.c_int
-    i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    fn.argtypes = [ptr, i64, ptr, i64, ptr, i64, i64, i64, i64, ctypes.c_float, ctypes.c_int]
-    return NativeAttention(library, fn)
+    i64, ptr, c_int = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
+    fn.argtypes = [ptr, i64, ptr, i64, ptr, i64, i64, i64, i64, ctypes.c_float, c_int, c_int]
+    return NativeAttention(library, fn, isa)
 
 
 @lru_cache(maxsize=8)
-def _load_cached(cache_dir: Path) -> tuple[NativeAttention | None, str]:
-    why = missing_requirements()
+def _load_cached(cache_dir: Path, isa: str) -> tuple[NativeAttention | None, str]:
+    why = missing_requirements(isa=isa)
     if why is not None:
         return None, why
     compiler = _compiler()
@@ -242,31 +265,44 @@ def _load_cached(cache_dir: Path) -> tuple[NativeAttention | None, str]:
         library = _library_path(cache_dir, compiler)
         if not library.is_file():
             _compile(compiler, library)
-        kernel = _load(library)
+        kernel = _load(library, isa)
     except (OSError, subprocess.SubprocessError) as exc:
         return None, f"cannot build or load it ({exc})"
     error = self_check(kernel)
     if not error <= _CHECK_TOLERANCE:
         return None, f"failed its check against float32 (max abs diff {error:.3g})"
-    return kernel, f"AMX kernel {library.name} (checked: max abs diff {error:.3g} to float32)"
+    return kernel, (f"{isa} kernel {library.name} (checked: max abs diff {error:.3g} to "
+                    "float32)")
 
 
-def load_native_attention(cache_dir: Path | str | None = None) -> tuple[NativeAttention | None, str]:
+def load_native_attention(cache_dir: Path | str | None = None, *,
+                          isa: str | None = None) -> tuple[NativeAttention | None, str]:
     """The kernel and what it is, or ``None`` and why it cannot run here (loaded once per
-    process and cache folder)."""
-    if os.environ.get(DISABLE_ENV, "").strip().lower() in ("0", "false", "no", "off"):
+    process, cache folder and variant). ``isa``: ``"amx"`` or ``"avx512-bf16"``; default
+    :func:`best_isa` for this CPU."""
+    if isa is not None and isa not in ISAS:
+        raise ValueError(f"isa must be one of {ISAS}")
+    setting = os.environ.get(DISABLE_ENV, "").strip().lower()
+    if setting in ("0", "false", "no", "off"):
         return None, f"turned off by {DISABLE_ENV}"
+    if isa is None and setting in ISAS:
+        isa = setting
+    elif setting not in ("", "1", "true", "yes", "on", "auto", *ISAS):
+        return None, (f"{DISABLE_ENV}={setting!r} is not one of 0, 1, auto, "
+                      f"{', '.join(ISAS)}")
     from atoma_lab.inference.onnx_export import default_cache_dir
 
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return _load_cached(root.resolve())
+    return _load_cached(root.resolve(), isa or best_isa())
 
 
 __all__ = [
     "DISABLE_ENV",
     "HEAD_DIMS",
+    "ISAS",
     "NativeAttention",
     "NativeAttentionError",
+    "best_isa",
     "from_bf16_bits",
     "load_native_attention",
     "missing_requirements",

@@ -426,6 +426,63 @@ class _FusedEncoder:
         return x[:rows].view(batch, length, hidden)
 
 
+_REACH_LENGTHS = (16, 32, 64, 128, 256, 512)  # sequence lengths the kernel is timed at
+_REACH_REPEATS = 3
+
+
+def _native_attention_reach(kernel: NativeAttention, heads: int, head_dim: int, *,
+                            max_length: int, tokens: int) -> tuple[int, dict[int, float]]:
+    """How far the native kernel pays here: the longest of :data:`_REACH_LENGTHS` (cut at
+    ``max_length``) up to which it ran faster than SDPA at every length measured, 0 if not even
+    at the shortest; and its time over SDPA's at each length
+    measured. Each length is one micro-batch of about ``tokens`` tokens of random bfloat16
+    Q/K/V, SDPA timed as the fused forward runs it (with the copy into the context rows), the
+    two interleaved, the fastest of a few runs each."""
+    torch = _torch()
+    generator = torch.Generator().manual_seed(0)
+    ratios: dict[int, float] = {}
+    reach = 0
+    for length in sorted({min(n, max_length) for n in _REACH_LENGTHS}):
+        ratios[length] = _native_over_sdpa(kernel, heads, head_dim, length,
+                                           max(1, tokens // length), generator)
+        if ratios[length] > 1.0:
+            break
+        reach = length
+    return reach, ratios
+
+
+def _native_over_sdpa(kernel: NativeAttention, heads: int, head_dim: int, length: int,
+                      batch: int, generator: Any) -> float:
+    """The kernel's time over SDPA's on one random micro-batch (fastest run of each)."""
+    torch = _torch()
+    f = torch.nn.functional
+    threads = torch.get_num_threads()
+    width = heads * head_dim
+    qkv = torch.randn(batch * length, 3 * width, generator=generator).bfloat16()
+    out = torch.zeros(batch * length, width, dtype=torch.bfloat16)
+    lengths = torch.full((batch,), length, dtype=torch.int64)
+
+    def sdpa() -> None:
+        q = qkv.view(batch, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+        ctx = f.scaled_dot_product_attention(q[0], q[1], q[2])
+        out.view(batch, length, heads, head_dim).copy_(ctx.transpose(1, 2))
+
+    def native() -> None:
+        kernel.run(qkv.data_ptr(), qkv.stride(0), out.data_ptr(), out.stride(0),
+                   lengths.data_ptr(), batch=batch, length=length, heads=heads,
+                   head_dim=head_dim, scale=head_dim ** -0.5, threads=threads)
+
+    best = {"sdpa": float("inf"), "native": float("inf")}
+    with torch.inference_mode():
+        for r in range(_REACH_REPEATS + 1):  # round 0 warms both up, untimed
+            for name, fn in (("sdpa", sdpa), ("native", native)):
+                start = time.perf_counter()
+                fn()
+                if r:
+                    best[name] = min(best[name], time.perf_counter() - start)
+    return best["native"] / best["sdpa"]
+
+
 class _Path(Protocol):
     """One way to run the model on a padded micro-batch: pooled vectors out."""
 
@@ -455,13 +512,15 @@ class _TorchPath:
         self.packed = (self._gemm_dtype is not None and engine._fused is not None
                        and engine._fused.packs(self._gemm_dtype))
         self.native_attention: NativeAttention | None = None
+        self.native_max_length: int | None = None  # longer micro-batches: SDPA
         self.attention, self.attention_reason = "sdpa", "torch's scaled_dot_product_attention"
         if engine._fused is not None and engine._fused.native_attention_fits(self._gemm_dtype):
             self._resolve_attention(engine.attention_requested)
 
     def _resolve_attention(self, requested: AttentionName) -> None:
-        """Use the native kernel where asked (``"native"``: or fail) or where it runs
-        (``"auto"``); the reason goes to ``describe()``."""
+        """Use the native kernel where asked (``"native"``: for every length, or fail) or
+        (``"auto"``) up to the longest length at which it measured faster than SDPA here; the
+        reason goes to ``describe()``."""
         from atoma_lab.inference.native_attention import load_native_attention
 
         if requested == "sdpa":
@@ -474,7 +533,25 @@ class _TorchPath:
                                      f"here: {why}")
             self.attention_reason = f"native kernel not used: {why}"
             return
-        self.native_attention, self.attention, self.attention_reason = kernel, "native-amx", why
+        fused = self.engine._fused
+        assert fused is not None
+        if requested == "auto":
+            reach, ratios = _native_attention_reach(
+                kernel, fused.heads, fused.head_dim, max_length=self.engine._max_seq_length,
+                tokens=self._budget_tokens())
+            measured = ", ".join(f"{n}: {r:.2f}x" for n, r in ratios.items())
+            if reach == 0:
+                self.attention_reason = (f"native {kernel.isa} kernel not used: slower than SDPA "
+                                         f"here (its time / SDPA's by length: {measured})")
+                return
+            self.native_max_length = reach
+            why += (f"; used up to {reach} tokens, where it measured faster than SDPA (its time "
+                    f"/ SDPA's by length: {measured})")
+        self.native_attention, self.attention_reason = kernel, why
+        self.attention = f"native-{kernel.isa}"
+
+    def _budget_tokens(self) -> int:
+        return self.engine._budget(self)
 
     @contextlib.contextmanager
     def _context(self) -> Iterator[None]:
@@ -497,9 +574,12 @@ class _TorchPath:
         padded = not bool(mask_np.all())
         with self._context():
             if eng._fused is not None:
+                native = self.native_attention if (
+                    self.native_max_length is None or ids.shape[1] <= self.native_max_length
+                ) else None
                 hidden = eng._fused(ids_t, mask_t if padded else None, reuse_buffers=self._reuse,
                                     gemm_dtype=self._gemm_dtype, lengths=lengths_t,
-                                    native_attention=self.native_attention)
+                                    native_attention=native)
             else:
                 kwargs: dict[str, Any] = {"input_ids": ids_t, "attention_mask": mask_t}
                 if eng._accepts_token_types:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,10 @@ def _fresh_loads() -> Any:
     na._load_cached.cache_clear()
 
 
-def _kernel() -> na.NativeAttention:
-    kernel, why = na.load_native_attention()
+def _kernel(isa: str | None = None) -> na.NativeAttention:
+    kernel, why = na.load_native_attention(isa=isa)
     if kernel is None:
-        pytest.skip(f"native attention cannot run here: {why}")
+        pytest.skip(f"native attention ({isa or 'best variant'}) cannot run here: {why}")
     return kernel
 
 
@@ -80,13 +81,15 @@ def test_bf16_bits_round_to_nearest_even() -> None:
                                   .float().numpy())
 
 
+@pytest.mark.parametrize("isa", na.ISAS)
 @pytest.mark.parametrize(("batch", "length", "heads", "head_dim"),
                          [(1, 1, 1, 32), (3, 7, 2, 32), (2, 16, 12, 32), (2, 33, 4, 32),
                           (4, 157, 12, 32), (1, 512, 2, 32), (17, 10, 12, 32), (1, 1, 1, 64),
                           (3, 45, 16, 64), (2, 130, 4, 64)])
 def test_kernel_matches_float32_reference(batch: int, length: int, heads: int,
-                                          head_dim: int) -> None:
-    kernel = _kernel()
+                                          head_dim: int, isa: str) -> None:
+    kernel = _kernel(isa)
+    assert kernel.isa == isa
     rng = np.random.default_rng(batch * 1000 + length)
     qkv, lengths = _random_case(rng, batch, length, heads, head_dim=head_dim)
     out = np.full((batch * length, heads * head_dim), 0x7FC0, dtype=np.uint16)  # NaN everywhere
@@ -121,8 +124,9 @@ def test_kernel_reads_and_writes_strided_rows_only_where_told() -> None:
     np.testing.assert_array_equal(out[:, :heads * 32], out2)
 
 
-def test_kernel_result_does_not_depend_on_thread_count() -> None:
-    kernel = _kernel()
+@pytest.mark.parametrize("isa", na.ISAS)
+def test_kernel_result_does_not_depend_on_thread_count(isa: str) -> None:
+    kernel = _kernel(isa)
     rng = np.random.default_rng(9)
     batch, length, heads = 5, 40, 12
     qkv, lengths = _random_case(rng, batch, length, heads)
@@ -157,20 +161,32 @@ def test_kernel_refuses_bad_arguments() -> None:
 
 
 def test_requirements_name_what_is_missing() -> None:
-    amx = CpuInfo("Xeon", frozenset(na.REQUIRED_FLAGS), 2)
+    amx = CpuInfo("Xeon", frozenset(na.REQUIRED_FLAGS + na.AMX_FLAGS), 2)
     if na.missing_requirements(amx) is not None:
         pytest.skip(str(na.missing_requirements(amx)))  # not Linux on x86-64
-    why = na.missing_requirements(CpuInfo("AMD EPYC", frozenset({"avx2", "fma"}), 2))
+    assert na.missing_requirements(amx, isa="amx") is None and na.best_isa(amx) == "amx"
+    avx2 = CpuInfo("AMD EPYC Zen 3", frozenset({"avx2", "fma"}), 2)
+    why = na.missing_requirements(avx2)
     assert why is not None and all(flag in why for flag in na.REQUIRED_FLAGS)
-    partial = na.missing_requirements(
-        CpuInfo("Xeon", frozenset({"amx_tile", "avx512f", "avx512_bf16"}), 2))
-    assert partial == "the CPU lacks amx_bf16"
+    zen5 = CpuInfo("AMD EPYC Zen 5", frozenset({"avx2", "avx512f", "avx512_bf16"}), 2)
+    assert na.missing_requirements(zen5) is None and na.best_isa(zen5) == "avx512-bf16"
+    assert na.missing_requirements(zen5, isa="amx") == "the CPU lacks amx_tile, amx_bf16"
 
 
-def test_turned_off_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_turned_off_or_chosen_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(na.DISABLE_ENV, "0")
     kernel, why = na.load_native_attention()
     assert kernel is None and na.DISABLE_ENV in why
+    monkeypatch.setenv(na.DISABLE_ENV, "fastest")
+    kernel, why = na.load_native_attention()
+    assert kernel is None and "'fastest' is not one of" in why
+    with pytest.raises(ValueError, match="isa"):
+        na.load_native_attention(isa="sse2")
+    monkeypatch.setenv(na.DISABLE_ENV, "avx512-bf16")
+    kernel, why = na.load_native_attention()
+    if kernel is None:
+        pytest.skip(why)
+    assert kernel.isa == "avx512-bf16" and why.startswith("avx512-bf16 kernel")
 
 
 def test_no_compiler_is_a_reason_not_an_error(monkeypatch: pytest.MonkeyPatch,
@@ -341,6 +357,77 @@ def test_tiny_models_run_the_kernel_at_each_head_size(make_tiny_model: Any, mode
         vectors[attention] = engine._run(engine.tokenize(MIXED_CORPUS).sequences, path)
     assert calls and set(calls) == {64 // heads}
     assert min_cosine(vectors["native"], vectors["sdpa"]) >= 0.999
+
+
+class _FakeKernel:
+    """A stand-in for the kernel in the reach measurement: free, or slower than anything."""
+
+    isa = "fake"
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.lengths: list[int] = []
+
+    def run(self, *args: Any, length: int, **kwargs: Any) -> None:
+        self.lengths.append(length)
+        if self.seconds:
+            time.sleep(self.seconds)
+
+
+def test_reach_stops_where_the_kernel_stops_paying() -> None:
+    """The engine uses the kernel up to the longest length at which it measured faster than
+    SDPA: all of them for a kernel that costs nothing, none for one slower than SDPA."""
+    from atoma_lab.inference.transformers_engine import _REACH_LENGTHS, _native_attention_reach
+
+    free = _FakeKernel(0.0)
+    reach, ratios = _native_attention_reach(free, 12, 32, max_length=256, tokens=512)  # type: ignore[arg-type]
+    assert reach == 256 and list(ratios) == [n for n in _REACH_LENGTHS if n <= 256]
+    assert all(r < 1.0 for r in ratios.values()) and set(free.lengths) == set(ratios)
+    cut, _ = _native_attention_reach(free, 12, 32, max_length=48, tokens=512)  # type: ignore[arg-type]
+    assert cut == 48  # the model's longest input is measured, not a length past it
+    slow = _FakeKernel(0.05)
+    reach, ratios = _native_attention_reach(slow, 12, 32, max_length=512, tokens=512)  # type: ignore[arg-type]
+    assert reach == 0 and list(ratios) == [16] and ratios[16] > 1.0
+
+
+def test_longer_micro_batches_than_the_reach_run_sdpa(fast_pair: Any,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    native, _ = fast_pair
+    path = native._path
+    monkeypatch.setattr(path, "native_max_length", 12)
+    lengths: list[int] = []
+    run = na.NativeAttention.run
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> None:
+        lengths.append(kwargs["length"])
+        run(self, *args, **kwargs)
+
+    monkeypatch.setattr(na.NativeAttention, "run", spy)
+    short = native._run(native.tokenize(["a b c", "four five"]).sequences, path)
+    assert lengths and max(lengths) <= 12
+    lengths.clear()
+    long = native._run(native.tokenize([" ".join(["word"] * 40)]).sequences, path)
+    assert not lengths  # 42 tokens: SDPA
+    assert np.isfinite(short).all() and np.isfinite(long).all()
+
+
+def test_auto_measures_the_reach_and_says_so(minilm_path: Path) -> None:
+    from atoma_lab.inference.selection import PathSpec
+
+    kernel, why = na.load_native_attention()
+    if kernel is None:
+        pytest.skip(why)
+    engine = TransformersEngine(minilm_path, device="cpu")
+    path = engine._build_path(PathSpec("torch", "bfloat16"))
+    if not getattr(path, "packed", False):
+        pytest.skip("no packed bfloat16 GEMMs on this CPU/torch")
+    if path.native_attention is None:  # slower than SDPA at 16 tokens on this machine
+        assert "slower than SDPA" in path.attention_reason
+        return
+    assert path.native_max_length in (16, 32, 64, 128, 256, engine._max_seq_length)
+    assert f"used up to {path.native_max_length} tokens" in path.attention_reason
+    strict = TransformersEngine(minilm_path, device="cpu", attention="native")
+    assert strict._build_path(PathSpec("torch", "bfloat16")).native_max_length is None
 
 
 def test_engine_refuses_an_unknown_attention(minilm_path: Path) -> None:

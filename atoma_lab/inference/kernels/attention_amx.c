@@ -1,5 +1,6 @@
-/* Scaled dot-product attention for BERT-family encoders on AMX (bfloat16 tiles), head size 32
- * or 64.
+/* Scaled dot-product attention for BERT-family encoders in bfloat16, head size 32 or 64, its
+ * two matrix products on AMX tiles or with AVX512-BF16 dot products (atoma_lab/inference/
+ * native_attention.py says where each runs and how the engine uses it).
  *
  * Reads queries, keys and values straight from the fused Q/K/V GEMM's output rows
  * (row b*L + i: [q heads | k heads | v heads], each head `d` contiguous bfloat16) and writes
@@ -56,7 +57,117 @@ typedef struct {
     const int64_t *lengths;
     int64_t batch, length, heads, head_dim;
     float scale;
+    int amx; /* 1: AMX tiles; 0: AVX512-BF16 dot products */
 } job;
+
+/* The two matrix products of a block of 16 query rows, on AMX tiles or with AVX512-BF16 dot
+   products, over the same packed operands:
+   kv: per 16 keys and 32-wide slice of the head, [16 pairs of d][16 keys] 32-bit words;
+   vv: per 32 keys and 16 columns of the head, [16 key pairs][16 d] 32-bit words. */
+
+/* S[16][nk] = Q K^T: tile 4 accumulates, the queries' slices in tiles 5 and 7, keys in 6 */
+static void scores_amx(const uint16_t *qb, const uint32_t *kv, float *S, int64_t D, int64_t nk) {
+    const int64_t chunks = D / 32;
+    _tile_loadd(5, qb, D * 2);
+    if (chunks == 2) _tile_loadd(7, qb + 32, D * 2);
+    for (int64_t j0 = 0; j0 < nk; j0 += 16) {
+        _tile_zero(4);
+        _tile_loadd(6, kv + (j0 / 16) * chunks * 256, 64);
+        _tile_dpbf16ps(4, 5, 6);
+        if (chunks == 2) {
+            _tile_loadd(6, kv + ((j0 / 16) * 2 + 1) * 256, 64);
+            _tile_dpbf16ps(4, 7, 6);
+        }
+        _tile_stored(4, S + j0, nk * 4);
+    }
+}
+
+/* C[16][D] = P V: tiles 0-1 (and 2-3 for D = 64) accumulate, P in tile 5, V in tiles 6/7 */
+static void context_amx(const uint16_t *P, const uint32_t *vv, float *C, int64_t D, int64_t nk) {
+    const int64_t chunks = D / 32;
+    _tile_zero(0);
+    _tile_zero(1);
+    if (chunks == 2) {
+        _tile_zero(2);
+        _tile_zero(3);
+    }
+    for (int64_t k0 = 0; k0 < nk; k0 += 32) {
+        const uint32_t *vb = vv + (k0 / 32) * (D / 16) * 256;
+        _tile_loadd(5, P + k0, nk * 2);
+        _tile_loadd(6, vb, 64);
+        _tile_loadd(7, vb + 256, 64);
+        _tile_dpbf16ps(0, 5, 6);
+        _tile_dpbf16ps(1, 5, 7);
+        if (chunks == 2) {
+            _tile_loadd(6, vb + 512, 64);
+            _tile_loadd(7, vb + 768, 64);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+    }
+    _tile_stored(0, C, D * 4);
+    _tile_stored(1, C + 16, D * 4);
+    if (chunks == 2) {
+        _tile_stored(2, C + 32, D * 4);
+        _tile_stored(3, C + 48, D * 4);
+    }
+}
+
+#define BCAST(w) ((__m512bh)_mm512_set1_epi32((int)(w)))
+#define LOADBH(p) ((__m512bh)_mm512_loadu_si512(p))
+
+/* The same products with VDPBF16PS: a lane per key (scores) or per column (context), a pair
+   of bfloat16 a step, four query rows at a time sharing each load of keys or values. */
+static void scores_avx512(const uint16_t *qb, const uint32_t *kv, float *S, int64_t D,
+                          int64_t nk, int64_t valid) {
+    const int64_t pairs = D / 2;
+    for (int64_t r = 0; r < valid; r += 4) {
+        const uint32_t *q0 = (const uint32_t *)(qb + r * D), *q1 = q0 + pairs,
+                       *q2 = q1 + pairs, *q3 = q2 + pairs; /* rows past 16 never read: r<=12 */
+        for (int64_t j0 = 0; j0 < nk; j0 += 16) {
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            const uint32_t *kb = kv + (j0 / 16) * (D / 32) * 256;
+            for (int64_t t = 0; t < pairs; ++t) {
+                /* pair t of the head: slice t / 16, row t % 16 of that slice's tile */
+                __m512bh k = LOADBH(kb + (t / 16) * 256 + (t % 16) * 16);
+                a0 = _mm512_dpbf16_ps(a0, BCAST(q0[t]), k);
+                a1 = _mm512_dpbf16_ps(a1, BCAST(q1[t]), k);
+                a2 = _mm512_dpbf16_ps(a2, BCAST(q2[t]), k);
+                a3 = _mm512_dpbf16_ps(a3, BCAST(q3[t]), k);
+            }
+            _mm512_storeu_ps(S + r * nk + j0, a0);
+            _mm512_storeu_ps(S + (r + 1) * nk + j0, a1);
+            _mm512_storeu_ps(S + (r + 2) * nk + j0, a2);
+            _mm512_storeu_ps(S + (r + 3) * nk + j0, a3);
+        }
+    }
+}
+
+static void context_avx512(const uint16_t *P, const uint32_t *vv, float *C, int64_t D,
+                           int64_t nk, int64_t valid) {
+    for (int64_t r = 0; r < valid; r += 4) {
+        const uint32_t *p0 = (const uint32_t *)(P + r * nk), *p1 = p0 + nk / 2,
+                       *p2 = p1 + nk / 2, *p3 = p2 + nk / 2;
+        for (int64_t dc = 0; dc < D / 16; ++dc) {
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t k0 = 0; k0 < nk; k0 += 32) {
+                const uint32_t *vb = vv + ((k0 / 32) * (D / 16) + dc) * 256;
+                for (int64_t t = 0; t < 16; ++t) {
+                    __m512bh v = LOADBH(vb + t * 16);
+                    int64_t pair = k0 / 2 + t;
+                    a0 = _mm512_dpbf16_ps(a0, BCAST(p0[pair]), v);
+                    a1 = _mm512_dpbf16_ps(a1, BCAST(p1[pair]), v);
+                    a2 = _mm512_dpbf16_ps(a2, BCAST(p2[pair]), v);
+                    a3 = _mm512_dpbf16_ps(a3, BCAST(p3[pair]), v);
+                }
+            }
+            _mm512_storeu_ps(C + r * D + dc * 16, a0);
+            _mm512_storeu_ps(C + (r + 1) * D + dc * 16, a1);
+            _mm512_storeu_ps(C + (r + 2) * D + dc * 16, a2);
+            _mm512_storeu_ps(C + (r + 3) * D + dc * 16, a3);
+        }
+    }
+}
 
 static void one_head(const job *jb, int64_t b, int64_t h, float *S, uint16_t *P,
                      uint32_t *kv, uint32_t *vv, uint16_t *qb, float *C) {
@@ -128,19 +239,10 @@ static void one_head(const job *jb, int64_t b, int64_t h, float *S, uint16_t *P,
             else
                 memset(qb + r * D, 0, D * 2);
         }
-        /* scores: tile 4 accumulates, queries' slices in tiles 5 and 7, keys in tile 6 */
-        _tile_loadd(5, qb, D * 2);
-        if (chunks == 2) _tile_loadd(7, qb + 32, D * 2);
-        for (int64_t j0 = 0; j0 < nk; j0 += 16) {
-            _tile_zero(4);
-            _tile_loadd(6, kv + (j0 / 16) * chunks * 256, 64);
-            _tile_dpbf16ps(4, 5, 6);
-            if (chunks == 2) {
-                _tile_loadd(6, kv + ((j0 / 16) * 2 + 1) * 256, 64);
-                _tile_dpbf16ps(4, 7, 6);
-            }
-            _tile_stored(4, S + j0, nk * 4);
-        }
+        if (jb->amx)
+            scores_amx(qb, kv, S, D, nk);
+        else
+            scores_avx512(qb, kv, S, D, nk, valid);
         float sums[16];
         for (int64_t r = 0; r < 16; ++r) {
             float *srow = S + r * nk;
@@ -169,33 +271,10 @@ static void one_head(const job *jb, int64_t b, int64_t h, float *S, uint16_t *P,
             }
             sums[r] = _mm512_reduce_add_ps(acc);
         }
-        /* context: tiles 0-1 (and 2-3 for D = 64) accumulate, P in tile 5, V in tiles 6/7 */
-        _tile_zero(0);
-        _tile_zero(1);
-        if (chunks == 2) {
-            _tile_zero(2);
-            _tile_zero(3);
-        }
-        for (int64_t k0 = 0; k0 < nk; k0 += 32) {
-            const uint32_t *vb = vv + (k0 / 32) * (D / 16) * 256;
-            _tile_loadd(5, P + k0, nk * 2);
-            _tile_loadd(6, vb, 64);
-            _tile_loadd(7, vb + 256, 64);
-            _tile_dpbf16ps(0, 5, 6);
-            _tile_dpbf16ps(1, 5, 7);
-            if (chunks == 2) {
-                _tile_loadd(6, vb + 512, 64);
-                _tile_loadd(7, vb + 768, 64);
-                _tile_dpbf16ps(2, 5, 6);
-                _tile_dpbf16ps(3, 5, 7);
-            }
-        }
-        _tile_stored(0, C, D * 4);
-        _tile_stored(1, C + 16, D * 4);
-        if (chunks == 2) {
-            _tile_stored(2, C + 32, D * 4);
-            _tile_stored(3, C + 48, D * 4);
-        }
+        if (jb->amx)
+            context_amx(P, vv, C, D, nk);
+        else
+            context_avx512(P, vv, C, D, nk, valid);
         for (int64_t r = 0; r < rows; ++r) {
             uint16_t *orow = jb->out + (b * L + i0 + r) * jb->out_stride + h * D;
             if (r >= valid) {
@@ -224,36 +303,41 @@ static int run_share(const job *jb, int thread, int threads) {
     if (!S || !P || !kv || !vv || !qb || !C) {
         status = -2;
     } else {
-        tile_config cfg;
-        memset(&cfg, 0, sizeof cfg);
-        cfg.palette_id = 1;
-        for (int t = 0; t < 8; ++t) {
-            cfg.rows[t] = 16;
-            cfg.colsb[t] = 64;
+        if (jb->amx) {
+            tile_config cfg;
+            memset(&cfg, 0, sizeof cfg);
+            cfg.palette_id = 1;
+            for (int t = 0; t < 8; ++t) {
+                cfg.rows[t] = 16;
+                cfg.colsb[t] = 64;
+            }
+            _tile_loadconfig(&cfg);
         }
-        _tile_loadconfig(&cfg);
         const int64_t items = jb->batch * jb->heads;
         for (int64_t w = thread; w < items; w += threads)
             one_head(jb, w / jb->heads, w % jb->heads, S, P, kv, vv, qb, C);
-        _tile_release();
+        if (jb->amx) _tile_release();
     }
     free(S); free(P); free(kv); free(vv); free(qb); free(C);
     return status;
 }
 
-/* Returns 0, or -1 (bad arguments), -2 (out of memory). The heads are shared among `threads`
+/* Returns 0, or -1 (bad arguments), -2 (out of memory). `amx`: 1 for AMX tiles (the caller
+   has checked the CPU and asked for tile data with atoma_amx_permit), 0 for AVX512-BF16 dot
+   products (AVX-512F and AVX512-BF16 needed). The heads are shared among `threads`
    OpenMP threads: in a process that has loaded torch, torch's own OpenMP runtime and thread
    pool (the same soname), so the kernel's threads are the ones torch's GEMMs just ran on,
    not extra threads competing with them for the cores. */
 int atoma_attention_bf16(const uint16_t *qkv, int64_t qkv_stride, uint16_t *out,
                          int64_t out_stride, const int64_t *lengths, int64_t batch,
                          int64_t length, int64_t heads, int64_t head_dim, float scale,
-                         int threads) {
+                         int threads, int amx) {
     if ((head_dim != 32 && head_dim != 64) || batch < 1 || length < 1 || heads < 1
         || threads < 1 || qkv_stride < 3 * heads * head_dim || out_stride < heads * head_dim)
         return -1;
     if (threads > batch * heads) threads = (int)(batch * heads);
-    job jb = {qkv, qkv_stride, out, out_stride, lengths, batch, length, heads, head_dim, scale};
+    job jb = {qkv, qkv_stride, out, out_stride, lengths, batch, length, heads, head_dim, scale,
+              amx != 0};
     int status = 0;
 #pragma omp parallel num_threads(threads) reduction(min : status)
     {
