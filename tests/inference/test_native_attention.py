@@ -36,6 +36,20 @@ def _fresh_loads() -> Any:
     na._load_cached.cache_clear()
 
 
+@pytest.fixture
+def kernel_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The keyword arguments of every call made into the kernel during the test."""
+    calls: list[dict[str, Any]] = []
+    run = na.NativeAttention.run
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> None:
+        calls.append(kwargs)
+        run(self, *args, **kwargs)
+
+    monkeypatch.setattr(na.NativeAttention, "run", spy)
+    return calls
+
+
 def _kernel(isa: str | None = None) -> na.NativeAttention:
     kernel, why = na.load_native_attention(isa=isa)
     if kernel is None:
@@ -270,21 +284,14 @@ def fast_pair(minilm_path: Path) -> tuple[TransformersEngine, TransformersEngine
 
 
 def test_engine_runs_the_kernel_and_stays_with_sdpa(fast_pair: Any, engine: Any,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+                                                    kernel_calls: list[dict[str, Any]]) -> None:
     native, sdpa = fast_pair
-    assert native._path.attention == "native-amx" and sdpa._path.attention == "sdpa"
-    calls: list[tuple[int, int]] = []
-    run = na.NativeAttention.run
-
-    def spy(self: Any, *args: Any, **kwargs: Any) -> None:
-        calls.append((kwargs["batch"], kwargs["length"]))
-        run(self, *args, **kwargs)
-
-    monkeypatch.setattr(na.NativeAttention, "run", spy)
+    assert native._path.attention == f"native-{na.best_isa()}" and sdpa._path.attention == "sdpa"
     got = native.embed(MIXED_CORPUS).vectors
     layers = len(native._fused.layers)
+    calls = kernel_calls
     assert calls and len(calls) % layers == 0
-    assert sum(b for b, _ in calls) == len(MIXED_CORPUS) * layers
+    assert sum(c["batch"] for c in calls) == len(MIXED_CORPUS) * layers
     calls.clear()
     want = sdpa.embed(MIXED_CORPUS).vectors
     assert not calls
@@ -306,8 +313,7 @@ def test_engine_vectors_do_not_depend_on_padding(fast_pair: Any) -> None:
 
 def test_engine_describes_the_attention_it_runs(fast_pair: Any) -> None:
     native, sdpa = fast_pair
-    native._choice = sdpa._choice = native.choice  # describe() reads the path, not the choice
-    assert native.describe()["attention"] == "native-amx"
+    assert native.describe()["attention"] == f"native-{na.best_isa()}"
     assert "checked" in native.describe()["attention_reason"]
     assert sdpa.describe()["attention"] == "sdpa"
     assert "attention='sdpa'" in sdpa.describe()["attention_reason"]
@@ -331,7 +337,7 @@ def test_engine_falls_back_or_refuses_where_the_kernel_cannot_run(
 @pytest.mark.parametrize(("model_type", "heads"), [("bert", 2), ("bert", 1), ("roberta", 1)])
 def test_tiny_models_run_the_kernel_at_each_head_size(make_tiny_model: Any, model_type: str,
                                                       heads: int,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+                                                      kernel_calls: list[dict[str, Any]]) -> None:
     """Head sizes 32 (two heads of 64) and 64 (one): the kernel runs in the engine and its
     vectors equal SDPA's up to bfloat16 rounding."""
     from atoma_lab.inference.selection import PathSpec
@@ -341,21 +347,13 @@ def test_tiny_models_run_the_kernel_at_each_head_size(make_tiny_model: Any, mode
     folder = make_tiny_model(f"tiny-{model_type}-heads{heads}", model_type=model_type,
                              heads=heads)
     vectors = {}
-    calls: list[int] = []
-    run = na.NativeAttention.run
-
-    def spy(self: Any, *args: Any, **kwargs: Any) -> None:
-        calls.append(kwargs["head_dim"])
-        run(self, *args, **kwargs)
-
-    monkeypatch.setattr(na.NativeAttention, "run", spy)
     for attention in ("native", "sdpa"):
         engine = TransformersEngine(folder, device="cpu", attention=attention)  # type: ignore[arg-type]
         path = engine._build_path(PathSpec("torch", "bfloat16"))
         if not getattr(path, "packed", False):
             pytest.skip("no packed bfloat16 GEMMs on this CPU/torch")
         vectors[attention] = engine._run(engine.tokenize(MIXED_CORPUS).sequences, path)
-    assert calls and set(calls) == {64 // heads}
+    assert kernel_calls and {c["head_dim"] for c in kernel_calls} == {64 // heads}
     assert min_cosine(vectors["native"], vectors["sdpa"]) >= 0.999
 
 
@@ -391,23 +389,16 @@ def test_reach_stops_where_the_kernel_stops_paying() -> None:
 
 
 def test_longer_micro_batches_than_the_reach_run_sdpa(fast_pair: Any,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      kernel_calls: list[dict[str, Any]]) -> None:
     native, _ = fast_pair
     path = native._path
     monkeypatch.setattr(path, "native_max_length", 12)
-    lengths: list[int] = []
-    run = na.NativeAttention.run
-
-    def spy(self: Any, *args: Any, **kwargs: Any) -> None:
-        lengths.append(kwargs["length"])
-        run(self, *args, **kwargs)
-
-    monkeypatch.setattr(na.NativeAttention, "run", spy)
     short = native._run(native.tokenize(["a b c", "four five"]).sequences, path)
-    assert lengths and max(lengths) <= 12
-    lengths.clear()
+    assert kernel_calls and max(c["length"] for c in kernel_calls) <= 12
+    kernel_calls.clear()
     long = native._run(native.tokenize([" ".join(["word"] * 40)]).sequences, path)
-    assert not lengths  # 42 tokens: SDPA
+    assert not kernel_calls  # 42 tokens: SDPA
     assert np.isfinite(short).all() and np.isfinite(long).all()
 
 
