@@ -16,8 +16,8 @@ normalisation. What makes it faster:
   activations;
 * on torch, for BERT, RoBERTa and XLM-RoBERTa encoders a fused forward (:class:`_FusedEncoder`):
   one GEMM for Q, K and V, SDPA attention without a mask when a micro-batch has no padding
-  (on the packed bfloat16 path of an AMX CPU, attention in
-  :mod:`~atoma_lab.inference.native_attention`'s kernel instead),
+  (on the packed bfloat16 path of a CPU with AVX512-BF16 or AMX, attention in
+  :mod:`~atoma_lab.inference.native_attention`'s kernel instead, as far as it measured faster),
   in-place residual adds and activation, GEMM outputs written into buffers reused across calls
   (float32), no unused pooler; other architectures run through ``AutoModel`` with SDPA;
 * on ONNX Runtime (``runtime="onnx"``), the model exported once into a cache
@@ -646,10 +646,11 @@ class TransformersEngine(EmbeddingEngine):
     * ``normalize``: L2-normalise vectors (default ``True``, OpenAI semantics).
     * ``cache_dir``: where ONNX exports and recorded choices live (default
       :func:`~atoma_lab.inference.onnx_export.default_cache_dir`).
-    * ``attention``: on the packed bfloat16 CPU path (fast mode on a CPU with AMX), ``"auto"``
-      (default) runs attention in :mod:`~atoma_lab.inference.native_attention`'s AMX kernel where
-      it builds and passes its check, else torch's SDPA; ``"sdpa"`` always SDPA; ``"native"``
-      the kernel or :class:`ModelLoadError`. ``describe()`` says which runs and why.
+    * ``attention``: on the packed bfloat16 CPU path (fast mode on a CPU with AVX512-BF16 or
+      AMX), ``"auto"`` (default) runs attention in :mod:`~atoma_lab.inference.native_attention`'s
+      kernel where it builds and passes its check, for the sequence lengths at which it measured
+      faster than torch's SDPA on load, else SDPA; ``"sdpa"`` always SDPA; ``"native"`` the kernel
+      at every length, or :class:`ModelLoadError`. ``describe()`` says which runs and why.
     * ``remeasure``: measure the candidate paths again even where a choice is recorded for this
       model, machine and libraries, and record the new outcome in its place (a choice measured
       while other work loaded the machine stays recorded until then).
