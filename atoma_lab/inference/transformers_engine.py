@@ -759,6 +759,10 @@ class TransformersEngine(EmbeddingEngine):
         if mode == "int8":
             self._report_int8_quality()
         self._dimensions = int(self._run([self._prefix + self._suffix]).shape[1])
+        about = self.describe()
+        logger.info("model %r runs %s on %s (%s); attention: %s (%s)", self._model_name,
+                    about["path"], about["device"], about["reason"], about["attention"],
+                    about["attention_reason"])
 
     # ------------------------------------------------------------------ loading
     def _from_folder(self, auto_class: Any, what: str) -> Any:

@@ -425,3 +425,11 @@ def test_auto_measures_the_reach_and_says_so(minilm_path: Path) -> None:
 def test_engine_refuses_an_unknown_attention(minilm_path: Path) -> None:
     with pytest.raises(ValueError, match="attention"):
         TransformersEngine(minilm_path, device="cpu", attention="flash")  # type: ignore[arg-type]
+
+
+def test_the_engine_logs_what_it_runs(minilm_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An operator reading a node's log sees the path and the attention the engine chose."""
+    with caplog.at_level("INFO", logger="atoma_lab.inference"):
+        TransformersEngine(minilm_path, device="cpu", attention="sdpa")
+    lines = [r.getMessage() for r in caplog.records if r.name == "atoma_lab.inference"]
+    assert any("runs torch-float32 on cpu" in m and "attention: sdpa" in m for m in lines), lines
