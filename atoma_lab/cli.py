@@ -123,9 +123,9 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
                    help="measure the paths again (runtime auto, fast mode) instead of taking the "
                         "choice recorded for this model and machine, and record the new one")
     g.add_argument("--attention", choices=["auto", "sdpa", "native"], default=None,
-                   help="attention on fast mode's bf16 CPU path: auto (default: the AMX kernel "
-                        "where it builds and passes its check, else torch's SDPA), sdpa, or "
-                        "native (the kernel or an error)")
+                   help="attention on fast mode's bf16 CPU path: auto (default: the native "
+                        "AMX/AVX512-BF16 kernel where it builds, passes its check and measures "
+                        "faster, else torch's SDPA), sdpa, or native (the kernel or an error)")
     g.add_argument("--batch-tokens", type=int, default=None,
                    help="token budget of one batch the node's batcher forms (default "
                         "atoma_lab.inference.DEFAULT_MAX_BATCH_TOKENS)")
@@ -230,7 +230,8 @@ def _serve_engine(args: argparse.Namespace) -> tuple[float | None, dict[str, Any
     options = _engine_options(args)
     if options and rate is not None:
         raise SystemExit("atoma-lab: --fake-tokens-per-s builds each node's fake engine; "
-                         "--device, --dtype, --engine-mode and --batch-tokens are for a real model")
+                         "--runtime, --device, --dtype, --engine-mode, --remeasure, --attention "
+                         "and --batch-tokens are for a real model")
     return rate, options
 
 

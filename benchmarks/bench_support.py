@@ -3,15 +3,13 @@ capture, and a local Ray instance on loopback."""
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from ray_support import ray_unavailable, start_local_ray  # tests/, on the path (conftest.py)
 
 
 def interleaved(benchmark: Any, fn: Callable[..., Any], other: Callable[..., Any], *,
@@ -96,21 +94,3 @@ def show(request: pytest.FixtureRequest, lines: list[str]) -> None:
         print("\n".join(lines))
 
 
-@contextlib.contextmanager
-def local_ray() -> Iterator[Any]:
-    """The tests' local Ray instance on 127.0.0.1 (``tests/ray_support.py``) for the ``with``
-    block (Ray's module), started unless this process is connected already, and shut down after
-    if it was started here. Skips where the Ray tests would (without Ray, or outside a network
-    namespace whose one interface is loopback: ``make bench`` runs the benchmarks in one)."""
-    reason = ray_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    import ray
-
-    started = not ray.is_initialized()
-    start_local_ray()
-    try:
-        yield ray
-    finally:
-        if started:
-            ray.shutdown()

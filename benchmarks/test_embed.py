@@ -184,8 +184,8 @@ def _embed(engine: TransformersEngine, texts: list[str]) -> Callable[[], Any]:
     return _synced(lambda: engine.embed(texts))
 
 
-# Fast mode is fp16 weights on CUDA, bf16 autocast on the CPU: worth timing on all 512 texts only where
-# the CPU has native bf16 (elsewhere it is several times slower than fp32).
+# Fast mode is fp16 weights on CUDA, bf16 weights on the CPU: worth timing on all 512 texts only where
+# the CPU has native bf16 (emulated bf16 is slower than fp32: docs/benchmarks.md).
 FAST_TEXTS = CORPUS if ON_CUDA or cpu_has_native_bf16() else CORPUS[:64]
 FAST_PAIR = (f"{len(FAST_TEXTS)} texts, fp32 vs fast mode"
              + ("" if len(FAST_TEXTS) == CORPUS_SIZE else " (CPU without native bf16)"))
@@ -302,15 +302,14 @@ def st_bf16(model_dir: Any) -> Any:
 def _serve_fast(engine: TransformersEngine) -> Callable[[list[list[str]]], None]:
     def run(requests: list[list[str]]) -> None:
         for texts in requests:
-            engine.embed(texts)
+            _embed(engine, texts)()
     return run
 
 
 def _serve_st(model: Any) -> Callable[[list[list[str]]], None]:
     def run(requests: list[list[str]]) -> None:
         for texts in requests:
-            model.encode(texts, batch_size=BATCH_SIZE, normalize_embeddings=True,
-                         convert_to_numpy=True)
+            _st_encode(model, texts)()
     return run
 
 

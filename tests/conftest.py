@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from fakes import networks
-from ray_support import ray_unavailable, start_local_ray
+from ray_support import local_ray
 
 from atoma_lab.lab.network import Network
 
@@ -18,14 +18,8 @@ MODES = ["inprocess", pytest.param("http", marks=pytest.mark.integration)]
 @pytest.fixture(scope="session")
 def ray_local() -> Iterator[Any]:
     """A local Ray instance on loopback for the whole session (skips where none can run)."""
-    reason = ray_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    import ray
-
-    start_local_ray()
-    yield ray
-    ray.shutdown()
+    with local_ray() as ray:
+        yield ray
 
 
 @pytest.fixture

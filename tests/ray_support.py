@@ -9,9 +9,14 @@ this checkout's ``atoma_lab`` and the tests' ``fakes`` (``PYTHONPATH``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
@@ -58,3 +63,23 @@ def start_local_ray() -> None:
     os.environ.update(worker_env())
     ray.init(num_cpus=RAY_NUM_CPUS, include_dashboard=False, _node_ip_address="127.0.0.1",
              configure_logging=False)
+
+
+@contextlib.contextmanager
+def local_ray() -> Iterator[Any]:
+    """The tests' local Ray instance on 127.0.0.1 for the ``with`` block (Ray's module), started
+    unless this process is connected already, and shut down after if it was started here. Skips
+    where the Ray tests would (without Ray, or outside a network namespace whose one interface
+    is loopback: ``make test`` and ``make bench`` run them in one)."""
+    reason = ray_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    import ray
+
+    started = not ray.is_initialized()
+    start_local_ray()
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,7 +1,7 @@
 """Attention for the packed bfloat16 CPU path: a small C kernel, compiled on first use.
 
-At MiniLM's head size (32) and the 8-170 tokens of typical inputs, torch's CPU flash attention
-does about a twentieth of a forward's arithmetic in about a third of its time (profile in
+At MiniLM's head size (32) and the short inputs of typical requests, torch's CPU flash attention
+takes a share of a forward's time far above its share of the arithmetic (the profile is in
 docs/benchmarks.md): its blocks are sized for long sequences, and the heads are read through
 strided views of the fused Q/K/V output and written back through a transposing copy. The kernel
 in ``kernels/attention_amx.c`` reads each head's queries, keys and values straight from the
@@ -79,7 +79,7 @@ class NativeAttention:
 
     library: Path
     _fn: Any  # the ctypes function
-    isa: str = "amx"
+    isa: str
 
     def run(self, qkv: int, qkv_stride: int, out: int, out_stride: int, lengths: int, *,
             batch: int, length: int, heads: int, head_dim: int, scale: float,

@@ -434,10 +434,10 @@ def _native_attention_reach(kernel: NativeAttention, heads: int, head_dim: int, 
                             max_length: int, tokens: int) -> tuple[int, dict[int, float]]:
     """How far the native kernel pays here: the longest of :data:`_REACH_LENGTHS` (cut at
     ``max_length``) up to which it ran faster than SDPA at every length measured, 0 if not even
-    at the shortest; and its time over SDPA's at each length
-    measured. Each length is one micro-batch of about ``tokens`` tokens of random bfloat16
-    Q/K/V, SDPA timed as the fused forward runs it (with the copy into the context rows), the
-    two interleaved, the fastest of a few runs each."""
+    at the shortest; and its time over SDPA's at each length measured. Each length is one
+    micro-batch of about ``tokens`` tokens of random bfloat16 Q/K/V, SDPA timed as the fused
+    forward runs it (with the copy into the context rows), the two interleaved, the fastest of
+    a few runs each."""
     torch = _torch()
     generator = torch.Generator().manual_seed(0)
     ratios: dict[int, float] = {}
@@ -538,7 +538,7 @@ class _TorchPath:
         if requested == "auto":
             reach, ratios = _native_attention_reach(
                 kernel, fused.heads, fused.head_dim, max_length=self.engine._max_seq_length,
-                tokens=self._budget_tokens())
+                tokens=self.engine._budget(self))
             measured = ", ".join(f"{n}: {r:.2f}x" for n, r in ratios.items())
             if reach == 0:
                 self.attention_reason = (f"native {kernel.isa} kernel not used: slower than SDPA "
@@ -549,9 +549,6 @@ class _TorchPath:
                     f"/ SDPA's by length: {measured})")
         self.native_attention, self.attention_reason = kernel, why
         self.attention = f"native-{kernel.isa}"
-
-    def _budget_tokens(self) -> int:
-        return self.engine._budget(self)
 
     @contextlib.contextmanager
     def _context(self) -> Iterator[None]:
@@ -759,10 +756,11 @@ class TransformersEngine(EmbeddingEngine):
         if mode == "int8":
             self._report_int8_quality()
         self._dimensions = int(self._run([self._prefix + self._suffix]).shape[1])
-        about = self.describe()
-        logger.info("model %r runs %s on %s (%s); attention: %s (%s)", self._model_name,
-                    about["path"], about["device"], about["reason"], about["attention"],
-                    about["attention_reason"])
+        if logger.isEnabledFor(logging.INFO):
+            about = self.describe()
+            logger.info("model %r runs %s on %s (%s); attention: %s (%s)", self._model_name,
+                        about["path"], about["device"], about["reason"], about["attention"],
+                        about["attention_reason"])
 
     # ------------------------------------------------------------------ loading
     def _from_folder(self, auto_class: Any, what: str) -> Any:

@@ -149,3 +149,15 @@ def make_tiny_model(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path,
         return folder
 
     yield make
+
+
+def packed_bf16_path(engine: Any) -> Any:
+    """``engine``'s packed bfloat16 torch path, built directly (whether it would win this
+    machine's measurement does not matter to the tests that use it); skips where the CPU or
+    torch has no packed bfloat16 GEMMs."""
+    from atoma_lab.inference.selection import PathSpec
+
+    path = engine._build_path(PathSpec("torch", "bfloat16"))
+    if not getattr(path, "packed", False):
+        pytest.skip("no packed bfloat16 GEMMs on this CPU/torch")
+    return path

@@ -22,18 +22,12 @@ from atoma_lab.errors import ModelLoadError
 from atoma_lab.inference import native_attention as na
 from atoma_lab.inference.corpus import min_cosine
 from atoma_lab.inference.hardware import CpuInfo
+from atoma_lab.inference.selection import PathSpec
 from atoma_lab.inference.transformers_engine import TransformersEngine
-from tests.inference.conftest import MIXED_CORPUS
+
+from .conftest import MIXED_CORPUS, packed_bf16_path
 
 SCALE = 32 ** -0.5
-
-
-@pytest.fixture(autouse=True)
-def _fresh_loads() -> Any:
-    """Each test sees the loader anew (it caches per process and cache folder)."""
-    na._load_cached.cache_clear()
-    yield
-    na._load_cached.cache_clear()
 
 
 @pytest.fixture
@@ -205,8 +199,9 @@ def test_turned_off_or_chosen_by_the_environment(monkeypatch: pytest.MonkeyPatch
 
 def test_no_compiler_is_a_reason_not_an_error(monkeypatch: pytest.MonkeyPatch,
                                               tmp_path: Path) -> None:
-    if na.missing_requirements() is not None:
-        pytest.skip(str(na.missing_requirements()))
+    why = na.missing_requirements()
+    if why is not None:
+        pytest.skip(why)
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     kernel, why = na.load_native_attention(tmp_path)
     assert kernel is None and "no-such-cc" in why
@@ -268,17 +263,11 @@ def test_two_processes_building_at_once_end_with_one_library(tmp_path: Path) -> 
 def fast_pair(minilm_path: Path) -> tuple[TransformersEngine, TransformersEngine]:
     """Fast mode's packed bfloat16 path with the kernel and with SDPA (paths built directly:
     whether bfloat16 wins the measurement on this machine is not what these tests are about)."""
-    from atoma_lab.inference.selection import PathSpec
-
-    if na.load_native_attention()[0] is None:
-        pytest.skip(f"native attention cannot run here: {na.load_native_attention()[1]}")
+    _kernel()
     engines = []
     for attention in ("native", "sdpa"):
         engine = TransformersEngine(minilm_path, device="cpu", attention=attention)  # type: ignore[arg-type]
-        path = engine._build_path(PathSpec("torch", "bfloat16"))
-        if not getattr(path, "packed", False):
-            pytest.skip("no packed bfloat16 GEMMs on this CPU/torch")
-        engine._path = path
+        engine._path = packed_bf16_path(engine)
         engines.append(engine)
     return engines[0], engines[1]
 
@@ -289,24 +278,26 @@ def test_engine_runs_the_kernel_and_stays_with_sdpa(fast_pair: Any, engine: Any,
     assert native._path.attention == f"native-{na.best_isa()}" and sdpa._path.attention == "sdpa"
     got = native.embed(MIXED_CORPUS).vectors
     layers = len(native._fused.layers)
-    calls = kernel_calls
-    assert calls and len(calls) % layers == 0
-    assert sum(c["batch"] for c in calls) == len(MIXED_CORPUS) * layers
-    calls.clear()
+    assert kernel_calls and len(kernel_calls) % layers == 0
+    assert sum(c["batch"] for c in kernel_calls) == len(MIXED_CORPUS) * layers
+    kernel_calls.clear()
     want = sdpa.embed(MIXED_CORPUS).vectors
-    assert not calls
+    assert not kernel_calls
     exact = engine.embed(MIXED_CORPUS).vectors
     assert min_cosine(got, want) >= 0.9999
     assert min_cosine(got, exact) >= 0.999
 
 
-def test_engine_vectors_do_not_depend_on_padding(fast_pair: Any) -> None:
+def test_engine_vectors_do_not_depend_on_padding(fast_pair: Any,
+                                                 kernel_calls: list[dict[str, Any]]) -> None:
     """A text embedded alone equals the same text in a padded micro-batch of longer ones: the
     kernel masks the keys past each sequence's length."""
     native, _ = fast_pair
     texts = ["short", "a somewhat longer sentence about attention kernels and tiles " * 3,
              "mid-length text here", "x"]
     together = native.embed(texts).vectors
+    # the kernel ran, on a micro-batch of several texts of different lengths (padded)
+    assert kernel_calls and max(c["batch"] for c in kernel_calls) > 1
     alone = np.stack([native.embed([t]).vectors[0] for t in texts])
     assert min_cosine(together, alone) >= 0.9999
 
@@ -321,13 +312,9 @@ def test_engine_describes_the_attention_it_runs(fast_pair: Any) -> None:
 
 def test_engine_falls_back_or_refuses_where_the_kernel_cannot_run(
         minilm_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from atoma_lab.inference.selection import PathSpec
-
     monkeypatch.setenv(na.DISABLE_ENV, "0")
     engine = TransformersEngine(minilm_path, device="cpu")
-    path = engine._build_path(PathSpec("torch", "bfloat16"))
-    if not getattr(path, "packed", False):
-        pytest.skip("no packed bfloat16 GEMMs on this CPU/torch")
+    path = packed_bf16_path(engine)
     assert path.attention == "sdpa" and na.DISABLE_ENV in path.attention_reason
     strict = TransformersEngine(minilm_path, device="cpu", attention="native")
     with pytest.raises(ModelLoadError, match="attention='native'"):
@@ -340,19 +327,14 @@ def test_tiny_models_run_the_kernel_at_each_head_size(make_tiny_model: Any, mode
                                                       kernel_calls: list[dict[str, Any]]) -> None:
     """Head sizes 32 (two heads of 64) and 64 (one): the kernel runs in the engine and its
     vectors equal SDPA's up to bfloat16 rounding."""
-    from atoma_lab.inference.selection import PathSpec
-
-    if na.load_native_attention()[0] is None:
-        pytest.skip(f"native attention cannot run here: {na.load_native_attention()[1]}")
+    _kernel()
     folder = make_tiny_model(f"tiny-{model_type}-heads{heads}", model_type=model_type,
                              heads=heads)
-    kernel_calls.clear()  # the loader's own check on random heads of both sizes
+    kernel_calls.clear()  # a first load's own check runs the kernel on both head sizes
     vectors = {}
     for attention in ("native", "sdpa"):
         engine = TransformersEngine(folder, device="cpu", attention=attention)  # type: ignore[arg-type]
-        path = engine._build_path(PathSpec("torch", "bfloat16"))
-        if not getattr(path, "packed", False):
-            pytest.skip("no packed bfloat16 GEMMs on this CPU/torch")
+        path = packed_bf16_path(engine)
         vectors[attention] = engine._run(engine.tokenize(MIXED_CORPUS).sequences, path)
     assert kernel_calls and {c["head_dim"] for c in kernel_calls} == {64 // heads}
     assert min_cosine(vectors["native"], vectors["sdpa"]) >= 0.999
@@ -404,15 +386,11 @@ def test_longer_micro_batches_than_the_reach_run_sdpa(fast_pair: Any,
 
 
 def test_auto_measures_the_reach_and_says_so(minilm_path: Path) -> None:
-    from atoma_lab.inference.selection import PathSpec
-
     kernel, why = na.load_native_attention()
     if kernel is None:
         pytest.skip(why)
     engine = TransformersEngine(minilm_path, device="cpu")
-    path = engine._build_path(PathSpec("torch", "bfloat16"))
-    if not getattr(path, "packed", False):
-        pytest.skip("no packed bfloat16 GEMMs on this CPU/torch")
+    path = packed_bf16_path(engine)
     if path.native_attention is None:  # slower than SDPA at 16 tokens on this machine
         assert "slower than SDPA" in path.attention_reason
         return
