@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from bench_support import interleaved, local_ray, paired_ratio, pool_rounds
+from bench_support import interleaved, paired_ratio, pool_rounds
+from ray_support import local_ray  # tests/, on the path (conftest.py)
 
 from atoma_lab.inference import FAKE_MODEL
 from atoma_lab.lab.network import Network, build_network

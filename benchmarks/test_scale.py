@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from bench_support import local_ray
+from ray_support import local_ray  # tests/, on the path (conftest.py)
 
 from atoma_lab.lab.load import LoadResult
 from atoma_lab.lab.scale import ScaleSetup, ScaleSweep, scale_inputs
